@@ -1,0 +1,109 @@
+"""GRPO advantages for groups of any size, grouped by id (never by reshape).
+
+Stage 6 of the data flow (after rollout and rewards). With adaptive budgets one prompt may have
+40 rollouts and another 2, so ``rewards.view(-1, G)`` is wrong; every statistic here is taken per
+group id.
+
+Choices, documented once: a group of one, or whose rewards are all equal, carries no comparison
+and gets advantage 0 (verl would give a singleton its raw reward); such groups are counted in
+``num_degenerate_groups``. The standard deviation is the unbiased one (as TRL and verl), and
+``A = (r - mean) / (std + eps)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCALES = ("group", "none")
+
+
+@dataclass(frozen=True)
+class GroupAdvantages:
+    """Attributes:
+    advantages: ``[N]`` per-rollout advantage.
+    group_index: ``[N]`` dense index of each rollout's group (order of first appearance).
+    group_size: ``[G]`` rollouts per group.
+    mixed: ``[G]`` bool, the group holds at least two distinct rewards (a non-zero gradient).
+    effective_ratio: share of rollouts in mixed groups.
+    num_groups, num_degenerate_groups: groups in all, and those of size 1 or all-equal rewards.
+    """
+
+    advantages: np.ndarray
+    group_index: np.ndarray
+    group_size: np.ndarray
+    mixed: np.ndarray
+    effective_ratio: float
+    num_groups: int
+    num_degenerate_groups: int
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "rollout/effective_ratio": self.effective_ratio,
+            "rollout/degenerate_groups": float(self.num_degenerate_groups),
+            "rollout/groups": float(self.num_groups),
+        }
+
+
+def group_advantages(
+    rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray, *, scale: str = "group", eps: float = 1e-6
+) -> GroupAdvantages:
+    """Per-rollout GRPO advantages grouped by ``group_ids``.
+
+    Args:
+        rewards: ``[N]`` finite rewards.
+        group_ids: ``[N]`` prompt id of each rollout (any hashable: int, str).
+        scale: ``"group"`` divides by the group's std (GRPO); ``"none"`` only centres (Dr. GRPO).
+        eps: added to the std.
+
+    >>> adv = group_advantages(np.array([1.0, 0.0, 1.0, 1.0, 0.0]), ["a", "a", "b", "b", "c"])
+    >>> adv.advantages.round(4), adv.effective_ratio, adv.num_degenerate_groups
+    (array([ 0.7071, -0.7071,  0.    ,  0.    ,  0.    ]), 0.4, 2)
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    r = np.asarray(rewards, dtype=np.float64)
+    ids = np.asarray(group_ids).tolist() if isinstance(group_ids, np.ndarray) else list(group_ids)
+    if r.shape != (len(ids),):
+        raise ValueError(f"rewards has shape {r.shape} but there are {len(ids)} group ids")
+    bad = np.flatnonzero(~np.isfinite(r))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"reward of rollout {i} (group {ids[i]!r}) is {r[i]}; rewards must be finite")
+    index: dict[Any, int] = {}
+    inv = np.fromiter((index.setdefault(g, len(index)) for g in ids), dtype=np.int64, count=len(ids))
+    n_groups = len(index)
+    size = np.bincount(inv, minlength=n_groups)
+    mean = np.bincount(inv, weights=r, minlength=n_groups) / np.maximum(size, 1)
+    centred = r - mean[inv]
+    sq = np.bincount(inv, weights=centred**2, minlength=n_groups)
+    std = np.sqrt(sq / np.maximum(size - 1, 1))
+    # Mixed means two distinct rewards, tested exactly rather than via std > tol.
+    mixed = (np.bincount(inv, weights=(r != r[_first_index(inv, n_groups)][inv]), minlength=n_groups) > 0) & (size > 1)
+    adv = centred / (std[inv] + eps) if scale == "group" else centred
+    adv = np.where(mixed[inv], adv, 0.0)
+    n = max(len(ids), 1)
+    return GroupAdvantages(
+        advantages=adv,
+        group_index=inv,
+        group_size=size,
+        mixed=mixed,
+        effective_ratio=float(size[mixed].sum() / n),
+        num_groups=n_groups,
+        num_degenerate_groups=int(n_groups - mixed.sum()),
+    )
+
+
+def _first_index(inv: np.ndarray, n_groups: int) -> np.ndarray:
+    """``[G]`` position of each group's first rollout."""
+    first = np.full(n_groups, inv.size, dtype=np.int64)
+    np.minimum.at(first, inv, np.arange(inv.size))
+    return first
+
+
+def effective_ratio(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) -> float:
+    """Share of rollouts in groups with at least two distinct rewards (non-zero GRPO gradient)."""
+    return group_advantages(rewards, group_ids).effective_ratio

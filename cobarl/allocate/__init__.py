@@ -1,0 +1,174 @@
+"""Per-prompt rollout budgets: ``allocate(pass_rates, total_budget, ...) -> Allocation``.
+
+Stage 4 of the data flow. Solves
+
+    maximise  sum_i V(B_i, p_i)   s.t.  sum_i B_i = total_budget,  min_budget <= B_i <= max_budget
+
+(CoBA-RL Eq. 3) with one of several methods, shaped like ``scipy.optimize`` solvers: data
+positional, options keyword-only, a result object with the counts and diagnostics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cobarl.allocate import baselines, greedy
+from cobarl.allocate.dp import dp
+from cobarl.value import KnapsackValue, as_value, is_concave
+
+METHODS = ("auto", "threshold", "heap", "dp", "uniform", "knapsack-rl", "coba-reference")
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Result of :func:`allocate`.
+
+    Attributes:
+        counts: ``[M]`` int64 rollouts per prompt; sums to the total budget.
+        objective: ``sum(value(counts, pass_rates))`` for the value used.
+        method: the method that produced the counts (``"auto"`` resolved).
+        diagnostics: solver details (iterations, wall time, categories of the reference paths).
+    """
+
+    counts: np.ndarray
+    objective: float
+    method: str
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _is_integer(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -> tuple[np.ndarray, np.ndarray]:
+    """Check every input before any work; errors name the offending value and the fix."""
+    if isinstance(method, str) and method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)} (or a callable)")
+    for name, x in (("total_budget", total_budget), ("min_budget", min_budget), ("max_budget", max_budget)):
+        if not _is_integer(x):
+            raise TypeError(f"{name} must be an integer, got {x!r} ({type(x).__name__})")
+        if x < 0:
+            raise ValueError(f"{name} must be >= 0, got {x}")
+    if min_budget < 1:
+        raise ValueError("min_budget must be >= 1 (2 or more keeps every group able to give a gradient)")
+    if min_budget > max_budget:
+        raise ValueError(f"min_budget ({min_budget}) is larger than max_budget ({max_budget})")
+    try:
+        p = np.asarray(pass_rates, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"pass_rates must be a 1-D array of numbers: {err}") from None
+    if p.ndim != 1:
+        raise ValueError(f"pass_rates must be 1-D, got shape {p.shape}")
+    if p.size == 0:
+        raise ValueError("pass_rates is empty: there are no prompts to allocate to")
+    bad = np.flatnonzero(~(np.isfinite(p) & (p >= 0) & (p <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"pass_rates[{i}] = {p[i]} is not a probability in [0, 1] ({bad.size} bad value(s))")
+    m = p.size
+    if total_budget < m * min_budget:
+        raise ValueError(
+            f"total_budget={total_budget} is below {m} prompts x min_budget={min_budget} = {m * min_budget}; "
+            "raise the budget or allocate fewer prompts"
+        )
+    if total_budget > m * max_budget:
+        raise ValueError(
+            f"total_budget={total_budget} is above {m} prompts x max_budget={max_budget} = {m * max_budget}; "
+            "lower the budget, raise max_budget or allocate more prompts"
+        )
+    mask = np.ones(m, dtype=bool) if known is None else np.asarray(known)
+    if mask.shape != (m,) or mask.dtype != bool:
+        raise ValueError(f"known must be a bool array of shape ({m},), got {mask.dtype} {mask.shape}")
+    return p, mask
+
+
+def allocate(
+    pass_rates: Sequence[float] | np.ndarray,
+    total_budget: int,
+    *,
+    min_budget: int = 2,
+    max_budget: int = 128,
+    value: object | str | None = None,
+    method: str | Callable = "auto",
+    known: np.ndarray | None = None,
+) -> Allocation:
+    """Split ``total_budget`` rollouts over prompts by their estimated pass rates.
+
+    Args:
+        pass_rates: ``[M]`` estimated success probability of each prompt, in [0, 1].
+        total_budget: rollouts to hand out in all; ``M * min_budget <= total_budget <= M * max_budget``.
+        min_budget, max_budget: per-prompt bounds (paper: 2 and 128). ``min_budget >= 2`` means no
+            group of one, whose GRPO advantage would be meaningless.
+        value: value function: a name (``"coba"``, ``"knapsack"``), a value object (e.g.
+            :class:`cobarl.CobaValue`) or a callable ``f(budgets, pass_rates)``. Default: CoBA
+            with alpha = 9, beta = 2, tau = 8 (Knapsack for ``method="knapsack-rl"``).
+        method:
+            * ``"auto"`` (default): ``"threshold"`` for concave values, else ``"heap"``;
+            * ``"threshold"``: exact greedy optimum via a bisection on the marginal gain;
+            * ``"heap"``: CoBA-RL Algorithm 1, unit by unit with a max-heap (the reference);
+            * ``"dp"``: exact dynamic programming (any value; slow, for verification);
+            * ``"uniform"``: plain GRPO;
+            * ``"knapsack-rl"`` / ``"coba-reference"``: the public code paths of the two papers;
+            * a callable ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
+        known: ``[M]`` bool, False for prompts never seen (only the reference paths treat them
+            differently: the nominal budget for Knapsack-RL, p = 0.5 for CoBA-RL).
+
+    Ties are broken toward the lower prompt index, so the same input gives the same output.
+
+    >>> res = allocate([0.1, 0.5, 0.9], 12, min_budget=2, max_budget=8, value=KnapsackValue())
+    >>> res.counts, int(res.counts.sum())
+    (array([5, 5, 2]), 12)
+    """
+    p, mask = _validate(pass_rates, total_budget, min_budget, max_budget, method, known)
+    v = as_value(value) if value is not None or method != "knapsack-rl" else KnapsackValue()
+    lo, hi, m = int(min_budget), int(max_budget), p.size
+    name = method if isinstance(method, str) else getattr(method, "__name__", "callable")
+    if method == "auto":
+        name = "threshold" if is_concave(v) else "heap"
+    start = time.perf_counter()
+    diagnostics: dict = {}
+    if callable(method):
+        counts = np.asarray(method(p, int(total_budget), lo, hi))
+        if counts.shape != (m,) or not np.issubdtype(counts.dtype, np.integer):
+            raise ValueError(f"allocation callable returned {counts.dtype} {counts.shape}; expected integers of shape ({m},)")
+    elif name == "threshold":
+        counts, diagnostics = greedy.threshold(v, p, int(total_budget), lo, hi)
+    elif name == "heap":
+        counts = greedy.heap(v, p, int(total_budget), lo, hi)
+    elif name == "dp":
+        counts = dp(v, p, int(total_budget), lo, hi)
+    elif name == "uniform":
+        counts = baselines.uniform(m, int(total_budget))
+    elif name == "knapsack-rl":
+        counts, diagnostics = baselines.knapsack_rl(p, int(total_budget), lo, hi, mask)
+    else:  # coba-reference
+        counts, diagnostics = baselines.coba_reference(v, p, int(total_budget), lo, hi, mask)
+    diagnostics["seconds"] = time.perf_counter() - start
+    counts = counts.astype(np.int64, copy=False)
+    if counts.sum() != total_budget or counts.min() < lo or counts.max() > hi:
+        raise RuntimeError(
+            f"method {name!r} broke the budget contract: sum={counts.sum()} (want {total_budget}), "
+            f"range [{counts.min()}, {counts.max()}] (want [{lo}, {hi}])"
+        )
+    return Allocation(counts=counts, objective=float(np.sum(v(counts, p))), method=name, diagnostics=diagnostics)
+
+
+def budget_metrics(counts: np.ndarray, prefix: str = "budget/") -> dict[str, float]:
+    """Summary of one allocation: ``budget/{min,max,mean,std,p10,p50,p90,num_prompts,total}``."""
+    c = np.asarray(counts, dtype=np.float64)
+    q10, q50, q90 = np.percentile(c, [10, 50, 90])
+    return {
+        f"{prefix}min": float(c.min()),
+        f"{prefix}max": float(c.max()),
+        f"{prefix}mean": float(c.mean()),
+        f"{prefix}std": float(c.std()),
+        f"{prefix}p10": float(q10),
+        f"{prefix}p50": float(q50),
+        f"{prefix}p90": float(q90),
+        f"{prefix}num_prompts": float(c.size),
+        f"{prefix}total": float(c.sum()),
+    }

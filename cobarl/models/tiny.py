@@ -1,0 +1,281 @@
+"""A tiny character-level Qwen2 policy for the arithmetic task, built and warm-started locally.
+
+``cobarl train`` with no arguments needs a policy without network access, so the default
+model is a random-init ``Qwen2ForCausalLM`` plus a character tokenizer, briefly trained by
+supervised learning so that RL starts from a spread of pass rates across difficulty levels
+(easy levels mostly solved, the hardest rarely): the regime where budget allocation matters.
+
+The saved directory loads like any Hub checkpoint::
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)   # left padding, no BOS prepended
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+
+from cobarl.rewards.exact import exact_match_reward
+from cobarl.tasks.arithmetic import LEVELS, MAX_ANSWER_CHARS, Problem, make_problems
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
+"""Special tokens; ids 0..3 in this order."""
+CHARS: str = "0123456789+-*/=()., \n"
+"""Every ordinary token is one of these characters."""
+
+MAX_NEW_TOKENS = MAX_ANSWER_CHARS + 2
+"""Enough new tokens for any answer plus EOS, with one to spare."""
+
+DEFAULT_MODEL_NAME = "tiny-arith-v1"
+"""Cache sub-directory of the default model; bump the version whenever its recipe changes."""
+
+_SIZES: dict[str, dict[str, int]] = {
+    # hidden, layers, heads, intermediate. "tiny" is ~0.4M parameters.
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
+    "small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, intermediate_size=512),
+}
+
+
+def _byte_level_char(c: str) -> str:
+    """GPT-2 byte-level alias of an ASCII character (printables map to themselves)."""
+    b = ord(c)
+    if ord("!") <= b <= ord("~"):
+        return c
+    # GPT-2's bytes_to_unicode maps the remaining bytes 0..32 to U+0100.. in order; 127.. not needed.
+    assert b < ord("!"), c
+    return chr(256 + b)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character of ``CHARS``, plus ``SPECIAL_TOKENS``.
+
+    It is a ``Qwen2Tokenizer`` (byte-level BPE with no merges) because, for a ``qwen2``
+    checkpoint, ``AutoTokenizer.from_pretrained`` in transformers 5 always rebuilds a
+    ``Qwen2Tokenizer`` from the saved vocabulary, discarding any custom pre-tokenizer; building
+    the same thing here makes the in-memory and reloaded tokenizers identical. With no merges,
+    byte-level BPE splits text into single characters. No BOS is prepended (Qwen2 style), and
+    characters outside ``CHARS`` are dropped. Padding is on the left, for batched generation.
+
+    >>> tok = build_tokenizer()
+    >>> tok.decode(tok("12+7= 19\\n")["input_ids"])
+    '12+7= 19\\n'
+    """
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    vocab.update({_byte_level_char(c): len(SPECIAL_TOKENS) + i for i, c in enumerate(CHARS)})
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="left",
+        model_max_length=128,
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, *, seed: int, size: str = "tiny") -> Qwen2ForCausalLM:
+    """Random-init ``Qwen2ForCausalLM`` with tied embeddings sized for ``tokenizer``.
+
+    Args:
+        tokenizer: from ``build_tokenizer``; sets the vocabulary and special token ids.
+        seed: torch seed for the initial weights.
+        size: ``"tiny"`` (~0.4M parameters) or ``"small"`` (~1.9M).
+    """
+    if size not in _SIZES:
+        raise ValueError(f"size must be one of {sorted(_SIZES)}, got {size!r}")
+    dims = _SIZES[size]
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        num_key_value_heads=dims["num_attention_heads"],
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **dims,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    # generate() reads these from generation_config, not config; set them to avoid warnings.
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _sft_rows(tokenizer: PreTrainedTokenizerFast, problems: Sequence[Problem]) -> list[tuple[list[int], list[int]]]:
+    """Per problem, ``prompt answer <eos>`` token ids and labels (-100 except on answer and EOS)."""
+    prompt_ids = tokenizer([p.prompt for p in problems])["input_ids"]  # same call as TRL and generation
+    answer_ids = tokenizer([p.answer for p in problems], add_special_tokens=False)["input_ids"]
+    rows = []
+    for prompt, answer in zip(prompt_ids, answer_ids):
+        target = answer + [tokenizer.eos_token_id]
+        rows.append((prompt + target, [-100] * len(prompt) + target))
+    return rows
+
+
+def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad rows into ``input_ids, attention_mask, labels``, each ``[B, T]``."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), -100)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(ids)] = torch.tensor(lab)
+        attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask, labels
+
+
+def warm_start(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    problems: Sequence[Problem],
+    *,
+    steps: int,
+    seed: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Short supervised warm-start in place: cross-entropy on answer and EOS tokens only.
+
+    Args:
+        model: policy to train in place.
+        tokenizer: from ``build_tokenizer``.
+        problems: training problems, sampled uniformly with replacement per batch.
+        steps: optimizer steps (AdamW, linear warm-up then cosine decay).
+        seed: seed for batch sampling.
+        lr: peak learning rate.
+        batch_size: problems per step.
+
+    Returns:
+        ``{"warm_start/loss_first", "warm_start/loss_last", "warm_start/steps", "warm_start/seconds"}``,
+        where the losses average the first and last 10% of steps.
+    """
+    if not problems:
+        raise ValueError("warm_start needs at least one problem")
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    rows = _sft_rows(tokenizer, problems)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(len(problems), (batch_size,), generator=gen).tolist()
+        input_ids, attention_mask, labels = _collate([rows[i] for i in idx], tokenizer.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    model.eval()
+    k = max(1, steps // 10)
+    return {
+        "warm_start/loss_first": sum(losses[:k]) / k if losses else float("nan"),
+        "warm_start/loss_last": sum(losses[-k:]) / k if losses else float("nan"),
+        "warm_start/steps": float(steps),
+        "warm_start/seconds": time.perf_counter() - start,
+    }
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 256,
+    seed: int | None = None,
+) -> list[str]:
+    """One completion per prompt (left-padded batches); ``temperature=0`` means greedy.
+
+    Completions are decoded with ``skip_special_tokens=True``, as TRL decodes them.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    out: list[str] = []
+    for lo in range(0, len(prompts), batch_size):
+        enc = tokenizer(list(prompts[lo : lo + batch_size]), return_tensors="pt", padding=True)
+        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
+        generated = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+        new_tokens = generated[:, enc["input_ids"].shape[1] :]  # [B, <= max_new_tokens]
+        out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return out
+
+
+def sample_accuracy(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    problems: Sequence[Problem],
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 256,
+    seed: int | None = 0,
+) -> dict[str, float]:
+    """Mean exact-match accuracy of sampled completions, overall and per difficulty level.
+
+    Args:
+        model, tokenizer: the policy.
+        problems: problems to score, e.g. the held-out list of ``make_splits``.
+        num_samples: completions per problem.
+        temperature: sampling temperature; 0 means greedy (then use ``num_samples=1``).
+        max_new_tokens: generation length cap.
+        batch_size: sequences per ``generate`` call.
+        seed: torch seed for sampling (``None`` leaves the global RNG alone).
+
+    Returns:
+        ``{"acc/overall": ..., "acc/level_0": ..., ...}`` (levels present in ``problems`` only).
+    """
+    if not problems:
+        return {}
+    repeated = [p for p in problems for _ in range(num_samples)]
+    completions = sample_completions(
+        model,
+        tokenizer,
+        [p.prompt for p in repeated],
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    by_level: dict[int, list[float]] = defaultdict(list)
+    for p, c in zip(repeated, completions):
+        by_level[p.difficulty].append(exact_match_reward(c, p.answer))
+    scores = [s for v in by_level.values() for s in v]
+    result = {"acc/overall": sum(scores) / len(scores)}
+    for level in sorted(by_level):
+        result[f"acc/level_{level}"] = sum(by_level[level]) / len(by_level[level])
+    return result

@@ -1,0 +1,12 @@
+"""Prompt sources: the embedded synthetic arithmetic task."""
+
+from cobarl.tasks.arithmetic import (
+    LEVELS,
+    MAX_ANSWER_CHARS,
+    Problem,
+    is_eval_prompt,
+    make_problems,
+    make_splits,
+)
+
+__all__ = ["LEVELS", "MAX_ANSWER_CHARS", "Problem", "is_eval_prompt", "make_problems", "make_splits"]
