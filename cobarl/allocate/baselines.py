@@ -71,7 +71,9 @@ def knapsack_rl(p: np.ndarray, budget: int, lo: int, hi: int, known: np.ndarray)
         _spread(counts, np.arange(m), left, hi)
         return counts, info
     pe = p[eff]
-    cost = np.log(0.1) / np.log(np.maximum(pe, 1 - pe))
+    log_major = np.log(np.maximum(pe, 1 - pe))
+    # p within one ulp of 0 or 1 has log 0: an unbounded cost (capped at hi below), not -inf.
+    cost = np.where(log_major < 0, np.log(0.1) / np.where(log_major < 0, log_major, -1.0), np.inf)
     estimated = int(np.minimum(hi, cost).astype(np.int64).sum())
     if estimated < remaining:
         surplus = remaining - estimated

@@ -13,6 +13,7 @@ The saved directory loads like any Hub checkpoint::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
 from cobarl.rewards.exact import exact_match_reward
-from cobarl.tasks.arithmetic import LEVELS, MAX_ANSWER_CHARS, Problem, make_problems
+from cobarl.tasks.arithmetic import MAX_ANSWER_CHARS, Problem, make_problems
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
@@ -37,7 +38,14 @@ MAX_NEW_TOKENS = MAX_ANSWER_CHARS + 2
 """Enough new tokens for any answer plus EOS, with one to spare."""
 
 DEFAULT_MODEL_NAME = "tiny-arith-v1"
-"""Cache sub-directory of the default model; bump the version whenever its recipe changes."""
+"""Cache sub-directory prefix of the default model; bump the version whenever its recipe changes."""
+
+# Warm-start recipe of the default model (tuned for a pass-rate spread across levels, ~1 min on 2 cores).
+WARM_START_PROBLEMS = 2400
+WARM_START_LEVELS: tuple[int, ...] = (0, 1, 2, 3)  # level 4 is left for RL to (rarely) discover
+WARM_START_STEPS = 1000
+WARM_START_LR = 3e-3
+WARM_START_BATCH = 64
 
 _SIZES: dict[str, dict[str, int]] = {
     # hidden, layers, heads, intermediate. "tiny" is ~0.4M parameters.
@@ -153,7 +161,8 @@ def warm_start(
     Args:
         model: policy to train in place.
         tokenizer: from ``build_tokenizer``.
-        problems: training problems, sampled uniformly with replacement per batch.
+        problems: training problems; each batch row draws a level uniformly, then a problem
+            of that level uniformly (with replacement).
         steps: optimizer steps (AdamW, linear warm-up then cosine decay).
         seed: seed for batch sampling.
         lr: peak learning rate.
@@ -177,11 +186,18 @@ def warm_start(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     rows = _sft_rows(tokenizer, problems)
+    level_index: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(problems):
+        level_index[p.difficulty].append(i)
+    by_level = [level_index[k] for k in sorted(level_index)]
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
     for _ in range(steps):
-        idx = torch.randint(len(problems), (batch_size,), generator=gen).tolist()
+        # Level first, then a problem of that level: level 0 has only ~116 train prompts and
+        # would otherwise be a few percent of each batch.
+        picks = torch.randint(len(by_level), (batch_size,), generator=gen).tolist()
+        idx = [by_level[k][torch.randint(len(by_level[k]), (1,), generator=gen).item()] for k in picks]
         input_ids, attention_mask, labels = _collate([rows[i] for i in idx], tokenizer.pad_token_id)
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -221,7 +237,11 @@ def sample_completions(
     out: list[str] = []
     for lo in range(0, len(prompts), batch_size):
         enc = tokenizer(list(prompts[lo : lo + batch_size]), return_tensors="pt", padding=True)
-        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
+        # top_k=0 / top_p=1 override generation defaults so T=1 samples the raw policy, as RL does.
+        if temperature > 0:
+            sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        else:
+            sampling = dict(do_sample=False)
         generated = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -279,3 +299,46 @@ def sample_accuracy(
     for level in sorted(by_level):
         result[f"acc/level_{level}"] = sum(by_level[level]) / len(by_level[level])
     return result
+
+
+def _is_saved_model(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file()
+
+
+def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int = WARM_START_STEPS) -> Path:
+    """Path of the default warm-started tiny model under ``cache_dir``, building it if absent.
+
+    The model is saved as ``cache_dir/tiny-arith-v1-seed{seed}`` (model and tokenizer, via
+    ``save_pretrained``, plus ``warm_start.json``) and loads with ``AutoModelForCausalLM`` /
+    ``AutoTokenizer``. It is written into a temporary sibling directory and renamed into
+    place, so a crash or a concurrent builder never leaves a half-written model there.
+
+    Args:
+        cache_dir: directory holding cached models; created if missing.
+        seed: seed of the initial weights, warm-start problems and batches.
+        steps: warm-start steps; a non-default value (e.g. in tests) gets its own
+            ``-steps{steps}`` directory so it never shadows the default model.
+    """
+    cache_dir = Path(cache_dir)
+    suffix = "" if steps == WARM_START_STEPS else f"-steps{steps}"
+    final = cache_dir / f"{DEFAULT_MODEL_NAME}-seed{seed}{suffix}"
+    if _is_saved_model(final):
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed=seed)
+    problems = make_problems(WARM_START_PROBLEMS, seed=seed, levels=WARM_START_LEVELS, split="train")
+    stats = warm_start(model, tokenizer, problems, steps=steps, seed=seed, lr=WARM_START_LR, batch_size=WARM_START_BATCH)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "warm_start.json").write_text(json.dumps(stats, indent=2))
+        try:
+            os.replace(tmp, final)  # atomic on POSIX when `final` is absent or an empty directory
+        except OSError:
+            if not _is_saved_model(final):  # lost a race only if the winner finished; else re-raise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -145,8 +145,8 @@ def make_problems(
         start_id: ``prompt_id`` of the first problem; ids are ``start_id .. start_id + n - 1``.
 
     Levels get about ``n / len(levels)`` problems each; a level that runs out of distinct
-    prompts (level 0 has 155, ~116 train and ~39 eval) has its shortfall shared by the later
-    levels.
+    prompts (level 0 has 155: ~116 train, ~39 eval; level 3 has 720) has its shortfall
+    shared by the others.
 
     Raises:
         ValueError: unknown level, or ``n`` exceeds what the levels can supply.
@@ -159,14 +159,19 @@ def make_problems(
         raise ValueError(f"n must be >= 0, got {n}")
     seen: set[str] = set()
     drawn: list[tuple[str, str, int]] = []
-    for i, level in enumerate(levels):
-        # Even share of what is still missing, so a level that ran dry is made up by all later ones.
-        missing, left = n - len(drawn), len(levels) - i
-        quota = missing // left + (1 if missing % left else 0)
-        # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
-        rng = random.Random(f"cobarl-arith-{seed}-{level}")
-        pairs = _draw_level(level, quota, rng, split, seen)
-        drawn.extend((p, a, level) for p, a in pairs)
+    # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
+    rngs = {lv: random.Random(f"cobarl-arith-{seed}-{lv}") for lv in levels}
+    open_levels = list(levels)
+    # Each pass shares what is still missing evenly over the levels not yet run dry, so a
+    # small level's shortfall is spread over the others.
+    while len(drawn) < n and open_levels:
+        for level in list(open_levels):
+            missing, left = n - len(drawn), len(open_levels) - open_levels.index(level)
+            quota = missing // left + (1 if missing % left else 0)
+            pairs = _draw_level(level, quota, rngs[level], split, seen)
+            if len(pairs) < quota:
+                open_levels.remove(level)
+            drawn.extend((p, a, level) for p, a in pairs)
     if len(drawn) < n:
         raise ValueError(f"could only draw {len(drawn)} distinct problems of levels {levels}, asked {n}")
     random.Random(f"cobarl-arith-shuffle-{seed}").shuffle(drawn)

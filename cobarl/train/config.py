@@ -39,9 +39,15 @@ class TrainConfig:
         None, "Held-out .parquet/.jsonl (same layout). Default: the embedded held-out split, or the last "
         "`eval_size` rows of --dataset."
     )
-    eval_size: int = _opt(256, "Number of held-out prompts used for the before/after accuracy.")
-    train_size: int = _opt(2048, "Number of training prompts generated for the embedded task.")
-    reward: str = _opt("exact", "Verifier that scores a completion against the ground truth: exact.")
+    eval_size: int = _opt(512, "Number of held-out prompts used for the before/after accuracy.")
+    train_size: int = _opt(
+        512, "Training prompts of the embedded task; small enough that prompts recur every "
+        "train_size/prompts_per_step steps, so the allocator has per-prompt statistics to act on."
+    )
+    reward: str = _opt(
+        "exact", "Verifier scoring a completion against the ground truth: a name (exact) or "
+        "'package.module:function' for a callable f(completion, answer) -> float."
+    )
 
     # --- run -------------------------------------------------------------------------------------
     output_dir: str | None = _opt(
@@ -52,15 +58,15 @@ class TrainConfig:
         "under runs/), reloading the allocator state."
     )
     seed: int = _opt(0, "Random seed (prompt order, sampling, model init of the embedded model).")
-    max_steps: int = _opt(40, "Number of RL steps (one allocation and one optimizer update each).")
-    save_steps: int = _opt(10, "Write a checkpoint every this many steps (and at the end).")
+    max_steps: int = _opt(200, "Number of RL steps (one allocation and one optimizer update each).")
+    save_steps: int = _opt(25, "Write a checkpoint every this many steps (and at the end).")
     save_total_limit: int = _opt(2, "Keep at most this many checkpoints.")
     eval_every: int = _opt(0, "Also log held-out accuracy (eval/accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")
 
     # --- budget allocation -----------------------------------------------------------------------
     allocator: str = _opt("coba", f"Budget allocator: one of {', '.join(ALLOCATORS)}.", choices=ALLOCATORS)
-    prompts_per_step: int = _opt(8, "Distinct prompts drawn per step.")
+    prompts_per_step: int = _opt(16, "Distinct prompts drawn per step.")
     rollouts_per_prompt: float = _opt(8.0, "Average rollouts per prompt; sets rollouts_per_step if that is unset.")
     rollouts_per_step: int | None = _opt(
         None, "Total rollouts per step (the fixed budget). Default: round(rollouts_per_prompt * prompts_per_step)."
@@ -73,7 +79,7 @@ class TrainConfig:
     tau: str = _opt("8.0", "tau: allocation temperature, a number or 'adaptive'.")
 
     # --- policy optimisation (passed to TRL's GRPOConfig) -----------------------------------------
-    learning_rate: float = _opt(5e-4, "Learning rate.")
+    learning_rate: float = _opt(2e-4, "Learning rate (AdamW, linear decay).")
     max_completion_length: int = _opt(8, "Max new tokens per rollout.")
     temperature: float = _opt(1.0, "Sampling temperature for rollouts.")
     loss_type: str = _opt("dapo", "TRL loss aggregation (TRL's default: dapo).", choices=LOSS_TYPES)
@@ -87,6 +93,7 @@ class TrainConfig:
     vllm_mode: str = _opt("colocate", "vLLM mode: colocate (server mode needs a rollout function).",
                           choices=("colocate", "server"))
     device: str = _opt("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
+    cpu_threads: int = _opt(0, "torch CPU threads; 0: 1 for the embedded tiny model (faster), torch's default otherwise.")
 
     def __post_init__(self) -> None:
         if self.rollouts_per_step is None:

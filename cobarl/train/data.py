@@ -111,6 +111,13 @@ def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:
         difficulty.append(row.get("difficulty"))
         if limit is not None and len(prompts) >= limit:
             break
+    if len({isinstance(p, str) for p in prompts}) > 1:
+        first_chat = next(i for i, p in enumerate(prompts) if not isinstance(p, str))
+        first_str = next(i for i, p in enumerate(prompts) if isinstance(p, str))
+        raise ValueError(
+            f"dataset {path}: field 'prompt' mixes strings (row {first_str}) and chat lists (row {first_chat}); "
+            "use one form for every row"
+        )
     columns: dict[str, list] = {"prompt_id": list(range(len(prompts))), "prompt": prompts, "answer": answers}
     if all(isinstance(d, int) for d in difficulty):
         columns["difficulty"] = difficulty

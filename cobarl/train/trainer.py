@@ -337,9 +337,9 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         from cobarl import budget_metrics
 
         m = self._metrics["train"]
-        values: dict[str, float] = {}
-        values.update(budget_metrics(counts))
-        values.update({k: float(v) for k, v in observed.items() if isinstance(v, (int, float, np.floating, np.integer))})
+        values = {k: float(v) for k, v in observed.items() if isinstance(v, (int, float, np.floating, np.integer))}
+        if "budget/mean" not in values:  # a custom allocator object may not report its budgets
+            values.update(budget_metrics(counts))
         values.update(adv.metrics())
         values["rollout/count"] = float(len(rewards))
         values["reward/mean"] = float(np.mean(rewards))

@@ -1,0 +1,356 @@
+"""Run several allocation strategies on one task with the same seeds: ``cobarl compare``.
+
+A *backend* is a function ``(spec, seed, options) -> RunResult``: the per-step metric rows and a
+final summary of one training run. Two are built in:
+
+* ``simulated``: :mod:`cobarl.experiments.simulator` (no LLM; many seeds in seconds);
+* ``real``: ``cobarl.train.run.run_training(config) -> dict`` (the ``cobarl train`` trainer).
+
+Strategies are given as specs ``NAME[:key=value,...][@MULTIPLIER]``, e.g. ``coba``,
+``fixed-beta-1.5-10.5``, ``coba:kappa=7`` or ``coba@0.5`` (half the rollouts of the others).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from cobarl.allocator import STRATEGIES, AllocatorConfig
+from cobarl.experiments.simulator import SimConfig, SimOptions, simulate
+
+# Preset name -> (allocator strategy, allocator overrides, description for the report).
+PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "uniform": ("uniform", {}, "plain GRPO, every prompt gets the nominal group size"),
+    "knapsack-rl": ("knapsack-rl", {}, "Knapsack-RL, public-code policy (cost caps, fallback to p=0 prompts)"),
+    "coba": ("coba", {}, "CoBA-RL, paper Algorithm 1 (greedy on Eq. 9 over all prompts, tau = 8), solved exactly"),
+    "coba-heap": ("coba-heap", {}, "CoBA-RL, paper Algorithm 1 with the literal max-heap"),
+    "coba-reference": (
+        "coba-reference",
+        {"tau": "adaptive"},
+        "CoBA-RL, public-code path (category split, 60-80 % heap share, (1-p) fallback, adaptive tau)",
+    ),
+    "knapsack": ("knapsack", {}, "Knapsack-RL value solved exactly over all prompts, no fallbacks"),
+    "fixed-beta-10.5-1.5": ("fixed-beta", {"fixed_alpha": 10.5, "fixed_beta": 1.5}, "fixed Beta(10.5, 1.5): favours easy prompts"),
+    "fixed-beta-1.5-10.5": ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5}, "fixed Beta(1.5, 10.5): favours hard prompts"),
+    "linear-decay": ("linear-decay", {}, "alpha stepped 10 -> 1 in equal stages over training (Table 3)"),
+    "explore-to-exploit": ("explore-to-exploit", {}, "alpha follows the success rate instead of the failure rate (Table 2)"),
+}
+# The issue's list: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
+# linear decay, Explore->Exploit.
+DEFAULT_STRATEGIES = (
+    "uniform",
+    "knapsack-rl",
+    "coba",
+    "coba-reference",
+    "fixed-beta-10.5-1.5",
+    "fixed-beta-1.5-10.5",
+    "linear-decay",
+    "explore-to-exploit",
+)
+_CONFIG_FIELDS = {f.name for f in fields(AllocatorConfig)}
+_NUMERIC = {"kappa", "gamma", "fixed_alpha", "fixed_beta"}
+_INTEGER = {"min_budget", "max_budget", "window", "stats_window", "total_steps"}
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One arm of a comparison.
+
+    Attributes:
+        label: name in the report (the spec string as typed, e.g. ``coba@0.5``).
+        strategy: an allocator strategy name (``cobarl.STRATEGIES``) or a callable
+            ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
+        overrides: extra :class:`cobarl.AllocatorConfig` fields.
+        budget_multiplier: this arm's rollouts relative to the others (``@0.5`` = half).
+    """
+
+    label: str
+    strategy: str | Callable
+    overrides: dict[str, Any] = field(default_factory=dict)
+    budget_multiplier: float = 1.0
+
+    def allocator_config(self, total_steps: int) -> AllocatorConfig:
+        return AllocatorConfig(strategy=self.strategy, total_steps=total_steps, **self.overrides)
+
+    def describe(self) -> str:
+        base = self.label.split("@")[0].split(":")[0]
+        text = PRESETS[base][2] if base in PRESETS else (f"allocator strategy {base!r}" if isinstance(self.strategy, str) else "custom callable")
+        if self.budget_multiplier != 1.0:
+            text += f", at {self.budget_multiplier:g}x budget"
+        return text
+
+
+def _parse_value(key: str, text: str) -> Any:
+    if key in _INTEGER:
+        return int(text)
+    if key in _NUMERIC:
+        return float(text)
+    if key == "tau":
+        return text if text == "adaptive" else float(text)
+    return text
+
+
+def parse_strategy(spec: str) -> StrategySpec:
+    """Parse ``NAME[:key=value,...][@MULTIPLIER]``; names are presets or allocator strategies.
+
+    >>> parse_strategy("coba:kappa=7@0.5").overrides, parse_strategy("coba@0.5").budget_multiplier
+    ({'kappa': 7.0}, 0.5)
+    """
+    text = spec.strip()
+    body, _, mult = text.partition("@")
+    name, _, opts = body.partition(":")
+    fixed = name.startswith("fixed-beta-") and name not in PRESETS
+    if name in PRESETS:
+        strategy, overrides, _ = PRESETS[name]
+        overrides = dict(overrides)
+    elif fixed:  # fixed-beta-A-B for any pair
+        try:
+            a, b = (float(x) for x in name[len("fixed-beta-") :].split("-"))
+        except ValueError:
+            raise ValueError(f"bad fixed Beta spec {name!r}; write fixed-beta-ALPHA-BETA, e.g. fixed-beta-1.5-10.5") from None
+        strategy, overrides = "fixed-beta", {"fixed_alpha": a, "fixed_beta": b}
+    elif name in STRATEGIES:
+        strategy, overrides = name, {}
+    else:
+        valid = sorted(set(PRESETS) | set(STRATEGIES))
+        raise ValueError(f"unknown strategy {name!r} in {spec!r}; valid: {', '.join(valid)}, fixed-beta-A-B")
+    for item in filter(None, opts.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in _CONFIG_FIELDS or key in ("strategy", "total_steps"):
+            allowed = sorted(k for k in _CONFIG_FIELDS if k not in ("strategy", "total_steps"))
+            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(allowed)}")
+        overrides[key] = _parse_value(key, value.strip())
+    multiplier = 1.0
+    if mult:
+        try:
+            multiplier = float(mult)
+        except ValueError:
+            raise ValueError(f"bad budget multiplier {mult!r} in {spec!r}; e.g. coba@0.5") from None
+        if multiplier <= 0:
+            raise ValueError(f"budget multiplier must be > 0 in {spec!r}")
+    return StrategySpec(label=text, strategy=strategy, overrides=overrides, budget_multiplier=multiplier)
+
+
+def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
+    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the issue's list."""
+    names: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if part == "all":
+                names.extend(PRESETS)
+            elif part == "default":
+                names.extend(DEFAULT_STRATEGIES)
+            elif part:
+                names.append(part)
+    specs = [parse_strategy(n) for n in names]
+    labels = [s.label for s in specs]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ValueError(f"strategy listed twice: {', '.join(sorted(dup))}")
+    if not specs:
+        raise ValueError("no strategies given")
+    return specs
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Everything one comparison needs (the CLI fills it).
+
+    Attributes:
+        strategies: the arms.
+        seeds: run every arm once per seed (same seeds for every arm).
+        steps: training steps per run.
+        prompts_per_step: M, prompts per step.
+        rollouts_per_prompt: G, average rollouts per prompt; the budget per step is
+            ``M * G * budget_multiplier * spec.budget_multiplier``.
+        budget_multiplier: scales every arm's budget (``0.5`` = a half-budget comparison).
+        backend: ``"simulated"`` or ``"real"``.
+        sim: simulator settings (simulated backend only).
+        workers: processes running seeds in parallel (1 = in this process).
+        target_accuracy: held-out accuracy for "rollouts to target" (None: 90 % of the way from
+            the initial accuracy to the baseline's mean final accuracy).
+        baseline: label of the arm the gaps are measured against (default: ``uniform`` if run).
+        real_options: extra keys passed to ``run_training`` (real backend only).
+    """
+
+    strategies: tuple[StrategySpec, ...]
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    steps: int = 200
+    prompts_per_step: int = 64
+    rollouts_per_prompt: float = 16.0
+    budget_multiplier: float = 1.0
+    backend: str = "simulated"
+    sim: SimConfig = field(default_factory=SimConfig)
+    workers: int = 1
+    target_accuracy: float | None = None
+    baseline: str | None = None
+    real_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.steps < 1 or self.prompts_per_step < 1 or not self.seeds:
+            raise ValueError("need steps >= 1, prompts_per_step >= 1 and at least one seed")
+        if self.rollouts_per_prompt <= 0 or self.budget_multiplier <= 0:
+            raise ValueError("rollouts_per_prompt and budget_multiplier must be > 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {list(self.seeds)}")
+        for spec in self.strategies:
+            lo = spec.overrides.get("min_budget", AllocatorConfig.min_budget)
+            hi = spec.overrides.get("max_budget", AllocatorConfig.max_budget)
+            per_prompt = self.rollouts_per_prompt * self.budget_multiplier * spec.budget_multiplier
+            if not lo <= per_prompt <= hi:
+                raise ValueError(
+                    f"{spec.label}: {per_prompt:g} rollouts per prompt on average is outside "
+                    f"[min_budget, max_budget] = [{lo}, {hi}]; change --rollouts-per-prompt or --budget-multiplier"
+                )
+        if self.baseline is not None and self.baseline not in [s.label for s in self.strategies]:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the strategies run")
+
+    @property
+    def baseline_label(self) -> str:
+        labels = [s.label for s in self.strategies]
+        return self.baseline or ("uniform" if "uniform" in labels else labels[0])
+
+    def sim_options(self) -> SimOptions:
+        return SimOptions(
+            steps=self.steps,
+            prompts_per_step=self.prompts_per_step,
+            rollouts_per_prompt=self.rollouts_per_prompt,
+            budget_multiplier=self.budget_multiplier,
+            sim=self.sim,
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One (strategy, seed) run: ``rows`` of per-step metrics and the final ``summary``."""
+
+    label: str
+    seed: int
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+# --- backends ------------------------------------------------------------------------------------
+
+
+def simulated_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    rows, summary = simulate(
+        spec.allocator_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier
+    )
+    return RunResult(spec.label, seed, rows, summary)
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (e.g. the trainer or its extras are missing)."""
+
+
+def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    """One ``cobarl train`` run via ``cobarl.train.run.run_training(config) -> dict``.
+
+    ``config`` is a plain dict (keys below plus ``options.real_options``); the result must hold
+    ``rows`` (or ``metrics``): one dict per step with at least ``step`` and, ideally, the metric
+    names of the simulator (``rollout/effective_ratio``, ``capability/alpha``, ``eval/...``), and
+    may hold ``summary``.
+    """
+    run_training = real_backend_function()
+    if not isinstance(spec.strategy, str):
+        raise BackendUnavailable("the real backend takes strategy names, not callables")
+    config = {
+        "allocator": spec.strategy,
+        "allocator_overrides": dict(spec.overrides),
+        "seed": seed,
+        "max_steps": options.steps,
+        "prompts_per_step": options.prompts_per_step,
+        "rollouts_per_prompt": options.rollouts_per_prompt * options.budget_multiplier * spec.budget_multiplier,
+        "progress": False,
+        **options.real_options,
+    }
+    out = run_training(config)
+    rows = list(out.get("rows") or out.get("metrics") or [])
+    rollouts = 0.0
+    for k, row in enumerate(rows):
+        row.setdefault("step", k + 1)
+        if "rollouts" not in row and "budget/total" in row:
+            rollouts += float(row["budget/total"])
+            row["rollouts"] = rollouts
+    return RunResult(spec.label, seed, rows, dict(out.get("summary") or {}))
+
+
+def real_backend_function() -> Callable[[dict], dict]:
+    try:
+        from cobarl.train.run import run_training  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise BackendUnavailable(
+            "the real backend needs cobarl.train.run.run_training (and the `train` extras: "
+            f"pip install 'cobarl[train]'); it could not be imported: {err}"
+        ) from None
+    return run_training
+
+
+BACKENDS: dict[str, Callable[[StrategySpec, int, CompareOptions], RunResult]] = {
+    "simulated": simulated_backend,
+    "real": real_backend,
+}
+
+
+def _run_one(backend: str, spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    return BACKENDS[backend](spec, seed, options)
+
+
+def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunResult]:
+    """Every strategy x seed, in parallel over ``options.workers`` processes.
+
+    Results come back sorted by (strategy order, seed) whatever the completion order, so the
+    output files do not depend on scheduling.
+    """
+    if options.backend == "real":
+        real_backend_function()  # fail before starting anything
+    jobs = [(spec, seed) for spec in options.strategies for seed in options.seeds]
+    bar = _progress(len(jobs), progress)
+    results: dict[tuple[str, int], RunResult] = {}
+    workers = max(1, min(options.workers, len(jobs)))
+    if workers == 1:
+        for spec, seed in jobs:
+            results[(spec.label, seed)] = _run_one(options.backend, spec, seed, options)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run_one, options.backend, spec, seed, options): (spec.label, seed) for spec, seed in jobs}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.set_postfix_str(f"{futures[fut][0]} seed {futures[fut][1]}")
+                bar.update(1)
+    bar.close()
+    return [results[(spec.label, seed)] for spec, seed in jobs]
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, s: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional; run silently without it
+        return _NoBar()
+    return tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True)
+
+
+def with_sim(options: CompareOptions, **sim_changes: Any) -> CompareOptions:
+    """A copy of ``options`` with some simulator settings changed (for sensitivity sweeps)."""
+    return replace(options, sim=replace(options.sim, **sim_changes))

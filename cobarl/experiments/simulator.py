@@ -1,0 +1,307 @@
+"""An LLM-free learning-dynamics simulator of GRPO with per-prompt rollout budgets.
+
+The model, stated once (see the README section "Simulator: what it captures and what it does not")::
+
+    prompt i          cluster c(i) in 0..C-1, difficulty d_i ~ N(0, difficulty_std^2)
+    cluster skill     s_c ~ N(skill_mean, skill_std^2) at step 0
+    logit             z_i = s_c(i) + u_i - d_i           (u_i: prompt-specific skill, 0 at step 0)
+    policy            rollout j of prompt i succeeds with p_i = sigmoid(z_i)  (reward 1, else 0)
+
+One step (paper order, method-notes A.6): take the next M prompts of a shuffled pass over the
+train split, ask the allocator for budgets B_i (sum = M * G * budget multiplier), sample B_i
+Bernoulli(p_i) rewards, compute GRPO advantages A_j with :func:`cobarl.group_advantages` (any
+group size, std-normalised, 0 for all-equal groups), feed the rewards to the allocator, then take
+one REINFORCE step on the logits. For a Bernoulli policy d log pi(y) / dz = y - p, so the
+token-mean-like loss ``(1/N) sum_j A_j log pi(y_j)`` has gradient on z_i
+
+    g_i = (M / N) * sum_{j in group i} A_j (y_j - p_i)          (N = rollouts this step)
+
+(the factor M makes the learning rate independent of the batch size; with uniform budgets and a
+50 % prompt it is about ``sqrt(q(1-q))`` ~ 0.5). The step ``lr * g_i`` is shared like a kernel: a
+fraction ``transfer`` goes to the cluster skill (so every prompt of the cluster, train or held-out,
+moves by ``transfer * lr * g_i``) and the rest to u_i, so prompt i itself moves by ``lr * g_i``.
+
+Held-out prompts share the clusters but are never trained on; held-out accuracy is
+``mean sigmoid(z)`` over them (an expectation: no sampling noise).
+
+Common random numbers: for a seed, the task, the prompt order and the uniform draws behind every
+reward (``U[step, slot, j]``, rollout j of the prompt in batch slot ``slot``) are the same for all
+strategies, so per-seed differences between strategies are paired.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cobarl.advantages import group_advantages
+from cobarl.allocator import Allocator, AllocatorConfig
+
+# Difficulty buckets of the transition matrix (CoBA-RL Fig. 7), by empirical pass rate over
+# `eval_rollouts` samples: exactly 0, (0, 1/4], (1/4, 3/4), [3/4, 1), exactly 1.
+BUCKETS = ("extremely-hard", "hard", "medium", "easy", "extremely-easy")
+# Bins of the estimated pass rate for the budget-vs-pass-rate plot: {0}, ten bins over (0, 1), {1}.
+PASS_RATE_BINS = ("0",) + tuple(f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in range(10)) + ("1",)
+PHASES = ("early", "mid", "late")
+
+# Stream tags for np.random.default_rng([seed, tag, ...]); fixed so that runs are reproducible.
+_TASK, _ORDER, _ROLLOUT, _EVAL = 11, 12, 13, 14
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated task and learner. Defaults were fixed a priori, before any comparison was run.
+
+    Attributes:
+        train_prompts: prompts in the training split.
+        heldout_prompts: prompts never trained on, in the same clusters (evaluation only).
+        clusters: groups of related prompts that share a skill (transfer happens within a cluster).
+        skill_mean, skill_std: initial cluster skills ~ N(mean, std^2) in logit units.
+        difficulty_std: per-prompt difficulty ~ N(0, std^2). With the defaults the initial pass
+            rates are U-shaped like a base model on DAPO-Math: mean ~0.35, about a quarter of the
+            prompts below 5 % and a tenth above 95 %.
+        lr: logit step per unit of GRPO signal (a 50 % prompt with 16 rollouts moves ~0.25 logit).
+            The one calibrated constant: chosen from {0.2, 0.3, 0.5, 1.0} with the *uniform* GRPO
+            baseline only, so that its share of initially-medium prompts that end at p = 1
+            (44.6 %) is near GRPO's 46.8 % in CoBA-RL Fig. 7; no other strategy was looked at.
+        transfer: share of a prompt's logit step that goes to its cluster's skill, i.e. that
+            every other prompt of the cluster receives (a kernel value; 0 = no generalisation).
+        eval_rollouts: samples per prompt for the empirical difficulty buckets (paper: avg@16).
+    """
+
+    train_prompts: int = 1024
+    heldout_prompts: int = 256
+    clusters: int = 32
+    skill_mean: float = -1.0
+    skill_std: float = 1.0
+    difficulty_std: float = 2.5
+    lr: float = 0.5
+    transfer: float = 0.02
+    eval_rollouts: int = 16
+
+    def __post_init__(self) -> None:
+        if self.train_prompts < 1 or self.heldout_prompts < 1 or self.clusters < 1:
+            raise ValueError("train_prompts, heldout_prompts and clusters must all be >= 1")
+        if not 0.0 <= self.transfer <= 1.0:
+            raise ValueError(f"transfer must lie in [0, 1], got {self.transfer}")
+        if self.lr < 0 or self.skill_std < 0 or self.difficulty_std < 0 or self.eval_rollouts < 1:
+            raise ValueError("lr, skill_std and difficulty_std must be >= 0 and eval_rollouts >= 1")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One sampled task. Prompts ``0..n_train-1`` are the train split, the rest are held out.
+
+    Attributes:
+        cluster: ``[P]`` cluster of each prompt.
+        difficulty: ``[P]`` d_i.
+        skill0: ``[C]`` initial cluster skills.
+        n_train: size of the train split.
+    """
+
+    cluster: np.ndarray
+    difficulty: np.ndarray
+    skill0: np.ndarray
+    n_train: int
+
+
+def make_task(config: SimConfig, seed: int) -> Task:
+    """Sample clusters, difficulties and initial skills for ``seed`` (identical for every strategy)."""
+    rng = np.random.default_rng([seed, _TASK])
+    n_train, n_all = config.train_prompts, config.train_prompts + config.heldout_prompts
+    # Round-robin clusters keep every cluster present in both splits.
+    cluster = np.concatenate([np.arange(n_train) % config.clusters, np.arange(n_all - n_train) % config.clusters])
+    difficulty = rng.normal(0.0, config.difficulty_std, n_all)
+    skill0 = rng.normal(config.skill_mean, config.skill_std, config.clusters)
+    return Task(cluster=cluster, difficulty=difficulty, skill0=skill0, n_train=n_train)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free
+
+
+@dataclass
+class Learner:
+    """Skills of the simulated policy: ``z = skill[cluster] + own - difficulty``."""
+
+    task: Task
+    config: SimConfig
+    skill: np.ndarray = field(init=False)
+    own: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.skill = self.task.skill0.astype(np.float64).copy()
+        self.own = np.zeros(self.task.difficulty.shape[0])
+
+    def pass_rates(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        t = self.task
+        return sigmoid(self.skill[t.cluster[idx]] + self.own[idx] - t.difficulty[idx])
+
+    def step(self, prompts: np.ndarray, signal: np.ndarray) -> None:
+        """Apply ``lr * signal[k]`` to the logit of ``prompts[k]`` (``transfer`` of it via the cluster)."""
+        delta = self.config.lr * signal
+        rho = self.config.transfer
+        self.own[prompts] += (1.0 - rho) * delta
+        self.skill += rho * np.bincount(self.task.cluster[prompts], weights=delta, minlength=self.skill.size)
+
+
+def rollout_uniforms(seed: int, step: int, prompts_per_step: int, max_budget: int) -> np.ndarray:
+    """``[M, max_budget]`` uniforms behind the rewards of one step (shared by all strategies)."""
+    return np.random.default_rng([seed, _ROLLOUT, step]).random((prompts_per_step, max_budget))
+
+
+def sample_rewards(p: np.ndarray, counts: np.ndarray, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards of ``counts[k]`` rollouts of batch slot k: rollout j succeeds iff ``U[k, j] < p[k]``.
+
+    Returns ``(rewards [N], slot [N])`` with rollouts laid out slot by slot::
+
+        slot:    0 0 0 0 | 1 1 | 2 2 2 ...      (counts = [4, 2, 3, ...])
+        column:  0 1 2 3 | 0 1 | 0 1 2 ...
+    """
+    slot = np.repeat(np.arange(counts.size), counts)
+    starts = np.cumsum(counts) - counts
+    column = np.arange(slot.size) - np.repeat(starts, counts)
+    return (uniforms[slot, column] < p[slot]).astype(np.float64), slot
+
+
+def grpo_signal(advantages: np.ndarray, rewards: np.ndarray, slot: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``[M]`` gradient of the token-mean loss on each prompt's logit: ``(M/N) sum_j A_j (y_j - p)``."""
+    m, n = p.size, rewards.size
+    return m / n * np.bincount(slot, weights=advantages * (rewards - p[slot]), minlength=m)
+
+
+def batch_order(seed: int, n_train: int, prompts_per_step: int, steps: int) -> np.ndarray:
+    """``[steps, M]`` prompt ids: shuffled passes over the train split (a new order every epoch).
+
+    Steps never straddle two epochs (the last partial batch of an epoch is dropped, as a
+    ``drop_last`` dataloader), so a prompt appears at most once per step.
+    """
+    if prompts_per_step > n_train:
+        raise ValueError(f"prompts_per_step={prompts_per_step} exceeds the {n_train} train prompts")
+    rng = np.random.default_rng([seed, _ORDER])
+    per_epoch = n_train // prompts_per_step
+    out = []
+    while len(out) < steps:
+        order = rng.permutation(n_train)
+        out.extend(order[k * prompts_per_step : (k + 1) * prompts_per_step] for k in range(per_epoch))
+    return np.stack(out[:steps])
+
+
+def buckets(successes: np.ndarray, n: int) -> np.ndarray:
+    """Index into ``BUCKETS`` of each empirical pass rate ``successes / n``."""
+    q = successes / n
+    return np.select([q == 0, q <= 0.25, q < 0.75, q < 1], [0, 1, 2, 3], default=4)
+
+
+def empirical_buckets(p: np.ndarray, seed: int, tag: int, n: int) -> np.ndarray:
+    """Bucket of each prompt from ``n`` sampled rollouts (common random numbers per ``tag``)."""
+    u = np.random.default_rng([seed, _EVAL, tag]).random((p.size, n))
+    return buckets((u < p[:, None]).sum(axis=1), n)
+
+
+def pass_rate_bin(p_hat: np.ndarray) -> np.ndarray:
+    """Index into ``PASS_RATE_BINS``."""
+    inner = 1 + np.minimum((p_hat * 10).astype(np.int64), 9)
+    return np.where(p_hat <= 0, 0, np.where(p_hat >= 1, len(PASS_RATE_BINS) - 1, inner))
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """What one simulated run needs besides the strategy and seed."""
+
+    steps: int = 200
+    prompts_per_step: int = 64
+    rollouts_per_prompt: float = 16.0
+    budget_multiplier: float = 1.0
+    sim: SimConfig = field(default_factory=SimConfig)
+
+    def total_budget(self, multiplier: float = 1.0) -> int:
+        return int(round(self.prompts_per_step * self.rollouts_per_prompt * self.budget_multiplier * multiplier))
+
+
+def simulate(
+    allocator_config: AllocatorConfig,
+    seed: int,
+    options: SimOptions,
+    *,
+    budget_multiplier: float = 1.0,
+    callback: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train the simulated policy for ``options.steps`` steps with one allocator.
+
+    Returns ``(rows, summary)``: one metrics dict per step, and the final summary (final metrics,
+    difficulty transitions ``[5, 5]`` counts, budget per estimated-pass-rate bin and phase).
+    """
+    start = time.perf_counter()
+    cfg = options.sim
+    task = make_task(cfg, seed)
+    learner = Learner(task, cfg)
+    allocator = Allocator(allocator_config)
+    m = options.prompts_per_step
+    budget = options.total_budget(budget_multiplier)
+    max_budget = allocator_config.max_budget
+    order = batch_order(seed, task.n_train, m, options.steps)
+    train = np.arange(task.n_train)
+    heldout = np.arange(task.n_train, task.difficulty.size)
+    start_buckets = empirical_buckets(learner.pass_rates(train), seed, 0, cfg.eval_rollouts)
+    bin_sum = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
+    bin_n = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
+    rows: list[dict[str, Any]] = []
+    rollouts = 0
+    for step in range(options.steps):
+        batch = order[step]
+        p = learner.pass_rates(batch)
+        alpha, beta = allocator.tracker.params()  # the (alpha, beta) this step's plan uses
+        p_hat, seen = allocator.stats.pass_rates(batch), allocator.stats.seen(batch)
+        plan = allocator.plan(batch, budget)
+        counts = plan.counts
+        rewards, slot = sample_rewards(p, counts, rollout_uniforms(seed, step, m, max_budget))
+        group_ids = batch[slot]
+        adv = group_advantages(rewards, group_ids)
+        allocator.observe(group_ids, rewards)
+        learner.step(batch, grpo_signal(adv.advantages, rewards, slot, p))
+        rollouts += int(counts.sum())
+
+        phase = min(len(PHASES) - 1, step * len(PHASES) // options.steps)
+        b = pass_rate_bin(p_hat[seen])
+        np.add.at(bin_sum[phase], b, counts[seen])
+        np.add.at(bin_n[phase], b, 1)
+
+        p_train, p_held = learner.pass_rates(train), learner.pass_rates(heldout)
+        rows.append(
+            {
+                "step": step + 1,
+                "rollouts": rollouts,
+                "eval/heldout_accuracy": float(p_held.mean()),
+                "eval/train_accuracy": float(p_train.mean()),
+                "eval/train_solved": float((p_train > 0.5).mean()),
+                "rollout/effective_ratio": adv.effective_ratio,
+                "rollout/mixed_groups": float(adv.mixed.mean()),
+                "reward/mean": float(rewards.mean()),
+                "capability/alpha": alpha,
+                "capability/beta": beta,
+                "capability/failure_rate": float(1.0 - (np.bincount(slot, weights=rewards) / counts).mean()),
+                "budget/total": float(counts.sum()),
+                "budget/std": float(counts.std()),
+                "budget/max": float(counts.max()),
+                "budget/min": float(counts.min()),
+            }
+        )
+        if callback is not None:
+            callback(step)
+    end_buckets = empirical_buckets(learner.pass_rates(train), seed, 1, cfg.eval_rollouts)
+    transitions = np.zeros((len(BUCKETS), len(BUCKETS)), dtype=np.int64)
+    np.add.at(transitions, (start_buckets, end_buckets), 1)
+    summary = {
+        "final": {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {},
+        "initial_heldout_accuracy": float(sigmoid(task.skill0[task.cluster[heldout]] - task.difficulty[heldout]).mean()),
+        "rollouts": rollouts,
+        "transitions": transitions.tolist(),
+        "budget_by_pass_rate": {"sum": bin_sum.tolist(), "count": bin_n.tolist()},
+        "seconds": time.perf_counter() - start,
+    }
+    return rows, summary

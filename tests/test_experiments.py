@@ -1,0 +1,210 @@
+"""Tests of `cobarl compare`: the simulator, the compare loop, the report files and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import types
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cobarl.allocate.baselines import uniform as uniform_counts
+from cobarl.allocator import AllocatorConfig
+from cobarl.experiments import CompareOptions, SimConfig, SimOptions, parse_strategies, parse_strategy, run_compare, simulate
+from cobarl.experiments.cli import main
+from cobarl.experiments.compare import BackendUnavailable
+from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_atomic, write_report
+from cobarl.experiments.simulator import (
+    BUCKETS,
+    Learner,
+    batch_order,
+    make_task,
+    rollout_uniforms,
+)
+
+TINY_SIM = SimConfig(train_prompts=64, heldout_prompts=16, clusters=4)
+TINY = SimOptions(steps=12, prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM)
+TINY_ARGS = [
+    "--steps", "12", "--prompts-per-step", "8", "--rollouts-per-prompt", "8",
+    "--train-prompts", "64", "--heldout-prompts", "16", "--clusters", "4",
+    "--seeds", "2", "--workers", "1", "--no-progress",
+]
+
+
+def _rows(strategy, seed=0, options=TINY, **kw):
+    return simulate(AllocatorConfig(strategy=strategy, total_steps=options.steps, **kw), seed, options)
+
+
+def test_simulator_is_deterministic_for_a_seed():
+    a, sa = _rows("coba")
+    b, sb = _rows("coba")
+    c, _ = _rows("coba", seed=1)
+    assert a == b
+    sa.pop("seconds"), sb.pop("seconds")
+    assert sa == sb
+    assert a != c
+
+
+def test_uniform_strategy_equals_a_callable_returning_uniform_counts():
+    def same_as_grpo(p, total, lo, hi):
+        return uniform_counts(p.size, total)
+
+    a, sa = _rows("uniform")
+    b, sb = _rows(same_as_grpo)
+    assert a == b  # every metric of every step, bit for bit
+    assert sa["transitions"] == sb["transitions"]
+
+
+def test_uniform_allocation_matches_a_direct_fixed_group_grpo_loop():
+    """Plain GRPO written with reshape(-1, G), as TRL does, gives the simulator's numbers."""
+    opts = TINY
+    rows, _ = _rows("uniform", seed=3, options=opts)
+    task = make_task(opts.sim, 3)
+    learner = Learner(task, opts.sim)
+    m, g = opts.prompts_per_step, int(opts.rollouts_per_prompt)
+    order = batch_order(3, task.n_train, m, opts.steps)
+    heldout = np.arange(task.n_train, task.difficulty.size)
+    for step in range(opts.steps):
+        batch = order[step]
+        p = learner.pass_rates(batch)
+        u = rollout_uniforms(3, step, m, 128)[:, :g]
+        r = (u < p[:, None]).astype(np.float64)  # [M, G]
+        mean = r.mean(axis=1, keepdims=True)
+        std = r.std(axis=1, ddof=1, keepdims=True)
+        mixed = r.max(axis=1) != r.min(axis=1)
+        adv = np.where(mixed[:, None], (r - mean) / (std + 1e-6), 0.0)
+        # token-mean over M * G rollouts, times M: the per-prompt mean of A (y - p)
+        signal = (adv * (r - p[:, None])).sum(axis=1) / g
+        learner.step(batch, signal)
+        assert rows[step]["rollout/effective_ratio"] == pytest.approx(mixed.mean(), abs=1e-12)
+        assert rows[step]["eval/heldout_accuracy"] == pytest.approx(learner.pass_rates(heldout).mean(), rel=1e-12)
+        assert rows[step]["reward/mean"] == pytest.approx(r.mean(), abs=1e-12)
+
+
+def test_budget_contract_and_multiplier():
+    rows, summary = simulate(AllocatorConfig(strategy="coba", total_steps=TINY.steps), 0, TINY, budget_multiplier=0.5)
+    assert all(r["budget/total"] == 8 * 8 * 0.5 for r in rows)
+    assert summary["rollouts"] == 12 * 32
+    assert np.asarray(summary["transitions"]).sum() == TINY_SIM.train_prompts
+    assert len(summary["transitions"]) == len(BUCKETS)
+
+
+def test_learning_moves_heldout_through_clusters_only():
+    rows, summary = _rows("uniform", options=replace(TINY, steps=24))
+    assert rows[-1]["eval/heldout_accuracy"] > summary["initial_heldout_accuracy"]
+    frozen, s0 = _rows("uniform", options=replace(TINY, sim=replace(TINY_SIM, transfer=0.0)))
+    assert frozen[-1]["eval/heldout_accuracy"] == pytest.approx(s0["initial_heldout_accuracy"], abs=1e-12)
+
+
+def test_parse_strategy():
+    s = parse_strategy("fixed-beta-1.5-10.5")
+    assert (s.strategy, s.overrides) == ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5})
+    s = parse_strategy("coba:kappa=7,tau=adaptive@0.5")
+    assert (s.strategy, s.overrides, s.budget_multiplier) == ("coba", {"kappa": 7.0, "tau": "adaptive"}, 0.5)
+    assert parse_strategy("coba-reference").overrides == {"tau": "adaptive"}
+    assert len(parse_strategies(["default"])) == 8
+    with pytest.raises(ValueError, match="valid: .*coba"):
+        parse_strategy("cobra")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_strategy("coba:kapa=7")
+    with pytest.raises(ValueError, match="twice"):
+        parse_strategies(["uniform,uniform"])
+
+
+def test_options_reject_budget_outside_bounds():
+    with pytest.raises(ValueError, match="outside"):
+        CompareOptions(strategies=(parse_strategy("coba@0.1"),), rollouts_per_prompt=16)
+
+
+def test_mean_ci_hand_worked():
+    # mean 2, sd 1, n 3: half-width = t_{0.975, 2} * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+    r = mean_ci([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0 and r["half_width"] == pytest.approx(2.4841, abs=1e-4)
+    assert mean_ci([5.0])["half_width"] != mean_ci([5.0])["half_width"]  # NaN for one value
+
+
+def test_report_files_are_produced_and_well_formed(tmp_path):
+    out = tmp_path / "cmp"
+    rc = main([*TINY_ARGS, "--strategies", "uniform,coba,knapsack-rl,coba@0.5", "--output-dir", str(out)])
+    assert rc == 0
+    for name in (*FILES, "report.html", *PLOTS):
+        assert (out / name).is_file(), name
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "uniform" and summary["seeds"] == [0, 1]
+    assert set(summary["strategies"]) == {"uniform", "coba", "knapsack-rl", "coba@0.5"}
+    e = summary["strategies"]["coba"]
+    for key in ("final_heldout_accuracy", "final_train_solved", "effective_ratio", "rollouts", "rollouts_to_target"):
+        assert set(e[key]) >= {"mean", "ci95", "half_width", "n"}
+    assert e["rollouts"]["mean"] == 12 * 64
+    assert summary["gaps_vs_baseline"]["coba@0.5"]["rollouts_ratio"]["mean"] == pytest.approx(0.5)
+    assert np.allclose(np.sum(e["transitions_percent"], axis=1), 100, atol=0.05)
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 2 * 12
+    assert {"strategy", "seed", "step", "rollouts", "eval/heldout_accuracy", "rollout/effective_ratio", "capability/alpha"} <= set(rows[0])
+    md = (out / "report.md").read_text()
+    assert "cobarl compare" in md and "![transitions.png](transitions.png)" in md and "| `coba@0.5` |" in md
+
+
+def test_parallel_results_equal_serial():
+    opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=(0, 1), steps=6,
+                          prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM, workers=1)
+    serial = run_compare(opts, progress=False)
+    parallel = run_compare(replace(opts, workers=2), progress=False)
+    assert [(r.label, r.seed, r.rows) for r in serial] == [(r.label, r.seed, r.rows) for r in parallel]
+
+
+def test_real_backend_missing_gives_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cobarl.train.run", types.ModuleType("cobarl.train.run"))
+    assert main([*TINY_ARGS, "--backend", "real", "--strategies", "uniform", "--output-dir", "/nonexistent/x"]) == 2
+    assert "run_training" in capsys.readouterr().err
+
+
+def test_real_backend_contract(monkeypatch, tmp_path):
+    seen = []
+
+    def run_training(config):
+        seen.append(config)
+        rows = [{"step": k + 1, "budget/total": 64.0, "rollout/effective_ratio": 0.5, "eval/accuracy": 0.1 * k} for k in range(3)]
+        return {"rows": rows, "summary": {}}
+
+    fake = types.ModuleType("cobarl.train.run")
+    fake.run_training = run_training
+    monkeypatch.setitem(sys.modules, "cobarl.train.run", fake)
+    opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba@0.5"])), seeds=(0,), steps=3,
+                          prompts_per_step=8, rollouts_per_prompt=8, backend="real")
+    runs = run_compare(opts, progress=False)
+    assert [c["allocator"] for c in seen] == ["uniform", "coba"] and seen[1]["rollouts_per_prompt"] == 4
+    summary = write_report(runs, opts, tmp_path, plots=False)
+    assert summary["accuracy_metric"] == "eval/accuracy"
+    assert summary["strategies"]["uniform"]["rollouts"]["mean"] == 192
+
+
+def test_write_atomic_keeps_old_file_on_error(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def boom(f):
+        f.write("new")
+        raise RuntimeError("fail")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(path, boom)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_backend_unavailable_is_runtime_error():
+    assert issubclass(BackendUnavailable, RuntimeError)
+
+
+def test_heap_and_exact_coba_give_the_same_run():
+    # Algorithm 1 literally (max-heap) and the exact threshold solver must agree step by step.
+    a, _ = _rows("coba")
+    b, _ = _rows("coba-heap")
+    assert a == b

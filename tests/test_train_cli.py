@@ -1,0 +1,100 @@
+"""`cobarl train` end to end as a subprocess (tiny random model saved locally), plus resume and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from cobarl.train.cli import build_parser, config_from_args  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parity_reward(completion: str, answer: str) -> float:
+    """Mixed outcomes even for a random model (used via --reward test_train_cli:parity_reward)."""
+    return float(len(completion) % 2 == len(answer) % 2)
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "cobarl.train", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from cobarl.models.tiny import build_model, build_tokenizer
+
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tok = build_tokenizer()
+    build_model(tok, seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+SMALL = ["--max-steps", "3", "--save-steps", "2", "--prompts-per-step", "4", "--rollouts-per-prompt", "4",
+         "--max-budget", "8", "--train-size", "16", "--eval-size", "8", "--max-completion-length", "4",
+         "--learning-rate", "1e-2", "--no-progress"]
+
+
+def test_cli_end_to_end_and_resume(tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    res = cli("--model", str(tiny_model_dir), "--output-dir", str(run_dir), "--reward", "test_train_cli:parity_reward", *SMALL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "held-out accuracy" in res.stdout and str(run_dir) in res.stdout
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("budget/mean", "capability/alpha", "capability/beta", "capability/failure_rate",
+                "rollout/effective_ratio", "reward/mean", "perf/step_s", "perf/rollouts_per_s"):
+        assert key in rows[-1], key
+    assert (run_dir / "checkpoint-3" / "cobarl_state.json").is_file()
+
+    # parameters changed
+    from safetensors.torch import load_file
+
+    start = load_file(tiny_model_dir / "model.safetensors")
+    end = load_file(run_dir / "checkpoint-3" / "model.safetensors")
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+
+    # resume continues from the last checkpoint with the saved config; no step is lost or repeated
+    res = cli("--resume", "--output-dir", str(run_dir), "--max-steps", "5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stdout
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 5
+
+
+def test_cli_refuses_clearly(tmp_path, tiny_model_dir):
+    res = cli("--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "r1"), *SMALL)
+    assert res.returncode != 0 and "model path does not exist" in res.stderr
+    res = cli("--allocator", "nope")
+    assert res.returncode == 2 and "coba" in res.stderr and "uniform" in res.stderr
+    res = cli("--rollouts-per-step", "10", "--prompts-per-step", "8")
+    assert res.returncode == 2 and "budget cannot be met" in res.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "1+1=", "data_source": "x"}) + "\n")
+    res = cli("--model", str(tiny_model_dir), "--dataset", str(bad), "--output-dir", str(tmp_path / "r2"), *SMALL)
+    assert res.returncode != 0 and "reward_model.ground_truth" in res.stderr
+    assert not (tmp_path / "r2" / "metrics.jsonl").exists()
+
+
+def test_config_precedence_yaml_then_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_steps: 7\nallocator: uniform\nkappa: 3.5\n")
+    c = config_from_args(["--config", str(cfg), "--max-steps", "9", "--k", "3"])
+    assert (c.max_steps, c.allocator, c.kappa, c.window) == (9, "uniform", 3.5, 3)
+    assert c.rollouts_per_step == c.prompts_per_step * 8  # derived: prompts x 8 rollouts on average
+    cfg.write_text("max_stepz: 7\n")
+    with pytest.raises(ValueError, match="unknown option.*max_stepz"):
+        config_from_args(["--config", str(cfg)])
+    assert "--kappa" in build_parser().format_help()

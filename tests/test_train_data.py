@@ -1,0 +1,106 @@
+"""Dataset loading (verl/DAPO layout), the reward registry and config validation for `cobarl train`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("datasets")
+
+from cobarl.train.config import TrainConfig  # noqa: E402
+from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out  # noqa: E402
+from cobarl.train.run import make_reward_func, resolve_model_path, resolve_reward, truncate_metrics  # noqa: E402
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_verl_layout_jsonl_and_parquet(tmp_path):
+    rows = [
+        {"data_source": "dapo", "prompt": [{"role": "user", "content": "1+1="}],
+         "reward_model": {"style": "rule", "ground_truth": "2"}, "extra_info": {"index": 7}},
+        {"prompt": [{"role": "user", "content": "2+2="}], "answer": 4},
+    ]
+    ds = load_dataset_file(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert ds["prompt_id"] == [0, 1]
+    assert ds["answer"] == ["2", "4"]
+    assert ds["prompt"][0] == [{"role": "user", "content": "1+1="}]
+    with pytest.raises(ValueError, match="mixes strings"):
+        load_dataset_file(write_jsonl(tmp_path / "m.jsonl", [rows[0], {"prompt": "2+2=", "answer": "4"}]))
+
+    from datasets import Dataset
+
+    Dataset.from_list([rows[0], {**rows[0], "reward_model": {"style": "rule", "ground_truth": "3"}}]).to_parquet(
+        str(tmp_path / "d.parquet"))
+    ds = load_dataset_file(tmp_path / "d.parquet")
+    assert ds["answer"] == ["2", "3"]
+
+
+@pytest.mark.parametrize(
+    "row, field",
+    [({"reward_model": {"ground_truth": "2"}}, "'prompt'"), ({"prompt": "1+1="}, "'reward_model.ground_truth'")],
+)
+def test_missing_field_is_named(tmp_path, row, field):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "0+0=", "answer": "0"}, row])
+    with pytest.raises(ValueError, match=f"row 1: missing required field {field}".replace(".", r"\.")):
+        load_dataset_file(path)
+
+
+def test_missing_file_and_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset file not found"):
+        load_dataset_file(tmp_path / "nope.jsonl")
+    (tmp_path / "d.csv").write_text("prompt,answer\n")
+    with pytest.raises(ValueError, match="unsupported format"):
+        load_dataset_file(tmp_path / "d.csv")
+
+
+def test_embedded_and_held_out_split():
+    train, held_out = embedded_datasets(train_size=40, eval_size=10, seed=0)
+    assert len(train) == 40 and len(held_out) == 10
+    assert not set(train["prompt"]) & set(held_out["prompt"])
+    assert len(set(train["prompt_id"]) | set(held_out["prompt_id"])) == 50
+    a, b = split_held_out(train, 8)
+    assert (len(a), len(b)) == (32, 8)
+
+
+def test_reward_registry_accepts_name_callable_and_import_path():
+    assert resolve_reward("exact")("12<eos>", "12") == 1.0
+    fn = lambda c, a: 0.5  # noqa: E731
+    assert resolve_reward(fn) is fn
+    assert resolve_reward("cobarl.rewards.exact:exact_match_reward")("3", "3") == 1.0
+    with pytest.raises(ValueError, match="valid rewards: exact"):
+        resolve_reward("math-nope")
+    trl_fn = make_reward_func(resolve_reward("exact"))
+    assert trl_fn(prompts=["1+1=", "1+1="], completions=["2", [{"role": "assistant", "content": "3"}]],
+                  answer=["2", "2"]) == [1.0, 0.0]
+
+
+def test_model_path_checks(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model path does not exist"):
+        resolve_model_path(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_model_path(str(tmp_path / "empty"))
+    assert resolve_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # hub names pass through
+
+
+def test_config_errors_are_specific():
+    with pytest.raises(ValueError, match="unknown allocator 'nope'; valid allocators: uniform, coba"):
+        TrainConfig(allocator="nope")
+    with pytest.raises(ValueError, match=r"budget cannot be met: rollouts_per_step=15 < .* 2 x 8 = 16"):
+        TrainConfig(rollouts_per_step=15, prompts_per_step=8)
+    with pytest.raises(ValueError, match="vLLM server mode"):
+        TrainConfig(use_vllm=True, vllm_mode="server")
+    with pytest.raises(ValueError, match="tau must be a number or 'adaptive'"):
+        TrainConfig(tau="hot")
+    assert TrainConfig(tau="adaptive").tau_value == "adaptive" and TrainConfig().tau_value == 8.0
+
+
+def test_truncate_metrics_drops_redone_steps_and_torn_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "rew')
+    truncate_metrics(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
