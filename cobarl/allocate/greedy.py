@@ -39,24 +39,24 @@ def heap(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> np.nd
     return counts
 
 
-def _count_above(bound, m: int, t: float, lo: int, hi: int) -> np.ndarray:
-    """``[M]`` exact number of gains ``gain(b), lo <= b < hi``, strictly above ``t``.
+def _count_above(bound, m: int, t: float, lo: int, hi: int, exact: bool = True) -> np.ndarray:
+    """``[M]`` number of gains ``gain(b), lo <= b < hi``, strictly above ``t``.
 
     Rows are non-increasing (concave value), so the count is a position: a closed-form guess
-    corrected by a step or, without one, a vectorised binary search over b.
+    (``exact=False`` stops there: it can be off by one where a gain is within rounding of ``t``),
+    corrected against the actual gains; without a closed form, a vectorised binary search over b.
     """
     width = hi - lo
     approx = getattr(bound, "approx_count_above", None)
     if approx is not None:
         c = approx(t, lo, hi)
-        # Correct rounding at the boundary; the guess is off by at most one step in practice,
-        # the loop makes it exact whatever happens.
-        while True:
+        while exact:
             down = (c > 0) & (bound.gain(lo + c - 1) <= t)
             up = (c < width) & (bound.gain(lo + np.minimum(c, width - 1)) > t)
             if not (down.any() or up.any()):
-                return c
+                break
             c = c - down + up
+        return c
     left = np.zeros(m, dtype=np.int64)  # gains at b < lo + left are known > t
     right = np.full(m, width, dtype=np.int64)
     while np.any(left < right):
@@ -74,16 +74,16 @@ def threshold(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> 
     Finds thresholds ``t_hi > t_lo`` with ``n(t_hi) <= R <= n(t_lo)``, where ``n(t)`` counts
     gains above ``t``, by bisection in log space; everything above ``t_hi`` is taken, and the
     few entries in between are ranked exactly as the heap would pop them: larger gain first,
-    then lower prompt index, then lower budget.
+    then lower prompt index, then lower budget. The bisection steers with the closed-form counts
+    and checks the final bracket against the actual gains (re-running exactly if rounding moved it).
     """
     if not is_concave(value):
         raise ValueError("method='threshold' needs a concave value (value.concave = True); use method='heap' or 'dp'")
     m = p.shape[0]
     width = hi - lo
     remaining = budget - lo * m
-    counts = np.full(m, lo, dtype=np.int64)
     if remaining == 0 or width == 0:
-        return counts, {"iterations": 0}
+        return np.full(m, lo, dtype=np.int64), {"iterations": 0}
     if remaining == m * width:
         return np.full(m, hi, dtype=np.int64), {"iterations": 0}
     bound = bind(value, p)
@@ -91,36 +91,44 @@ def threshold(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> 
     g_last = bound.gain(np.full(m, hi - 1))
     # n(t_hi) = 0 <= R. For t_lo, first try just below the smallest end-of-row gain (usually the
     # smallest gain overall, so the bracket is tight); else the smallest positive float.
-    log_hi = float(np.log(g_first.max())) if g_first.max() > 0 else 0.0
-    c_hi = np.zeros(m, dtype=np.int64)
+    top = float(np.log(g_first.max())) if g_first.max() > 0 else 0.0
     floor = float(np.log(np.nextafter(0.0, 1.0)))
     positive = g_last[g_last > 0]
-    log_lo = float(np.log(positive.min())) - 1.0 if positive.size == m else floor
-    c_lo = _count_above(bound, m, float(np.exp(log_lo)), lo, hi)
-    if c_lo.sum() < remaining and log_lo > floor:
-        log_lo = floor
-        c_lo = _count_above(bound, m, float(np.exp(log_lo)), lo, hi)
-    if c_lo.sum() < remaining:
+    bottom = float(np.log(positive.min())) - 1.0 if positive.size == m else floor
+    c_bottom = _count_above(bound, m, float(np.exp(bottom)), lo, hi)
+    if c_bottom.sum() < remaining and bottom > floor:
+        bottom = floor
+        c_bottom = _count_above(bound, m, float(np.exp(bottom)), lo, hi)
+    if c_bottom.sum() < remaining:
         # Fewer positive gains than units (e.g. Knapsack prompts at p in {0, 1}): take all of them;
         # the rest are ties at gain <= 0, ranked below in heap order.
-        c_hi = c_lo
-        c_lo = np.full(m, width, dtype=np.int64)
-        log_lo = -np.inf
+        return _take_band(bound, m, lo, remaining, c_bottom, np.full(m, width, dtype=np.int64), 0)
     iterations = 0
-    # Stop once the band between the thresholds is small enough to sort, or cannot shrink (ties).
-    while c_lo.sum() - c_hi.sum() > max(64, m // 4) and np.isfinite(log_lo) and iterations < 200:
-        mid = 0.5 * (log_lo + log_hi)
-        if not log_lo < mid < log_hi:
-            break
-        iterations += 1
-        c_mid = _count_above(bound, m, float(np.exp(mid)), lo, hi)
-        n_mid = int(c_mid.sum())
-        if n_mid == remaining:
-            return lo + c_mid, {"iterations": iterations}
-        if n_mid > remaining:
-            log_lo, c_lo = mid, c_mid
-        else:
-            log_hi, c_hi = mid, c_mid
+    for exact in (False, True):
+        log_lo, c_lo, log_hi, c_hi = bottom, c_bottom, top, np.zeros(m, dtype=np.int64)
+        # Stop once the band between the thresholds is small enough to sort, or cannot shrink (ties).
+        n_lo, n_hi = int(c_lo.sum()), 0
+        while n_lo - n_hi > max(64, m // 4) and iterations < 400:
+            mid = 0.5 * (log_lo + log_hi)
+            if not log_lo < mid < log_hi:
+                break
+            iterations += 1
+            c_mid = _count_above(bound, m, float(np.exp(mid)), lo, hi, exact)
+            n_mid = int(c_mid.sum())
+            if n_mid > remaining:
+                log_lo, c_lo, n_lo = mid, c_mid, n_mid
+            else:
+                log_hi, c_hi, n_hi = mid, c_mid, n_mid
+        if not exact:
+            c_lo = _count_above(bound, m, float(np.exp(log_lo)), lo, hi)
+            c_hi = _count_above(bound, m, float(np.exp(log_hi)), lo, hi) if log_hi < top else c_hi
+        if c_hi.sum() <= remaining <= c_lo.sum():
+            return _take_band(bound, m, lo, remaining, c_hi, c_lo, iterations)
+    raise AssertionError("unreachable: the exact bisection keeps a valid bracket")
+
+
+def _take_band(bound, m: int, lo: int, remaining: int, c_hi: np.ndarray, c_lo: np.ndarray, iterations: int):
+    """Take every gain above the band, then the best of the band in heap order."""
     # Band: row i contributes budgets lo + c_hi[i] .. lo + c_lo[i] - 1.
     extra = c_lo - c_hi
     rows = np.repeat(np.arange(m), extra)

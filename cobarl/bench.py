@@ -1,0 +1,106 @@
+"""``cobarl bench allocate``: the default solver against the heap (Algorithm 1) and DP, same inputs.
+
+Every method solves the same instances in one process, so the ratios are measured side by side.
+Reports the median wall time of ``--repeats`` runs and checks that the objectives are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+import cobarl
+
+# (prompts, total budget, methods): the paper's Table 4 setting, and "internet scale".
+SETTINGS = {
+    "paper": (512, 8192, ("threshold", "heap", "dp")),
+    "internet": (65_536, 1_048_576, ("threshold", "heap")),
+}
+
+
+def _time(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def bench_allocate(settings: list[str], repeats: int, seed: int) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(seed)
+    for name in settings:
+        m, total, methods = SETTINGS[name]
+        # U-shaped pass rates, as a base model on a math set: many prompts near 0 and near 1.
+        p = rng.beta(0.5, 0.5, size=m)
+        value = cobarl.CobaValue(alpha=7.26, beta=3.74, tau=8.0)
+        results = {}
+        for method in methods:
+            # DP and the heap at internet scale take seconds to minutes: time them once.
+            reps = repeats if method == "threshold" else (1 if method == "dp" or m > 10_000 else min(repeats, 5))
+            seconds, res = _time(
+                lambda method=method: cobarl.allocate(p, total, min_budget=2, max_budget=128, value=value, method=method),
+                reps,
+            )
+            results[method] = (seconds, res, reps)
+        # Peak Python-heap memory of one default solve (numpy allocations are traced too).
+        tracemalloc.start()
+        cobarl.allocate(p, total, min_budget=2, max_budget=128, value=value)
+        peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        base_s, base, _ = results["threshold"]
+        for method, (seconds, res, reps) in results.items():
+            rows.append(
+                {
+                    "setting": name,
+                    "prompts": m,
+                    "total_budget": total,
+                    "method": method,
+                    "median_s": seconds,
+                    "repeats": reps,
+                    "speedup_of_threshold": seconds / base_s,
+                    "objective": res.objective,
+                    "same_objective": res.objective == base.objective,
+                    "same_counts": bool(np.array_equal(res.counts, base.counts)),
+                    "threshold_peak_mib": peak_mib,
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cobarl bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    alloc = sub.add_parser("allocate", help="allocation solvers: threshold (default) vs heap vs DP")
+    alloc.add_argument("--settings", default="paper,internet", help="comma list of: " + ", ".join(SETTINGS))
+    alloc.add_argument("--repeats", type=int, default=21, help="runs per timing of the default solver (median)")
+    alloc.add_argument("--seed", type=int, default=0)
+    alloc.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = parser.parse_args(argv)
+    settings = [s for s in args.settings.split(",") if s]
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
+    rows = bench_allocate(settings, args.repeats, args.seed)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, python {platform.python_version()}")
+    print(f"{'setting':9} {'M':>6} {'B_total':>9} {'method':10} {'median':>11} {'x threshold':>12} {'objective':>14}  same")
+    peaks = {r["setting"]: r["threshold_peak_mib"] for r in rows}
+    for r in rows:
+        print(
+            f"{r['setting']:9} {r['prompts']:>6} {r['total_budget']:>9} {r['method']:10} "
+            f"{r['median_s'] * 1e3:>9.3f}ms {r['speedup_of_threshold']:>11.1f}x {r['objective']:>14.6f}  "
+            f"objective={r['same_objective']} counts={r['same_counts']}"
+        )
+    for setting, peak in peaks.items():
+        print(f"# {setting}: peak traced memory of one threshold solve {peak:.2f} MiB")
+    return 0
