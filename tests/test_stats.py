@@ -1,0 +1,96 @@
+"""Per-prompt statistics: windows, estimators, priors, state round trip, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cobarl import PromptStats, group_outcomes
+
+
+def test_group_outcomes_by_id_not_position():
+    ids, s, a = group_outcomes(["q2", "q1", "q2", "q2", "q1"], np.array([1.0, -1.0, -1.0, 1.0, 1.0]))
+    assert ids == ["q2", "q1"]
+    np.testing.assert_array_equal(s, [2, 1])  # DAPO-style -1/+1 rewards: success is +1
+    np.testing.assert_array_equal(a, [3, 2])
+
+
+def test_group_outcomes_names_the_nan_prompt():
+    with pytest.raises(ValueError, match=r"rollout 2 \(prompt 'b'\) is nan"):
+        group_outcomes(["a", "a", "b"], np.array([1.0, 0.0, np.nan]))
+
+
+def test_window_keeps_last_appearances():
+    st = PromptStats(window=2)
+    st.update([7], np.array([0]), np.array([4]))
+    st.update([7], np.array([2]), np.array([4]))
+    st.update([7], np.array([4]), np.array([8]))
+    # Window 2: (2 + 4) / (4 + 8); the first appearance fell out.
+    assert st.pass_rates([7])[0] == pytest.approx(6 / 12)
+
+
+def test_unseen_prior_global_vs_half():
+    st = PromptStats(prior="global")
+    assert st.pass_rates([1])[0] == 0.5  # nothing seen yet
+    st.update([1, 2], np.array([1, 0]), np.array([4, 4]))
+    assert st.pass_rates([3])[0] == pytest.approx(1 / 8)
+    half = PromptStats(prior="half")
+    half.update([1, 2], np.array([1, 0]), np.array([4, 4]))
+    assert half.pass_rates([3])[0] == 0.5
+    np.testing.assert_array_equal(st.seen([1, 3]), [True, False])
+
+
+def test_posterior_mean_shrinks_toward_prior():
+    st = PromptStats(estimator="posterior", prior="half", prior_strength=2.0)
+    st.update([1], np.array([0]), np.array([2]))
+    # (0 + 2 * 0.5) / (2 + 2) = 0.25, not the empirical 0.
+    assert st.pass_rates([1])[0] == pytest.approx(0.25)
+
+
+def test_vectorised_over_ids_of_mixed_types():
+    st = PromptStats()
+    st.update(np.array([10, 11]), np.array([3, 0]), np.array([4, 2]))
+    np.testing.assert_allclose(st.pass_rates([11, 10, 99]), [0.0, 0.75, 3 / 6])
+
+
+def test_state_round_trip_keeps_id_types():
+    st = PromptStats(window=3)
+    st.update([1, "a"], np.array([1, 2]), np.array([2, 2]))
+    st.update([1], np.array([0]), np.array([4]))
+    restored = PromptStats(window=3)
+    restored.load_state_dict(json.loads(json.dumps(st.state_dict())))
+    assert restored.state_dict() == st.state_dict()
+    np.testing.assert_array_equal(restored.pass_rates([1, "a", "1"]), st.pass_rates([1, "a", "1"]))
+    assert restored.pass_rates(["1"])[0] == st.global_pass_rate  # "1" is not 1
+
+
+def test_load_refuses_a_different_window():
+    st = PromptStats(window=3)
+    with pytest.raises(ValueError, match="window=3"):
+        PromptStats(window=1).load_state_dict(st.state_dict())
+
+
+@pytest.mark.parametrize(
+    "ids, s, a, message",
+    [
+        ([1, 1], [0, 1], [2, 2], "unique"),
+        ([1], [3], [2], "0 <= successes <= attempts"),
+        ([1], [0], [0], "attempts >= 1"),
+        ([1, 2], [0], [2, 2], "successes of shape"),
+        ([1.5], [0], [2], "use int or str ids"),
+    ],
+)
+def test_bad_update_changes_nothing(ids, s, a, message):
+    st = PromptStats()
+    st.update([9], np.array([1]), np.array([2]))
+    before = st.state_dict()
+    with pytest.raises((ValueError, TypeError), match=message):
+        st.update(ids, np.array(s), np.array(a))
+    assert st.state_dict() == before
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="valid: empirical, posterior"):
+        PromptStats(estimator="ema")
+    with pytest.raises(ValueError, match="valid: global, half"):
+        PromptStats(prior="zero")
