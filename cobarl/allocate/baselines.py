@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cobarl.allocate.greedy import heap, threshold
-from cobarl.value import KnapsackValue
+from cobarl.value import KnapsackValue, is_concave
 
 
 def uniform(m: int, budget: int) -> np.ndarray:
@@ -138,8 +138,14 @@ def coba_reference(
         share = 0.6 + 0.2 * (2 * explore.size / m)
     spent = 0
     if explore.size:
-        heap_budget = int(free * share)
-        sub = heap(value, p[explore], lo * explore.size + heap_budget, lo, hi)
+        # The heap stops when every exploration prompt is full; the threshold solver hands out
+        # the same units (identical counts for concave values), only faster.
+        heap_budget = min(int(free * share), explore.size * (hi - lo))
+        sub_budget = lo * explore.size + heap_budget
+        if is_concave(value):
+            sub, _ = threshold(value, p[explore], sub_budget, lo, hi)
+        else:
+            sub = heap(value, p[explore], sub_budget, lo, hi)
         counts[explore] = sub
         spent = int(sub.sum()) - lo * explore.size
     left = free - spent
