@@ -1,0 +1,33 @@
+"""Datasets: math problems from local files or the hub, mapped to one record type (`MathProblem`)."""
+
+from cobarl.data.math import (
+    BENCHMARKS,
+    LAYOUTS,
+    TEMPLATES,
+    MathProblem,
+    arithmetic_problems,
+    chat_messages,
+    format_prompt,
+    hub_available,
+    instruction_text,
+    last_boxed,
+    load_math,
+    rows_to_problems,
+    to_dataset,
+)
+
+__all__ = [
+    "BENCHMARKS",
+    "LAYOUTS",
+    "TEMPLATES",
+    "MathProblem",
+    "arithmetic_problems",
+    "chat_messages",
+    "format_prompt",
+    "hub_available",
+    "instruction_text",
+    "last_boxed",
+    "load_math",
+    "rows_to_problems",
+    "to_dataset",
+]

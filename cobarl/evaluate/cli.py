@@ -1,0 +1,230 @@
+"""`cobarl eval`: avg@k and pass@k of a model on math benchmarks.
+
+    cobarl eval                                            # embedded tiny model, embedded arithmetic split
+    cobarl eval --model runs/train-X                       # a training run's latest checkpoint
+    cobarl eval --model Qwen/Qwen2.5-Math-1.5B --benchmarks aime24 aime25 amc23 math500 olympiadbench minerva
+    cobarl eval --model ./ckpt --benchmarks aime24=data/aime24.parquet my.jsonl --k 4 --max-tokens 2048
+
+A benchmark is a name of `cobarl.data.BENCHMARKS` (fetched from the hub, network needed), ``NAME=FILE``
+(a local file in that benchmark's layout), a bare ``FILE`` (layout detected, named after the file),
+or ``arith`` (the embedded arithmetic held-out split). Defaults follow the papers: k=16, temperature 1.0,
+top-p 0.9. Results (per benchmark and their average) are printed and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_TOKENS = 4096
+"""Completion cap for real models (the embedded tiny model uses its own, a few tokens)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cobarl eval", description="avg@k / pass@k of a model on math benchmarks.")
+    p.add_argument("--model", help="save_pretrained directory, hub name, or a `cobarl train` run directory "
+                   "(its latest checkpoint-N). Default: the embedded tiny model.")
+    p.add_argument("--benchmarks", nargs="+", default=["arith"], metavar="BENCH",
+                   help="NAME (aime24, aime25, amc23, math500, olympiadbench, minerva, dapo-math-17k: hub), "
+                   "NAME=FILE, FILE (.parquet/.jsonl/.json), or arith (embedded). Default: arith.")
+    p.add_argument("--k", type=int, default=16, help="samples per problem (default: 16)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default: 0.9)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help=f"completion cap (default: {DEFAULT_MAX_TOKENS}; the tiny model's own for the embedded model)")
+    p.add_argument("--template", default="auto", choices=["auto", "raw", "boxed", "dapo"],
+                   help="instruction around each problem; auto = raw for arith, boxed otherwise. The tokenizer's "
+                   "chat template, if any, is applied on top.")
+    p.add_argument("--system", default=None, help="system message (chat models)")
+    p.add_argument("--reward", default="auto",
+                   help="exact, math, or package.module:function; auto = exact for arith, math otherwise")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--layout", default="auto", help="layout of FILE benchmarks (default: detect)")
+    p.add_argument("--split", default=None, help="hub split (default: the benchmark's own)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per generate call (HF backend)")
+    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
+                   help="auto = vLLM when installed and a GPU is present, else HF generate")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--cpu-threads", type=int, default=None, help="torch threads on CPU (default: 1 for tiny models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verify-timeout", type=float, default=5.0, help="seconds per answer for the math reward")
+    p.add_argument("--verify-workers", type=int, default=1, help="math-verify worker processes")
+    p.add_argument("--reward-timeout", type=float, default=30.0, help="seconds per call for a user reward")
+    p.add_argument("--output", "-o", default=None,
+                   help="results JSON path (default: runs/eval-<time>/results.json)")
+    p.add_argument("--save-completions", action="store_true", help="also write completions.jsonl next to the results")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    return p
+
+
+def resolve_eval_model(model: str | None, *, seed: int = 0) -> str:
+    """A model directory, a run directory (-> its highest ``checkpoint-N`` with weights), or a hub name."""
+    from cobarl.train.run import resolve_model_path
+
+    if model is not None:
+        path = Path(model).expanduser()
+        if path.is_dir() and not (path / "config.json").is_file():
+            checkpoints = sorted(
+                (int(c.name.split("-", 1)[1]), c) for c in path.glob("checkpoint-*")
+                if c.name.split("-", 1)[1].isdigit() and (c / "config.json").is_file()
+            )
+            if not checkpoints:
+                raise FileNotFoundError(f"{path} has neither config.json nor a checkpoint-N/ with one")
+            return str(checkpoints[-1][1])
+    return resolve_model_path(model, seed=seed)
+
+
+def parse_benchmark(spec: str, *, layout: str, split: str | None, limit: int | None, seed: int) -> tuple[str, list]:
+    """``NAME``, ``NAME=FILE``, ``FILE`` or ``arith`` -> (name, problems)."""
+    from cobarl.data.math import BENCHMARKS, arithmetic_problems, load_math
+
+    if spec == "arith":
+        return "arith", arithmetic_problems(64, seed=seed)[:limit]
+    name, sep, file = spec.partition("=")
+    if sep:
+        known = BENCHMARKS.get(name.lower().replace("_", "-"))
+        bench_layout = known.layout if known is not None and layout == "auto" else layout
+        return name, load_math(file, layout=bench_layout, name=name, limit=limit)
+    problems = load_math(spec, layout=layout, split=split, limit=limit)
+    return (spec if spec.lower() in BENCHMARKS else Path(spec).stem), problems
+
+
+def _output_path(arg: str | None) -> Path:
+    if arg is not None:
+        return Path(arg).expanduser()
+    return Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S") / "results.json"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
+    """Load the model and benchmarks, evaluate, print the table, write the JSON; returns the JSON object."""
+    from cobarl.data.math import format_prompt
+    from cobarl.evaluate.avgk import HFGenerator, VLLMGenerator, evaluate_benchmarks, vllm_available
+    from cobarl.rewards.math import MathVerifier
+    from cobarl.rewards.registry import load_reward
+
+    for name, value in (("k", args.k), ("batch-size", args.batch_size), ("verify-workers", args.verify_workers)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+
+    # benchmarks and rewards first: a bad name or file fails before the model loads
+    benchmarks = dict(parse_benchmark(s, layout=args.layout, split=args.split, limit=args.limit, seed=args.seed)
+                      for s in args.benchmarks)
+    verifiers: dict[str, Any] = {}
+    rewards: dict[str, Any] = {}
+    for name in benchmarks:
+        choice = args.reward if args.reward != "auto" else ("exact" if name == "arith" else "math")
+        if choice == "math":
+            if "math" not in verifiers:
+                load_reward("math")  # a clear ImportError now if math-verify is missing
+                verifiers["math"] = MathVerifier(timeout=args.verify_timeout, workers=args.verify_workers)
+                verifiers["math"].warm_up()  # start the worker(s) while the model loads
+            rewards[name] = verifiers["math"]
+        else:
+            rewards[name] = verifiers.setdefault(choice, load_reward(choice, timeout=args.reward_timeout))
+
+    model_path = resolve_eval_model(args.model, seed=args.seed)
+    embedded = args.model is None
+    max_tokens = args.max_tokens
+    if max_tokens is None:
+        from cobarl.models.tiny import MAX_NEW_TOKENS
+
+        max_tokens = MAX_NEW_TOKENS if embedded else DEFAULT_MAX_TOKENS
+
+    import torch
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA GPU is available")
+    backend = args.backend if args.backend != "auto" else ("vllm" if device == "cuda" and vllm_available() else "hf")
+    if backend == "vllm":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        generator: Any = VLLMGenerator(model_path, seed=args.seed)
+    else:
+        from transformers.utils import logging as hf_logging
+
+        from cobarl.train.run import load_policy
+
+        hf_logging.disable_progress_bar()
+        model, tokenizer = load_policy(model_path)
+        model.to(device)
+        if device == "cpu":
+            small = sum(p.numel() for p in model.parameters()) < 5_000_000
+            threads = args.cpu_threads or (1 if small else None)  # tiny matmuls: one thread is fastest
+            if threads:
+                torch.set_num_threads(threads)
+        generator = HFGenerator(model, tokenizer, batch_size=args.batch_size)
+
+    templates = {name: args.template if args.template != "auto" else ("raw" if name == "arith" else "boxed")
+                 for name in benchmarks}
+    prompt_fns = {name: (lambda p, t=templates[name]: format_prompt(p.prompt, t, tokenizer=tokenizer, system=args.system))
+                  for name in benchmarks}
+    n_problems = sum(len(v) for v in benchmarks.values())
+    log(f"cobarl eval: model {model_path} ({backend}, {device}) | {len(benchmarks)} benchmark(s), {n_problems} problems "
+        f"x k={args.k} | T={args.temperature:g} top-p={args.top_p:g} max-tokens={max_tokens}")
+
+    out_path = _output_path(args.output)
+    records: list[dict] = []
+
+    def keep(name, problems, completions, scores):
+        if args.save_completions:
+            for i, (c, s) in enumerate(zip(completions, scores)):
+                p = problems[i // args.k]
+                records.append({"benchmark": name, "id": p.id, "sample": i % args.k, "answer": p.answer,
+                                "completion": c, "score": s})
+
+    started = time.perf_counter()
+    try:
+        result = evaluate_benchmarks(generator, benchmarks, rewards, k=args.k, temperature=args.temperature,
+                                     top_p=args.top_p, max_tokens=max_tokens, prompt_fn=prompt_fns, seed=args.seed,
+                                     progress=args.progress, on_completions=keep)
+    finally:
+        for v in verifiers.values():
+            if isinstance(v, MathVerifier):
+                v.close()
+    result.config.update(model=model_path, backend=backend, device=device, templates=templates, system=args.system,
+                         rewards={n: args.reward if args.reward != "auto" else ("exact" if n == "arith" else "math")
+                                  for n in benchmarks},
+                         benchmarks=list(args.benchmarks), seconds=time.perf_counter() - started)
+    data = result.to_json()
+    _write_json(out_path, data)
+    if args.save_completions:
+        comp_path = out_path.with_name("completions.jsonl")
+        comp_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    log(result.table())
+    failures = sum(r.reward_failures for r in result.benchmarks.values())
+    if failures:
+        log(f"warning: {failures} completion(s) scored 0 because the reward raised or timed out")
+    log(f"results: {out_path}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cobarl eval`` / ``python -m cobarl.evaluate``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        run_eval(args)
+    except (ValueError, FileNotFoundError, ConnectionError, ImportError, RuntimeError) as e:
+        print(f"cobarl eval: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cobarl eval: interrupted", file=sys.stderr)
+        return 130
+    return 0
