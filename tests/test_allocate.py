@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cobarl
-from cobarl.allocate import METHODS
+from cobarl.allocate import METHODS, greedy
 
 ALL_METHODS = [m for m in METHODS]
 
@@ -46,6 +46,13 @@ def brute_force(value, p, total, lo, hi):
 def test_threshold_matches_heap_and_dp(problem, value):
     p, total, lo, hi = problem
     fast = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, value=value, method="threshold")
+    # The same instance through the bisection path (small tables are otherwise sorted whole).
+    saved, greedy.SORT_ALL_BELOW = greedy.SORT_ALL_BELOW, 0
+    try:
+        bisected = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, value=value, method="threshold")
+    finally:
+        greedy.SORT_ALL_BELOW = saved
+    np.testing.assert_array_equal(bisected.counts, fast.counts)
     heap = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, value=value, method="heap")
     dp = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, value=value, method="dp")
     # The threshold solver hands out exactly the heap's units (same tie-breaking), so counts agree.

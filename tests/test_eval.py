@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cobarl.evaluate import default_ks, evaluate_benchmarks, pass_at_k, summarize
+from cobarl.models.tiny import DEFAULT_MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
@@ -131,7 +132,7 @@ def cache_dir(tmp_path_factory) -> Path:
     """A COBARL_CACHE holding a briefly warm-started tiny model under the default model's name."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from cobarl.models.tiny import DEFAULT_MODEL_NAME, ensure_default_model
+    from cobarl.models.tiny import ensure_default_model
 
     cache = tmp_path_factory.mktemp("cache")
     built = ensure_default_model(cache, seed=0, steps=30)  # seconds, not the default minute
@@ -156,7 +157,7 @@ def test_cobarl_eval_end_to_end(tmp_path, cache_dir):
         assert b["avg@4"] == pytest.approx(b["pass@1"]) and len(b["per_problem"]) == 12
     assert data["config"]["rewards"] == {"arith": "exact", "arith_sample": "math"}  # auto: math for files
     assert data["config"]["k"] == 4 and data["config"]["top_p"] == 0.9 and data["config"]["temperature"] == 1.0
-    assert data["config"]["model"].endswith("tiny-arith-v1-seed0")  # the embedded default
+    assert data["config"]["model"].endswith(f"{DEFAULT_MODEL_NAME}-seed0")  # the embedded default
     assert data["average"]["avg@4"] == pytest.approx(
         (data["benchmarks"]["arith"]["avg@4"] + data["benchmarks"]["arith_sample"]["avg@4"]) / 2)
     lines = (out.parent / "completions.jsonl").read_text().splitlines()
@@ -174,7 +175,7 @@ def test_cli_errors_and_checkpoint_resolution(tmp_path, monkeypatch, capsys, cac
     assert "not found" in capsys.readouterr().err
     assert main(["--k", "0"]) == 2
     # a training run directory -> its highest checkpoint with weights
-    model = cache_dir / "tiny-arith-v1-seed0"
+    model = cache_dir / f"{DEFAULT_MODEL_NAME}-seed0"
     run = tmp_path / "run"
     for step in (2, 10):
         shutil.copytree(model, run / f"checkpoint-{step}")

@@ -1,10 +1,12 @@
 """Arithmetic task generation and the exact-match verifier."""
 
+import random
 from collections import Counter
 
 import pytest
 
 from cobarl.rewards import exact_match_reward
+from cobarl.tasks.arithmetic import near_miss
 from cobarl.tasks import LEVELS, MAX_ANSWER_CHARS, Problem, is_eval_prompt, make_problems, make_splits
 
 
@@ -76,3 +78,10 @@ def test_splits_are_disjoint_for_any_seeds_and_sizes():
 )
 def test_exact_match_reward(completion, answer, expected):
     assert exact_match_reward(completion, answer) == expected
+
+
+def test_near_miss_is_off_by_one_and_short():
+    rng = random.Random(0)
+    for p in make_problems(300, seed=2):
+        wrong = near_miss(p.answer, rng)
+        assert abs(int(wrong) - int(p.answer)) == 1 and len(wrong) <= MAX_ANSWER_CHARS

@@ -159,8 +159,13 @@ def allocate(
 
 def budget_metrics(counts: np.ndarray, prefix: str = "budget/") -> dict[str, float]:
     """Summary of one allocation: ``budget/{min,max,mean,std,p10,p50,p90,num_prompts,total}``."""
-    c = np.asarray(counts, dtype=np.float64)
-    q10, q50, q90 = np.percentile(c, [10, 50, 90])
+    c = np.sort(np.asarray(counts, dtype=np.float64))
+    # Linear-interpolation quantiles (numpy's default), inlined: np.percentile costs ~100 us and
+    # this runs every training step.
+    pos = np.array([0.1, 0.5, 0.9]) * (c.size - 1)
+    below = np.floor(pos).astype(np.int64)
+    above = np.minimum(below + 1, c.size - 1)
+    q10, q50, q90 = (c[below] + (pos - below) * (c[above] - c[below])).tolist()
     return {
         f"{prefix}min": float(c.min()),
         f"{prefix}max": float(c.max()),

@@ -15,6 +15,9 @@ import numpy as np
 
 from cobarl.value import bind, is_concave
 
+# Gain tables up to this many entries are sorted whole instead of bisected (faster when small).
+SORT_ALL_BELOW = 4096
+
 
 def heap(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> np.ndarray:
     """Algorithm 1 of CoBA-RL, unit by unit with a max-heap: O(R log M).
@@ -87,6 +90,9 @@ def threshold(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> 
     if remaining == m * width:
         return np.full(m, hi, dtype=np.int64), {"iterations": 0}
     bound = bind(value, p)
+    if m * width <= SORT_ALL_BELOW:
+        # Small problems (a trainer step's batch): sorting the whole gain table is cheaper than bisecting.
+        return _take_band(bound, m, lo, remaining, np.zeros(m, dtype=np.int64), np.full(m, width, dtype=np.int64), 0)
     g_first = bound.gain(np.full(m, lo))
     g_last = bound.gain(np.full(m, hi - 1))
     # n(t_hi) = 0 <= R. For t_lo, first try just below the smallest end-of-row gain (usually the

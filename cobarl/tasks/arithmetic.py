@@ -181,6 +181,19 @@ def make_problems(
     ]
 
 
+def near_miss(answer: str, rng: random.Random) -> str:
+    """A plausible wrong answer: ``answer`` off by one (last digit +/-1, with its carry or borrow).
+
+    The warm-start recipe of the default model replaces a fraction of its labels by these, so the
+    starting policy puts part of its mass on a generic, prompt-independent mistake -- the kind of
+    unreliability RL on verifiable rewards removes -- instead of only on memorised answers.
+
+    >>> near_miss("19", random.Random(0)) in ("18", "20")
+    True
+    """
+    return str(int(answer) + rng.choice((-1, 1)))
+
+
 def make_splits(
     n_train: int, n_eval: int, *, seed: int, levels: Sequence[int] = LEVELS
 ) -> tuple[list[Problem], list[Problem]]:

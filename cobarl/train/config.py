@@ -41,7 +41,7 @@ class TrainConfig:
     )
     eval_size: int = _opt(512, "Number of held-out prompts used for the before/after accuracy.")
     train_size: int = _opt(
-        512, "Training prompts of the embedded task; small enough that prompts recur every "
+        1024, "Training prompts of the embedded task; small enough that prompts recur every "
         "train_size/prompts_per_step steps, so the allocator has per-prompt statistics to act on."
     )
     reward: str = _opt(
@@ -58,7 +58,7 @@ class TrainConfig:
         "under runs/), reloading the allocator state."
     )
     seed: int = _opt(0, "Random seed (prompt order, sampling, model init of the embedded model).")
-    max_steps: int = _opt(200, "Number of RL steps (one allocation and one optimizer update each).")
+    max_steps: int = _opt(300, "Number of RL steps (one allocation and one optimizer update each).")
     save_steps: int = _opt(25, "Write a checkpoint every this many steps (and at the end).")
     save_total_limit: int = _opt(2, "Keep at most this many checkpoints.")
     eval_every: int = _opt(0, "Also log held-out accuracy (eval/accuracy) every this many steps; 0: only before/after.")
@@ -77,9 +77,11 @@ class TrainConfig:
     window: int = _opt(1, "k: capability moving-average window, in steps.", aliases=("--k",))
     gamma: float = _opt(10.0, "gamma: sharpness of the capability -> Beta-mean mapping.")
     tau: str = _opt("8.0", "tau: allocation temperature, a number or 'adaptive'.")
+    fixed_alpha: float = _opt(10.5, "alpha of the fixed-beta allocator (paper Table 3: 10.5 or 1.5).")
+    fixed_beta: float = _opt(1.5, "beta of the fixed-beta allocator (paper Table 3: 1.5 or 10.5).")
 
     # --- policy optimisation (passed to TRL's GRPOConfig) -----------------------------------------
-    learning_rate: float = _opt(2e-4, "Learning rate (AdamW, linear decay).")
+    learning_rate: float = _opt(3e-4, "Learning rate (AdamW, linear decay).")
     max_completion_length: int = _opt(8, "Max new tokens per rollout.")
     temperature: float = _opt(1.0, "Sampling temperature for rollouts.")
     loss_type: str = _opt("dapo", "TRL loss aggregation (TRL's default: dapo).", choices=LOSS_TYPES)

@@ -33,43 +33,7 @@ RUNS_ROOT = Path("runs")
 # --- rewards: a name or a callable(completion, answer) -> float -----------------------------------
 
 
-def _exact(completion: str, answer: str) -> float:
-    from cobarl.rewards.exact import exact_match_reward
-
-    return exact_match_reward(completion, answer)
-
-
-REWARDS: dict[str, Callable[[str, str], float]] = {"exact": _exact}
-
-
-def register_reward(name: str, verifier: Callable[[str, str], float]) -> None:
-    """Make ``--reward name`` available; a taken name is refused."""
-    if name in REWARDS:
-        raise ValueError(f"reward {name!r} is already registered")
-    REWARDS[name] = verifier
-
-
-def resolve_reward(reward: str | Callable[[str, str], float]) -> Callable[[str, str], float]:
-    """A registered name (``exact``), ``"package.module:function"``, or a callable ``f(completion, answer)``."""
-    if callable(reward):
-        return reward
-    if reward in REWARDS:
-        return REWARDS[reward]
-    if ":" in reward:
-        import importlib
-
-        module, _, attr = reward.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot import reward {reward!r}: {e}") from None
-        if not callable(fn):
-            raise ValueError(f"reward {reward!r} is not callable")
-        return fn
-    raise ValueError(
-        f"unknown reward {reward!r}; valid rewards: {', '.join(sorted(REWARDS))}, "
-        "or 'package.module:function' for a callable f(completion, answer) -> float"
-    )
+from cobarl.rewards.registry import REWARDS, load_reward, register_reward, resolve_reward  # noqa: E402,F401
 
 
 def completion_text(completion: Any) -> str:
@@ -320,7 +284,9 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummar
             raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
     elif last_complete_checkpoint(run_dir) is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume to continue it or pick another --output-dir")
-    verifier = resolve_reward(config.reward)  # fail on a bad name before any heavy work
+    # Fail on a bad name before any heavy work; the guard turns a verifier that raises or hangs
+    # on one completion into a 0 reward and a counted warning.
+    verifier = load_reward(config.reward)
     device = _device(config)
 
     import torch
@@ -359,7 +325,7 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummar
         kw = dict(max_new_tokens=config.max_completion_length, seed=config.seed)
         out = held_out_accuracy(m, tokenizer, eval_ds, verifier, **kw)
         out["sampled"] = held_out_accuracy(m, tokenizer, eval_ds, verifier, temperature=config.temperature,
-                                           num_samples=4, **kw)["accuracy"]
+                                           num_samples=8, **kw)["accuracy"]  # avg@8
         return out
 
     before_path = run_dir / "eval_before.json"
@@ -432,6 +398,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
         window=config.window,
         gamma=config.gamma,
         tau=config.tau_value,
+        allocator_options={"fixed_alpha": config.fixed_alpha, "fixed_beta": config.fixed_beta},
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         loss_type=config.loss_type,
@@ -466,3 +433,25 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
     trainer.remove_callback(ProgressCallback)
     return trainer
 
+
+
+def run_training(options: dict) -> dict:
+    """The ``cobarl compare --backend real`` entry point: one run, per-step rows and a summary.
+
+    ``options`` holds ``allocator``, ``allocator_overrides`` (AllocatorConfig fields),
+    ``seed``, ``max_steps``, ``prompts_per_step``, ``rollouts_per_prompt`` and ``progress``, plus
+    any other `TrainConfig` field (e.g. ``output_dir``, ``model``, ``dataset``).
+    """
+    options = dict(options)
+    # Strategy overrides (e.g. fixed_alpha for fixed-beta-1.5-10.5) are TrainConfig fields.
+    options.update(options.pop("allocator_overrides", None) or {})
+    config = TrainConfig(**options)
+    summary = run(config, log=lambda _: None)
+    rows = read_metrics(Path(summary.run_dir) / METRICS_FILE)
+    for row in rows:
+        if "eval/accuracy" not in row:
+            continue
+        row["eval/heldout_accuracy"] = row["eval/accuracy"]
+    if rows:
+        rows[-1]["eval/heldout_accuracy"] = summary.accuracy_after.get("sampled", summary.accuracy_after.get("accuracy"))
+    return {"rows": rows, "summary": asdict(summary)}
