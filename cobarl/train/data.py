@@ -19,7 +19,8 @@ from typing import Any
 
 from datasets import Dataset
 
-SUFFIXES = (".parquet", ".jsonl", ".json")
+from cobarl.data.math import read_rows
+
 
 
 def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
@@ -40,27 +41,6 @@ def embedded_datasets(*, train_size: int, eval_size: int, seed: int) -> tuple[Da
 
     train, held_out = make_splits(train_size, eval_size, seed=seed)
     return problems_to_dataset(train), problems_to_dataset(held_out)
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        raise FileNotFoundError(f"dataset file not found: {path}")
-    if path.suffix not in SUFFIXES:
-        raise ValueError(f"dataset {path}: unsupported format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
-    if path.suffix == ".parquet":
-        return Dataset.from_parquet(str(path)).to_list()
-    rows = []
-    with open(path) as f:
-        text = f.read()
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"dataset {path}, line {lineno}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def _ground_truth(row: dict) -> Any:
@@ -90,7 +70,7 @@ def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:
             or the file is empty.
     """
     path = Path(path).expanduser()
-    rows = _read_rows(path)
+    rows = read_rows(path)
     if not rows:
         raise ValueError(f"dataset {path} has no rows")
     prompts, answers, difficulty = [], [], []
