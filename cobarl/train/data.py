@@ -22,7 +22,6 @@ from datasets import Dataset
 from cobarl.data.math import read_rows
 
 
-
 def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
     """`cobarl.tasks.Problem` objects (prompt_id, prompt, answer, difficulty) -> Dataset."""
     return Dataset.from_dict(
