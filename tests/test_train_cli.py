@@ -98,3 +98,25 @@ def test_config_precedence_yaml_then_flags(tmp_path):
     with pytest.raises(ValueError, match="unknown option.*max_stepz"):
         config_from_args(["--config", str(cfg)])
     assert "--kappa" in build_parser().format_help()
+
+
+def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
+    """`cobarl compare --backend real` calls run_training: per-step rows with the report's metric names."""
+    from cobarl.train.run import run_training
+
+    torch.set_num_threads(1)
+    out = run_training(
+        {
+            "allocator": "fixed-beta",
+            "allocator_overrides": {"fixed_alpha": 1.5, "fixed_beta": 10.5},
+            "seed": 0, "max_steps": 2, "prompts_per_step": 4, "rollouts_per_prompt": 4, "progress": False,
+            "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "max_budget": 8,
+            "train_size": 16, "eval_size": 8, "max_completion_length": 4, "save_steps": 2,
+        }
+    )
+    rows = out["rows"]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["budget/total"] == 16 for r in rows)
+    assert rows[-1]["capability/alpha"] == 1.5 and "rollout/effective_ratio" in rows[-1]
+    assert "eval/heldout_accuracy" in rows[-1]
+    assert out["summary"]["steps"] == 2

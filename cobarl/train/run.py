@@ -443,6 +443,12 @@ def run_training(options: dict) -> dict:
     any other `TrainConfig` field (e.g. ``output_dir``, ``model``, ``dataset``).
     """
     options = dict(options)
+    # Parallel workers may start runs within the same second: give each its own directory.
+    options.setdefault(
+        "output_dir",
+        str(RUNS_ROOT / f"real-{options.get('allocator', 'coba')}-seed{options.get('seed', 0)}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"),
+    )
     # Strategy overrides (e.g. fixed_alpha for fixed-beta-1.5-10.5) are TrainConfig fields.
     options.update(options.pop("allocator_overrides", None) or {})
     config = TrainConfig(**options)
