@@ -118,15 +118,18 @@ class Allocator:
         """Counts for ``prompt_ids`` (aligned with them) that sum to ``total_budget``."""
         c = self.config
         method = c.strategy if callable(c.strategy) else STRATEGIES[c.strategy][1]
+        pass_rates, known = self.stats.pass_rates(prompt_ids), self.stats.seen(prompt_ids)
         self.last = allocate(
-            self.stats.pass_rates(prompt_ids),
+            pass_rates,
             int(total_budget),
             min_budget=c.min_budget,
             max_budget=c.max_budget,
             value=self.value(),
             method=method,
-            known=self.stats.seen(prompt_ids),
+            known=known,
         )
+        # The estimates the plan was made from, for reports (budget vs estimated pass rate).
+        self.last.diagnostics.update(pass_rates=pass_rates, known=known)
         return self.last
 
     def observe(self, group_ids: Sequence[Any], rewards: np.ndarray) -> dict[str, float]:

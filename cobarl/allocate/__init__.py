@@ -31,7 +31,8 @@ class Allocation:
         counts: ``[M]`` int64 rollouts per prompt; sums to the total budget.
         objective: ``sum(value(counts, pass_rates))`` for the value used.
         method: the method that produced the counts (``"auto"`` resolved).
-        diagnostics: solver details (iterations, wall time, categories of the reference paths).
+        diagnostics: solver details (iterations, wall time, categories of the reference paths);
+            `Allocator.plan` adds the `pass_rates` and `known` arrays the plan was made from.
     """
 
     counts: np.ndarray

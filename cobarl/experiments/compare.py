@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cobarl.allocator import STRATEGIES, AllocatorConfig
@@ -349,8 +349,3 @@ def _progress(total: int, enabled: bool):
     except ImportError:  # tqdm is optional; run silently without it
         return _NoBar()
     return tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True)
-
-
-def with_sim(options: CompareOptions, **sim_changes: Any) -> CompareOptions:
-    """A copy of ``options`` with some simulator settings changed (for sensitivity sweeps)."""
-    return replace(options, sim=replace(options.sim, **sim_changes))

@@ -256,9 +256,8 @@ def simulate(
         batch = order[step]
         p = learner.pass_rates(batch)
         alpha, beta = allocator.tracker.params()  # the (alpha, beta) this step's plan uses
-        p_hat, seen = allocator.stats.pass_rates(batch), allocator.stats.seen(batch)
         plan = allocator.plan(batch, budget)
-        counts = plan.counts
+        counts, p_hat, seen = plan.counts, plan.diagnostics["pass_rates"], plan.diagnostics["known"]
         rewards, slot = sample_rewards(p, counts, rollout_uniforms(seed, step, m, max_budget))
         group_ids = batch[slot]
         adv = group_advantages(rewards, group_ids)

@@ -110,8 +110,3 @@ def split_held_out(dataset: Dataset, eval_size: int) -> tuple[Dataset, Dataset]:
         raise ValueError(f"dataset has {len(dataset)} rows; need at least 2 to hold some out for evaluation")
     n_train = len(dataset) - n_eval
     return dataset.select(range(n_train)), dataset.select(range(n_train, len(dataset)))
-
-
-def prompt_text(prompt: Any) -> str:
-    """Last user message of a chat prompt, or the prompt itself."""
-    return prompt if isinstance(prompt, str) else str(prompt[-1]["content"])

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cobarl.rewards.registry import load_reward
 from cobarl.train.config import TrainConfig, dump_yaml
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out
 
@@ -31,9 +32,6 @@ CONFIG_FILE = "config.yaml"
 RUNS_ROOT = Path("runs")
 
 # --- rewards: a name or a callable(completion, answer) -> float -----------------------------------
-
-
-from cobarl.rewards.registry import REWARDS, load_reward, register_reward, resolve_reward  # noqa: E402,F401
 
 
 def completion_text(completion: Any) -> str:

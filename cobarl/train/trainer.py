@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,13 +166,6 @@ class PromptBatchSampler(Sampler[int]):
         return (self.num_prompts // self.prompts_per_step) * self.rows_per_step * self.repeat_count
 
 
-def _unique_in_order(ids: Sequence) -> list:
-    seen: dict = {}
-    for pid in ids:
-        seen.setdefault(pid, None)
-    return list(seen)
-
-
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -235,7 +227,6 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             allocator = Allocator(args.allocator_config())
         self.allocator = allocator
         self.eval_fn, self.eval_every = eval_fn, eval_every
-        self._rollout_t0: float | None = None
         self._step_t0: float | None = None
         self._overhead_s = 0.0
         self._rollouts_since_log = 0
