@@ -7,9 +7,9 @@ The names below are the public API; trainers live in ``cobarl.train`` and integr
 
 from cobarl.advantages import GroupAdvantages, effective_ratio, group_advantages
 from cobarl.allocate import METHODS, Allocation, allocate, budget_metrics
-from cobarl.allocator import STRATEGIES, Allocator, AllocatorConfig
+from cobarl.allocator import STRATEGIES, Allocator, AllocatorConfig, Strategy
 from cobarl.capability import CapabilityTracker, beta_params, psi
-from cobarl.stats import PromptStats, group_outcomes
+from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, group_outcomes, success_rule
 from cobarl.value import VALUES, CobaValue, KnapsackValue, as_value
 
 __version__ = "0.1.0"
@@ -26,6 +26,9 @@ __all__ = [
     "GroupAdvantages",
     "KnapsackValue",
     "PromptStats",
+    "RecentRolloutStats",
+    "Strategy",
+    "SuccessRule",
     "allocate",
     "as_value",
     "beta_params",
@@ -34,4 +37,5 @@ __all__ = [
     "group_advantages",
     "group_outcomes",
     "psi",
+    "success_rule",
 ]

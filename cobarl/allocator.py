@@ -8,55 +8,114 @@ Trainers (TRL, verl, the simulator) hold one :class:`Allocator` and call, every 
 
 This is the paper's order (A.6): allocate with the previous step's (alpha, beta), roll out, then
 update the per-prompt stats and the failure-rate window.
+
+Each strategy runs the way its paper's public code runs it: its own pass-rate estimator, its own
+rule for when a reward is a success, its own tau (see :data:`STRATEGIES`); every such default can
+be overridden explicitly in :class:`AllocatorConfig`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from cobarl.allocate import Allocation, allocate, budget_metrics
 from cobarl.capability import CapabilityTracker
-from cobarl.stats import PromptStats, group_outcomes
+from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
 from cobarl.value import CobaValue, KnapsackValue
 
-# strategy -> (tracker schedule, allocation method, value family)
-STRATEGIES: dict[str, tuple[str, str, str]] = {
-    "uniform": ("exploit-to-explore", "uniform", "coba"),
-    "coba": ("exploit-to-explore", "threshold", "coba"),
-    "coba-heap": ("exploit-to-explore", "heap", "coba"),
-    "coba-reference": ("exploit-to-explore", "coba-reference", "coba"),
-    "knapsack-rl": ("exploit-to-explore", "knapsack-rl", "knapsack"),
-    "knapsack": ("exploit-to-explore", "threshold", "knapsack"),
-    "fixed-beta": ("fixed", "threshold", "coba"),
-    "linear-decay": ("linear-decay", "threshold", "coba"),
-    "explore-to-exploit": ("explore-to-exploit", "threshold", "coba"),
+STATS_KINDS = ("appearances", "recent-rollouts")
+STATE_FORMAT = "cobarl.allocator"
+STATE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What one strategy name means.
+
+    Attributes:
+        schedule: capability schedule of the tracker (``cobarl.capability.SCHEDULES``).
+        method: allocation method (``cobarl.METHODS``).
+        value: value family, ``"coba"`` or ``"knapsack"``.
+        stats: pass-rate estimator: ``"appearances"`` (CoBA-RL ``BetaAllocator``: successes over a
+            prompt's last ``stats_window`` appearances) or ``"recent-rollouts"`` (Knapsack-RL's
+            dataset state: mean of the last 16 rollouts, seen after 8).
+        success: the paper code's success rule (both count ``reward == 1``).
+        tau: CoBA saturation temperature (``"adaptive"``: the public code's variance rule).
+        summary: one line for ``--help`` and reports.
+    """
+
+    schedule: str
+    method: str
+    value: str
+    stats: str
+    success: str
+    tau: float | str
+    summary: str
+
+
+def _coba(schedule: str, method: str, summary: str, tau: float | str = 8.0) -> Strategy:
+    return Strategy(schedule, method, "coba", "appearances", "==1", tau, summary)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "uniform": _coba("exploit-to-explore", "uniform", "plain GRPO: the same budget for every prompt"),
+    "coba": _coba("exploit-to-explore", "threshold", "CoBA-RL Algorithm 1, solved exactly (threshold solver)"),
+    "coba-heap": _coba("exploit-to-explore", "heap", "CoBA-RL Algorithm 1 with the literal heap (same counts, slower)"),
+    "coba-reference": _coba(
+        "exploit-to-explore", "coba-reference", "CoBA-RL public BetaAllocator (categories, heap share, fallback)", "adaptive"
+    ),
+    "knapsack-rl": Strategy(
+        "exploit-to-explore", "knapsack-rl", "knapsack", "recent-rollouts", "==1", 8.0,
+        "Knapsack-RL public policy (cost caps, fallback to p=0 prompts, exact DP)",
+    ),
+    "knapsack": Strategy(
+        "exploit-to-explore", "threshold", "knapsack", "recent-rollouts", "==1", 8.0,
+        "Knapsack-RL value solved exactly, without the public code's fallbacks",
+    ),
+    "fixed-beta": _coba("fixed", "threshold", "CoBA value with a fixed Beta (paper Table 3)"),
+    "linear-decay": _coba("linear-decay", "threshold", "CoBA value, alpha stepped down linearly (paper Table 3)"),
+    "explore-to-exploit": _coba("explore-to-exploit", "threshold", "CoBA value, alpha follows the success rate (Table 2)"),
+}
+
+# Options that only apply to one kind of statistics: left unset (None) for the other kind, so a
+# value that would silently do nothing is refused instead.
+_STATS_OPTIONS = {
+    "appearances": {"stats_window": 1, "estimator": "empirical", "prior": "half"},
+    "recent-rollouts": {"recent_rollouts": 16, "min_rollouts": 8},
 }
 
 
 @dataclass
 class AllocatorConfig:
-    """How budgets are chosen each step.
+    """How budgets are chosen each step. ``None`` means "the strategy's paper default".
 
     Attributes:
-        strategy: one of ``STRATEGIES`` (``uniform`` = plain GRPO; ``coba`` = CoBA-RL Algorithm 1
-            solved exactly; ``coba-heap`` = the same with the literal heap; ``coba-reference`` =
-            the public CoBA-RL code path; ``knapsack-rl`` = the public Knapsack-RL policy;
-            ``knapsack`` = the Knapsack value solved exactly without its fallbacks;
-            ``fixed-beta``, ``linear-decay``, ``explore-to-exploit`` = the paper's Table 2/3
-            variants) or a callable ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
+        strategy: one of ``STRATEGIES`` or a callable
+            ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
         min_budget: fewest rollouts per prompt (paper: 2).
         max_budget: most rollouts per prompt (paper: 128).
         kappa: alpha + beta of the preference density (paper: 11).
         window: k, steps in the failure-rate moving average (public 7B script: 1).
         gamma: sharpness of Psi below F = 0.5 (paper: 10).
-        tau: saturation temperature, a number or ``"adaptive"`` (public code: variance-driven in [3, 12]).
-        stats_window: appearances per prompt in its pass-rate estimate (public code: 1).
-        estimator: ``"empirical"`` (papers) or ``"posterior"`` (Beta-Binomial mean).
-        prior: pass rate of unseen prompts: ``"global"`` mean or ``"half"`` (public CoBA code: 0.5).
+        tau: saturation temperature, a number or ``"adaptive"`` (public code: variance-driven in
+            [3, 12]). Default: ``"adaptive"`` for ``coba-reference``, 8 otherwise.
+        success: when a reward counts as a success for the statistics: ``">0.5"``, ``"==1"``,
+            ``">=1"`` or a callable ``f(rewards) -> bool array``. Default: ``"==1"`` (both papers'
+            code; DAPO's +-1 rewards give the same as ``">0.5"``, a reward with an overlong penalty
+            does not).
+        stats: pass-rate estimator, ``"appearances"`` (CoBA-RL) or ``"recent-rollouts"``
+            (Knapsack-RL). Default: the strategy's paper's.
+        stats_window: appearances per prompt in its estimate (``appearances``; public code: 1).
+        estimator: ``"empirical"`` (papers) or ``"posterior"`` (Beta-Binomial mean; ``appearances``).
+        prior: pass rate of unseen prompts, ``"half"`` (public CoBA code) or ``"global"`` mean
+            (``appearances``).
+        recent_rollouts: rollouts averaged per prompt (``recent-rollouts``; public code: 16).
+        min_rollouts: rollouts before a prompt counts as seen (``recent-rollouts``; public code: 8).
         fixed_alpha: alpha for ``fixed-beta`` (paper's Table 3: 10.5 or 1.5).
         fixed_beta: beta for ``fixed-beta`` (paper's Table 3: 1.5 or 10.5).
         total_steps: planned training steps, needed by ``linear-decay``.
@@ -68,60 +127,141 @@ class AllocatorConfig:
     kappa: float = 11.0
     window: int = 1
     gamma: float = 10.0
-    tau: float | str = 8.0
-    stats_window: int = 1
-    estimator: str = "empirical"
-    prior: str = "global"
+    tau: float | str | None = None
+    success: str | Callable | None = None
+    stats: str | None = None
+    stats_window: int | None = None
+    estimator: str | None = None
+    prior: str | None = None
+    recent_rollouts: int | None = None
+    min_rollouts: int | None = None
     fixed_alpha: float = 10.5
     fixed_beta: float = 1.5
     total_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategy, str) and self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)} (or a callable)")
-        if not callable(self.strategy) and not isinstance(self.strategy, str):
+        if isinstance(self.strategy, str):
+            if self.strategy not in STRATEGIES:
+                raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)} (or a callable)")
+        elif not callable(self.strategy):
             raise TypeError(f"strategy must be a name or a callable, got {self.strategy!r}")
-        if not (isinstance(self.min_budget, int) and isinstance(self.max_budget, int) and 1 <= self.min_budget <= self.max_budget):
-            raise ValueError(f"need integers 1 <= min_budget <= max_budget, got {self.min_budget}, {self.max_budget}")
+        _check_int(self, "min_budget", 1)
+        _check_int(self, "max_budget", 1)
+        if self.min_budget > self.max_budget:
+            raise ValueError(f"min_budget ({self.min_budget}) is larger than max_budget ({self.max_budget})")
+        _check_int(self, "window", 1)
+        _check_number(self, "kappa", lambda x: x > 2, "> 2 (alpha, beta >= 1 must sum to it)")
+        _check_number(self, "gamma", lambda x: x > 0, "> 0")
+        _check_number(self, "fixed_alpha", lambda x: x > 0, "> 0")
+        _check_number(self, "fixed_beta", lambda x: x > 0, "> 0")
+        if self.total_steps is not None:
+            _check_int(self, "total_steps", 1)
+        d = self.defaults
+        if self.tau is None:
+            self.tau = d.tau
+        if self.tau != "adaptive":
+            _check_number(self, "tau", lambda x: x > 0, "> 0 (or 'adaptive')")
+        self.success = self.success if self.success is not None else d.success
+        success_rule(self.success)  # parse now: a bad rule fails before any work
+        self.stats = self.stats if self.stats is not None else d.stats
+        if self.stats not in STATS_KINDS:
+            raise ValueError(f"unknown stats {self.stats!r}; valid: {', '.join(STATS_KINDS)}")
+        for kind, options in _STATS_OPTIONS.items():
+            for name, default in options.items():
+                if kind == self.stats:
+                    setattr(self, name, default if getattr(self, name) is None else getattr(self, name))
+                elif getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to stats={kind!r}, but this allocator uses stats={self.stats!r}")
+
+    @property
+    def defaults(self) -> Strategy:
+        """The strategy record (a callable strategy plans with CoBA's statistics)."""
+        return STRATEGIES[self.strategy] if isinstance(self.strategy, str) else STRATEGIES["coba"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly: callables by name."""
+        out = asdict(self)
+        for name in ("strategy", "success"):
+            if callable(out[name]):
+                out[name] = getattr(out[name], "__name__", "callable")
+        return out
+
+
+def _check_int(cfg: AllocatorConfig, name: str, low: int) -> None:
+    x = getattr(cfg, name)
+    if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
+
+
+def _check_number(cfg: AllocatorConfig, name: str, ok: Callable[[float], bool], want: str) -> None:
+    x = getattr(cfg, name)
+    if not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, bool) or not math.isfinite(x) or not ok(x):
+        raise ValueError(f"{name} must be a finite number {want}, got {x!r}")
 
 
 class Allocator:
     """Per-prompt stats, capability tracker and solver for one strategy; see the module docstring."""
 
     def __init__(self, config: AllocatorConfig | None = None, **overrides: Any) -> None:
-        self.config = config or AllocatorConfig(**overrides)
         if config is not None and overrides:
             raise TypeError("pass either a config or keyword overrides, not both")
+        self.config = config or AllocatorConfig(**overrides)
+        self.success: SuccessRule = success_rule(self.config.success)
+        self.stats, self.tracker = self._fresh_state()
+        self.last: Allocation | None = None
+
+    def _fresh_state(self) -> tuple[PromptStats | RecentRolloutStats, CapabilityTracker]:
         c = self.config
-        schedule = STRATEGIES[c.strategy][0] if isinstance(c.strategy, str) else "exploit-to-explore"
-        self.stats = PromptStats(window=c.stats_window, estimator=c.estimator, prior=c.prior)
-        self.tracker = CapabilityTracker(
+        if c.stats == "appearances":
+            stats = PromptStats(window=c.stats_window, estimator=c.estimator, prior=c.prior)
+        else:
+            stats = RecentRolloutStats(rollouts=c.recent_rollouts, min_rollouts=c.min_rollouts)
+        tracker = CapabilityTracker(
             kappa=c.kappa,
             window=c.window,
             gamma=c.gamma,
-            schedule=schedule,
+            schedule=c.defaults.schedule,
             fixed_alpha=c.fixed_alpha,
             fixed_beta=c.fixed_beta,
             total_steps=c.total_steps,
         )
-        self.last: Allocation | None = None
+        return stats, tracker
+
+    # --- what the next plan will use (public, so integrations never reach into internals) --------
+
+    def params(self) -> tuple[float, float]:
+        """(alpha, beta) the next plan uses."""
+        return self.tracker.params()
+
+    def pass_rates(self, prompt_ids: Sequence[Any]) -> np.ndarray:
+        """``[M]`` pass-rate estimates the next plan uses."""
+        return self.stats.pass_rates(prompt_ids)
+
+    def seen(self, prompt_ids: Sequence[Any]) -> np.ndarray:
+        """``[M]`` bool: prompts the strategy's statistics count as seen."""
+        return self.stats.seen(prompt_ids)
 
     def value(self) -> object:
         """The value function the next plan will maximise."""
-        family = STRATEGIES[self.config.strategy][2] if isinstance(self.config.strategy, str) else "coba"
-        if family == "knapsack":
+        if self.config.defaults.value == "knapsack":
             return KnapsackValue()
-        alpha, beta = self.tracker.params()
+        alpha, beta = self.params()
         return CobaValue(alpha=alpha, beta=beta, tau=self.config.tau)
+
+    # --- the step loop -----------------------------------------------------------------------------
 
     def plan(self, prompt_ids: Sequence[Any], total_budget: int) -> Allocation:
         """Counts for ``prompt_ids`` (aligned with them) that sum to ``total_budget``."""
+        ids = as_id_list(prompt_ids)
+        if len(set(ids)) != len(ids):
+            dup = next(pid for i, pid in enumerate(ids) if pid in ids[:i])
+            raise ValueError(f"prompt id {dup!r} appears twice in one plan; plan each prompt once and give it a larger budget")
         c = self.config
-        method = c.strategy if callable(c.strategy) else STRATEGIES[c.strategy][1]
-        pass_rates, known = self.stats.pass_rates(prompt_ids), self.stats.seen(prompt_ids)
+        method = c.strategy if callable(c.strategy) else c.defaults.method
+        pass_rates, known = self.pass_rates(ids), self.seen(ids)
         self.last = allocate(
             pass_rates,
-            int(total_budget),
+            total_budget,
             min_budget=c.min_budget,
             max_budget=c.max_budget,
             value=self.value(),
@@ -133,9 +273,12 @@ class Allocator:
         return self.last
 
     def observe(self, group_ids: Sequence[Any], rewards: np.ndarray) -> dict[str, float]:
-        """Update stats and capability from one step's rollouts (``group_ids[j]`` = prompt of rollout j)."""
-        ids, successes, attempts = group_outcomes(group_ids, rewards)
-        self.stats.update(ids, successes, attempts)
+        """Update stats and capability from one step's rollouts.
+
+        ``group_ids[j]`` is the prompt of rollout j and ``rewards[j]`` its raw scalar reward; the
+        strategy's success rule (``config.success``) decides which rollouts succeeded.
+        """
+        _, successes, attempts = self.stats.observe(group_ids, rewards, success=self.success)
         self.tracker.update(successes / attempts)
         return self.metrics()
 
@@ -148,12 +291,34 @@ class Allocator:
             out["perf/allocate_s"] = self.last.diagnostics["seconds"]
         return out
 
+    # --- checkpoints ---------------------------------------------------------------------------------
+
     def state_dict(self) -> dict:
-        cfg = asdict(self.config)
-        if callable(self.config.strategy):
-            cfg["strategy"] = getattr(self.config.strategy, "__name__", "callable")
-        return {"config": cfg, "stats": self.stats.state_dict(), "tracker": self.tracker.state_dict()}
+        """JSON state: format and version, the resolved config, stats and tracker."""
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "config": self.config.to_dict(),
+            "stats": self.stats.state_dict(),
+            "tracker": self.tracker.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.stats.load_state_dict(state["stats"])
-        self.tracker.load_state_dict(state["tracker"])
+        """All or nothing: a state from another format, version or configuration is refused
+        before anything changes (resuming with another strategy or window would silently mix two
+        runs' statistics)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not a cobarl allocator state (no 'format': 'cobarl.allocator'); it may come from cobarl < 0.2")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"allocator state version {state.get('version')!r} is not supported (this cobarl reads {STATE_VERSION})"
+            )
+        mine, saved = self.config.to_dict(), state["config"]
+        diff = [f"{f.name}: saved {saved.get(f.name)!r}, now {mine[f.name]!r}" for f in fields(AllocatorConfig)
+                if saved.get(f.name) != mine[f.name] and f.name != "total_steps"]
+        if diff:
+            raise ValueError("allocator state was saved with another configuration: " + "; ".join(diff))
+        stats, tracker = self._fresh_state()
+        stats.load_state_dict(state["stats"])
+        tracker.load_state_dict(state["tracker"])
+        self.stats, self.tracker = stats, tracker

@@ -66,7 +66,7 @@ def test_state_round_trip_keeps_id_types():
 
 def test_load_refuses_a_different_window():
     st = PromptStats(window=3)
-    with pytest.raises(ValueError, match="window=3"):
+    with pytest.raises(ValueError, match="window: saved 3, now 1"):
         PromptStats(window=1).load_state_dict(st.state_dict())
 
 

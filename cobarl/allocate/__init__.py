@@ -47,7 +47,7 @@ def _is_integer(x: object) -> bool:
 
 def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -> tuple[np.ndarray, np.ndarray]:
     """Check every input before any work; errors name the offending value and the fix."""
-    if isinstance(method, str) and method not in METHODS:
+    if not (isinstance(method, str) and method in METHODS) and not callable(method):
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)} (or a callable)")
     for name, x in (("total_budget", total_budget), ("min_budget", min_budget), ("max_budget", max_budget)):
         if not _is_integer(x):
@@ -96,6 +96,7 @@ def allocate(
     value: object | str | None = None,
     method: str | Callable = "auto",
     known: np.ndarray | None = None,
+    nominal_budget: int | None = None,
 ) -> Allocation:
     """Split ``total_budget`` rollouts over prompts by their estimated pass rates.
 
@@ -117,6 +118,8 @@ def allocate(
             * a callable ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
         known: ``[M]`` bool, False for prompts never seen (only the reference paths treat them
             differently: the nominal budget for Knapsack-RL, p = 0.5 for CoBA-RL).
+        nominal_budget: the per-prompt budget ``n`` of plain GRPO, which ``"knapsack-rl"`` gives
+            unseen prompts (default ``total_budget // M``; the public code's ``rollout.n``).
 
     Ties are broken toward the lower prompt index, so the same input gives the same output.
 
@@ -145,7 +148,10 @@ def allocate(
     elif name == "uniform":
         counts = baselines.uniform(m, int(total_budget))
     elif name == "knapsack-rl":
-        counts, diagnostics = baselines.knapsack_rl(p, int(total_budget), lo, hi, mask)
+        nominal = int(total_budget) // m if nominal_budget is None else nominal_budget
+        if not (_is_integer(nominal) and lo <= nominal <= hi):
+            raise ValueError(f"nominal_budget must be an integer in [min_budget, max_budget] = [{lo}, {hi}], got {nominal!r}")
+        counts, diagnostics = baselines.knapsack_rl(p, int(total_budget), lo, hi, mask, int(nominal))
     else:  # coba-reference
         counts, diagnostics = baselines.coba_reference(v, p, int(total_budget), lo, hi, mask)
     diagnostics["seconds"] = time.perf_counter() - start

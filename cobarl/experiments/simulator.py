@@ -255,7 +255,7 @@ def simulate(
     for step in range(options.steps):
         batch = order[step]
         p = learner.pass_rates(batch)
-        alpha, beta = allocator.tracker.params()  # the (alpha, beta) this step's plan uses
+        alpha, beta = allocator.params()  # the (alpha, beta) this step's plan uses
         plan = allocator.plan(batch, budget)
         counts, p_hat, seen = plan.counts, plan.diagnostics["pass_rates"], plan.diagnostics["known"]
         rewards, slot = sample_rewards(p, counts, rollout_uniforms(seed, step, m, max_budget))
