@@ -119,17 +119,50 @@ def test_ties_go_to_lower_index():
     np.testing.assert_array_equal(res.counts, [3, 2, 2, 2])
 
 
-def test_knapsack_rl_reference_rules():
-    # p = 0 prompts soak up the surplus the cost estimate leaves; unseen prompts get the nominal n.
-    p = np.array([0.5, 0.0, 1.0, 0.5, 0.3])
-    known = np.array([True, True, True, False, True])
-    res = cobarl.allocate(p, 40, min_budget=2, max_budget=128, method="knapsack-rl", known=known)
-    # costs: ln 0.1 / ln 0.5 = 3.32 -> 3 ; ln 0.1 / ln 0.7 = 6.46 -> 6; estimated 9 < 40 - 16 = 24.
-    assert res.counts[3] == 8  # nominal 40 // 5
-    assert res.counts[1] == 2 + 15  # surplus 24 - 9 = 15 to the only p = 0 prompt
-    assert res.counts[2] == 2
-    assert res.counts[0] + res.counts[4] == 4 + 9
-    assert res.diagnostics["fallback"] == 15
+def test_knapsack_rl_unseen_prompts_share_the_p0_surplus():
+    # The public code reads an unseen prompt's rate as 0, so unseen prompts get the nominal n AND
+    # a share of the surplus meant for p = 0 prompts (method notes B.3; public output [5, 5, 11, 11]).
+    p = np.array([0.0, 0.5, 0.0, 0.0])
+    res = cobarl.allocate(p, 32, min_budget=2, max_budget=128, method="knapsack-rl", known=np.array([1, 1, 0, 0], bool))
+    np.testing.assert_array_equal(res.counts, [5, 5, 11, 11])
+    # cost ln 0.1 / ln 0.5 = 3.32 -> 3 for the knapsack; 32 - 20 - 3 = 9 spread over three "zero" prompts.
+    assert res.diagnostics["fallback"] == 9
+
+
+def test_knapsack_rl_where_the_public_code_divides_by_zero():
+    # Every prompt effective and the summed cost below the budget: the public code has no prompt to
+    # give the surplus to and fails; cobarl gives the knapsack the whole budget.
+    p = np.array([0.5, 0.5, 0.5, 0.5])
+    res = cobarl.allocate(p, 64, min_budget=2, max_budget=32, method="knapsack-rl")
+    assert res.counts.sum() == 64 and res.counts.max() <= 32
+    np.testing.assert_array_equal(res.counts, [16, 16, 16, 16])
+
+
+def test_knapsack_rl_uncapped_public_surplus_is_capped():
+    # One p = 0 prompt would receive the whole surplus (above max_budget); the overflow goes on.
+    p = np.array([0.0, 0.5, 0.5, 1.0])
+    res = cobarl.allocate(p, 4 * 16, min_budget=2, max_budget=16, method="knapsack-rl")
+    assert res.counts[0] == 16 and res.counts.sum() == 64 and res.counts.max() <= 16
+    assert res.diagnostics["overflow"] > 0
+
+
+def test_knapsack_rl_nominal_budget_for_unseen_prompts():
+    known = np.array([True, False, False])
+    res = cobarl.allocate([1.0, 0.0, 0.0], 30, min_budget=2, max_budget=16, method="knapsack-rl", known=known, nominal_budget=8)
+    # seen p = 1 at 2, unseen at 8 each, then the no-effective rule spreads 12 over the two unseen.
+    np.testing.assert_array_equal(res.counts, [2, 14, 14])
+    # A nominal budget that cannot fit (the public code fails its final check): unseen prompts get what fits.
+    res = cobarl.allocate([1.0, 0.0, 0.0], 30, max_budget=16, method="knapsack-rl", known=known, nominal_budget=16)
+    np.testing.assert_array_equal(res.counts, [2, 14, 14])
+    assert res.diagnostics["nominal"] == 14
+
+
+def test_coba_reference_leftover_uses_the_running_remainder():
+    # Method notes A.4: each share is int(R_now * w / W) with R_now decremented as the loop runs,
+    # then one even pass: public output [36, 28, 24, 20].
+    res = cobarl.allocate(np.zeros(4), 108, min_budget=2, max_budget=128, method="coba-reference",
+                          value=cobarl.CobaValue(tau="adaptive"))
+    np.testing.assert_array_equal(res.counts, [36, 28, 24, 20])
 
 
 def test_coba_reference_feeds_hard_prompts_from_the_leftover():
@@ -140,6 +173,16 @@ def test_coba_reference_feeds_hard_prompts_from_the_leftover():
     # Very hard prompts get the fallback first; very easy ones keep (almost) the minimum.
     assert res.counts[0] > 2 and res.counts[1] > 2
     assert res.counts[4] == 2 and res.counts[5] == 2
+
+
+def test_coba_reference_spends_what_the_public_code_leaves_unspent():
+    # Near M * max the single remainder pass cannot place everything; the public code hands out
+    # fewer rollouts than asked. cobarl spreads the rest over prompts below max_budget.
+    # Public: shares 5, 4, 3, 2 of 23, then the capped pass leaves 2 unplaced -> [8, 8, 7, 6] (29).
+    res = cobarl.allocate(np.zeros(4), 31, min_budget=2, max_budget=8, method="coba-reference",
+                          value=cobarl.CobaValue(tau="adaptive"))
+    assert res.diagnostics["unspent"] == 2
+    np.testing.assert_array_equal(res.counts, [8, 8, 8, 7])
 
 
 def test_coba_reference_all_unseen_is_uniform():
@@ -180,6 +223,7 @@ def test_min_budget_two_means_no_singletons():
         (dict(pass_rates=[0.1], total_budget=8.5), "total_budget must be an integer"),
         (dict(pass_rates=[0.1], total_budget=8, min_budget=2.0), "min_budget must be an integer"),
         (dict(pass_rates=[0.1], total_budget=8, method="greedy"), "unknown method 'greedy'; valid: auto, threshold"),
+        (dict(pass_rates=[0.1], total_budget=8, method=None), "unknown method None"),
         (dict(pass_rates=[0.1], total_budget=8, value="beta"), "unknown value function 'beta'; valid: coba, knapsack"),
         (dict(pass_rates=[[0.1]], total_budget=8), "must be 1-D"),
         (dict(pass_rates=[0.1, 0.2], total_budget=8, known=np.ones(3, dtype=bool)), "known must be a bool array"),

@@ -68,3 +68,80 @@ def test_callable_strategy():
 def test_unknown_strategy_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown strategy 'grpo'; valid: uniform, coba"):
         AllocatorConfig(strategy="grpo")
+
+
+def test_each_strategy_runs_with_its_papers_statistics():
+    coba_ref = AllocatorConfig(strategy="coba-reference")
+    assert (coba_ref.tau, coba_ref.success, coba_ref.stats, coba_ref.prior) == ("adaptive", "==1", "appearances", "half")
+    knap = AllocatorConfig(strategy="knapsack-rl")
+    assert (knap.stats, knap.recent_rollouts, knap.min_rollouts, knap.stats_window) == ("recent-rollouts", 16, 8, None)
+    assert AllocatorConfig(strategy="coba").tau == 8.0
+    # A Knapsack-RL prompt that scored 2/2 once is not "solved": it is unseen until 8 rollouts.
+    alloc = Allocator(strategy="knapsack-rl", max_budget=16)
+    alloc.observe([5, 5], np.array([1.0, 1.0]))
+    assert not alloc.seen([5])[0]
+
+
+def test_success_rule_reaches_statistics_and_capability():
+    strict = Allocator(strategy="coba")  # the public code's reward == 1
+    loose = Allocator(strategy="coba", success=">0.5")
+    ids, rewards = [1, 1, 2, 2], np.array([1.0, 0.9, 0.9, 0.0])
+    strict.observe(ids, rewards)
+    loose.observe(ids, rewards)
+    np.testing.assert_array_equal(strict.pass_rates([1, 2]), [0.5, 0.0])
+    np.testing.assert_array_equal(loose.pass_rates([1, 2]), [1.0, 0.5])
+    assert strict.metrics()["capability/failure_rate"] == 0.75
+    assert loose.metrics()["capability/failure_rate"] == 0.25
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(gamma=float("nan")), "gamma must be a finite number > 0"),
+        (dict(kappa=float("inf")), "kappa must be a finite number > 2"),
+        (dict(kappa=1), "kappa must be a finite number > 2"),
+        (dict(tau=True), "tau must be a finite number > 0"),
+        (dict(tau=-3), "tau must be a finite number > 0"),
+        (dict(window=0), "window must be an integer >= 1"),
+        (dict(min_budget=True), "min_budget must be an integer"),
+        (dict(success="1"), "success rule '1' is not understood"),
+        (dict(strategy="knapsack-rl", stats_window=3), "stats_window applies to stats='appearances'"),
+        (dict(strategy="coba", min_rollouts=4), "min_rollouts applies to stats='recent-rollouts'"),
+        (dict(stats="ema"), "unknown stats 'ema'"),
+    ],
+)
+def test_bad_config_is_refused(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        AllocatorConfig(**kwargs)
+
+
+def test_plan_refuses_float_budget_and_duplicate_ids():
+    alloc = Allocator(strategy="coba")
+    with pytest.raises(TypeError, match="total_budget must be an integer"):
+        alloc.plan([1, 2], 16.7)
+    with pytest.raises(ValueError, match="prompt id 1 appears twice"):
+        alloc.plan([1, 2, 1], 16)
+
+
+def test_load_state_is_all_or_nothing_and_refuses_another_run():
+    a = Allocator(strategy="coba")
+    run_steps(a, np.random.default_rng(4), steps=2)
+    state = json.loads(json.dumps(a.state_dict()))
+    for other, message in (
+        (Allocator(strategy="coba-reference"), "strategy: saved 'coba', now 'coba-reference'"),
+        (Allocator(strategy="coba", window=3), "window: saved 1, now 3"),
+    ):
+        before = other.state_dict()
+        with pytest.raises(ValueError, match=message):
+            other.load_state_dict(state)
+        assert other.state_dict() == before
+    broken = json.loads(json.dumps(state))
+    broken["tracker"] = {"failures": [0.5]}  # no "step": fails after the stats would have loaded
+    fresh = Allocator(strategy="coba")
+    with pytest.raises(KeyError):
+        fresh.load_state_dict(broken)
+    assert fresh.state_dict() == Allocator(strategy="coba").state_dict()
+    with pytest.raises(ValueError, match="version"):
+        fresh.load_state_dict({**state, "version": 1})
+    with pytest.raises(ValueError, match="not a cobarl allocator state"):
+        fresh.load_state_dict({"stats": state["stats"], "tracker": state["tracker"]})

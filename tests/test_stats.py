@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cobarl import PromptStats, group_outcomes
+from cobarl import PromptStats, RecentRolloutStats, group_outcomes, success_rule
 
 
 def test_group_outcomes_by_id_not_position():
@@ -94,3 +94,60 @@ def test_bad_config():
         PromptStats(estimator="ema")
     with pytest.raises(ValueError, match="valid: global, half"):
         PromptStats(prior="zero")
+
+
+def test_success_rules():
+    r = np.array([1.0, 0.9, 0.5, -1.0])
+    assert success_rule(">0.5")(r).tolist() == [True, True, False, False]
+    assert success_rule("==1")(r).tolist() == [True, False, False, False]  # overlong-penalised 0.9 fails
+    assert success_rule(">=0.5")(r).tolist() == [True, True, True, False]
+    assert success_rule(lambda x: x < 0)(r).tolist() == [False, False, False, True]
+    assert str(success_rule("== 1.0")) == "==1"
+    for bad in ("1", "<0.5", "==nan", ">inf", 0.5):
+        with pytest.raises(ValueError, match="is not understood"):
+            success_rule(bad)
+
+
+def test_group_outcomes_uses_the_success_rule():
+    _, s, _ = group_outcomes([1, 1, 2], np.array([1.0, 0.9, 0.9]), success="==1")
+    np.testing.assert_array_equal(s, [1, 0])
+
+
+def test_update_refuses_fractional_or_nan_attempts_before_changing_anything():
+    st = PromptStats()
+    st.update([1], np.array([1]), np.array([2]))
+    before = st.state_dict()
+    for s, a in ((np.array([0, 1]), np.array([2, np.nan])), (np.array([0, 1]), np.array([2, 2.5]))):
+        with pytest.raises(ValueError, match="prompt 3"):
+            st.update([2, 3], s, a)
+    assert st.state_dict() == before
+
+
+def test_recent_rollouts_estimate_follows_knapsack_rl():
+    st = RecentRolloutStats(rollouts=16, min_rollouts=8)
+    st.observe(["a"] * 4, np.array([1, 0, 1, 1.0]))
+    assert not st.seen(["a"])[0]  # 4 rollouts < 8: unseen, outside the optimisation
+    assert st.pass_rates(["a", "never"]).tolist() == [0.75, 0.0]
+    st.observe(["a"] * 12, np.r_[np.zeros(11), 1.0])
+    # 12 < 16 rollouts in the last appearance: the 16 most recent across appearances.
+    assert st.seen(["a"])[0] and st.pass_rates(["a"])[0] == pytest.approx(4 / 16)
+    st.observe(["a"] * 6, np.zeros(6))
+    # 6 from this appearance + the last 10 of the previous one (its order matters: 9 zeros, then 1).
+    assert st.pass_rates(["a"])[0] == pytest.approx(1 / 16)
+    st.observe(["a"] * 20, np.r_[np.ones(5), np.zeros(15)])
+    assert st.pass_rates(["a"])[0] == pytest.approx(5 / 20)  # >= 16 in the last appearance: it alone
+    # -1 rewards (DAPO) are failures, as the public code maps -1 to 0.
+    st.observe(["b"] * 8, np.r_[-np.ones(6), np.ones(2)])
+    assert st.pass_rates(["b"])[0] == pytest.approx(2 / 8)
+
+
+def test_recent_rollouts_state_round_trip_and_refusal():
+    st = RecentRolloutStats()
+    st.observe([1, 1, 2, 1], np.array([1.0, 0.0, 1.0, 1.0]))
+    st.observe([1] * 20, np.ones(20))
+    back = RecentRolloutStats()
+    back.load_state_dict(json.loads(json.dumps(st.state_dict())))
+    assert back.state_dict() == st.state_dict()
+    np.testing.assert_array_equal(back.pass_rates([1, 2]), st.pass_rates([1, 2]))
+    with pytest.raises(ValueError, match="rollouts=8"):
+        RecentRolloutStats(rollouts=8).load_state_dict(st.state_dict())

@@ -163,14 +163,13 @@ def knapsack_rl(
     effective = known & (p > 0) & (p < 1)
     zero = np.flatnonzero(~known | (p == 0))
     eff = np.flatnonzero(effective)
+    unseen = int((~known).sum())
+    if unseen and lo * (m - unseen) + nominal * unseen > budget:
+        # The public code over-commits here and fails its final check; unseen prompts get what fits.
+        nominal = (budget - lo * (m - unseen)) // unseen
     counts = np.where(known, lo, nominal).astype(np.int64)
     remaining = budget - int(counts.sum())
-    if remaining < 0:
-        raise ValueError(
-            f"{int((~known).sum())} unseen prompts x nominal budget {nominal} + {int(known.sum())} seen x min_budget {lo} "
-            f"is more than total_budget={budget}; lower the nominal budget (default: total_budget // M)"
-        )
-    info: dict = {"effective": int(eff.size), "fallback": 0, "overflow": 0}
+    info: dict = {"effective": int(eff.size), "fallback": 0, "overflow": 0, "nominal": nominal}
     if remaining > 0 and eff.size == 0:
         if zero.size:
             overflow = _capped_even(counts, zero, remaining, hi)
