@@ -6,7 +6,7 @@ The names below are the public API; trainers live in ``cobarl.train`` and integr
 """
 
 from cobarl.advantages import GroupAdvantages, effective_ratio, group_advantages
-from cobarl.allocate import METHODS, Allocation, allocate, budget_metrics
+from cobarl.allocation import METHODS, Allocation, allocate, budget_metrics, budget_problem
 from cobarl.allocator import STRATEGIES, Allocator, AllocatorConfig, Strategy
 from cobarl.capability import CapabilityTracker, beta_params, psi
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, group_outcomes, success_rule
@@ -33,6 +33,7 @@ __all__ = [
     "as_value",
     "beta_params",
     "budget_metrics",
+    "budget_problem",
     "effective_ratio",
     "group_advantages",
     "group_outcomes",

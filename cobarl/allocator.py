@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cobarl.allocate import Allocation, allocate, budget_metrics
+from cobarl.allocation import Allocation, allocate, budget_metrics
 from cobarl.capability import CapabilityTracker
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
 from cobarl.value import CobaValue, KnapsackValue

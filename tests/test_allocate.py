@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cobarl
-from cobarl.allocate import METHODS, greedy
+from cobarl.allocation import METHODS, greedy
 
 ALL_METHODS = [m for m in METHODS]
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cobarl.allocate.baselines import uniform as uniform_counts
+from cobarl.allocation.baselines import uniform as uniform_counts
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments import CompareOptions, SimConfig, SimOptions, parse_strategies, parse_strategy, run_compare, simulate
 from cobarl.experiments.cli import main

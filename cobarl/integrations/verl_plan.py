@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cobarl.advantages import group_advantages
-from cobarl.allocate import Allocation, budget_metrics
+from cobarl.allocation import Allocation, budget_metrics
 from cobarl.allocator import Allocator, AllocatorConfig
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt

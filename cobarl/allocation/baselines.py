@@ -17,7 +17,7 @@ import numpy as np
 
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cobarl.allocate.greedy import heap, threshold
+from cobarl.allocation.greedy import heap, threshold
 from cobarl.value import is_concave
 
 

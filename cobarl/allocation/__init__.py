@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cobarl.allocate import baselines, greedy
-from cobarl.allocate.dp import dp
+from cobarl.allocation import baselines, greedy
+from cobarl.allocation.dp import dp
 from cobarl.value import KnapsackValue, as_value, is_concave
 
 METHODS = ("auto", "threshold", "heap", "dp", "uniform", "knapsack-rl", "coba-reference")
@@ -43,6 +43,27 @@ class Allocation:
 
 def _is_integer(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def budget_problem(num_prompts: int, total_budget: int, min_budget: int, max_budget: int) -> str | None:
+    """Why ``total_budget`` rollouts cannot be split over ``num_prompts`` prompts within
+    ``[min_budget, max_budget]`` each, or None if they can. The one feasibility check every caller
+    (allocate, the trainers' configs, the verl plugin) uses, so their messages agree.
+
+    >>> budget_problem(16, 20, 2, 32)
+    'total_budget=20 is below 16 prompts x min_budget=2 = 32; raise the budget or allocate fewer prompts'
+    """
+    if total_budget < num_prompts * min_budget:
+        return (
+            f"total_budget={total_budget} is below {num_prompts} prompts x min_budget={min_budget} = "
+            f"{num_prompts * min_budget}; raise the budget or allocate fewer prompts"
+        )
+    if total_budget > num_prompts * max_budget:
+        return (
+            f"total_budget={total_budget} is above {num_prompts} prompts x max_budget={max_budget} = "
+            f"{num_prompts * max_budget}; lower the budget, raise max_budget or allocate more prompts"
+        )
+    return None
 
 
 def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -> tuple[np.ndarray, np.ndarray]:
@@ -71,16 +92,9 @@ def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -
         i = int(bad[0])
         raise ValueError(f"pass_rates[{i}] = {p[i]} is not a probability in [0, 1] ({bad.size} bad value(s))")
     m = p.size
-    if total_budget < m * min_budget:
-        raise ValueError(
-            f"total_budget={total_budget} is below {m} prompts x min_budget={min_budget} = {m * min_budget}; "
-            "raise the budget or allocate fewer prompts"
-        )
-    if total_budget > m * max_budget:
-        raise ValueError(
-            f"total_budget={total_budget} is above {m} prompts x max_budget={max_budget} = {m * max_budget}; "
-            "lower the budget, raise max_budget or allocate more prompts"
-        )
+    problem = budget_problem(m, total_budget, min_budget, max_budget)
+    if problem:
+        raise ValueError(problem)
     mask = np.ones(m, dtype=bool) if known is None else np.asarray(known)
     if mask.shape != (m,) or mask.dtype != bool:
         raise ValueError(f"known must be a bool array of shape ({m},), got {mask.dtype} {mask.shape}")
