@@ -222,7 +222,7 @@ def test_min_budget_two_means_no_singletons():
         (dict(pass_rates=[0.1], total_budget=-1), "total_budget must be >= 0"),
         (dict(pass_rates=[0.1], total_budget=8.5), "total_budget must be an integer"),
         (dict(pass_rates=[0.1], total_budget=8, min_budget=2.0), "min_budget must be an integer"),
-        (dict(pass_rates=[0.1], total_budget=8, method="greedy"), "unknown method 'greedy'; valid: auto, threshold"),
+        (dict(pass_rates=[0.1], total_budget=8, method="greedy"), "unknown method 'greedy'; valid: auto, coba-reference, dp"),
         (dict(pass_rates=[0.1], total_budget=8, method=None), "unknown method None"),
         (dict(pass_rates=[0.1], total_budget=8, value="beta"), "unknown value function 'beta'; valid: coba, knapsack"),
         (dict(pass_rates=[[0.1]], total_budget=8), "must be 1-D"),

@@ -18,9 +18,59 @@ import numpy as np
 
 from cobarl.allocation import baselines, greedy
 from cobarl.allocation.dp import dp
+from cobarl.registry import Registry
 from cobarl.value import KnapsackValue, as_value, is_concave
 
-METHODS = ("auto", "threshold", "heap", "dp", "uniform", "knapsack-rl", "coba-reference")
+SOLVERS: Registry[Callable[["Problem"], tuple[np.ndarray, dict]]] = Registry("allocation method")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validated allocation problem, as every solver receives it."""
+
+    value: Callable
+    pass_rates: np.ndarray
+    total: int
+    lo: int
+    hi: int
+    seen: np.ndarray
+    nominal: int | None
+
+
+@SOLVERS.register("threshold")
+def _threshold(q: Problem) -> tuple[np.ndarray, dict]:
+    return greedy.threshold(q.value, q.pass_rates, q.total, q.lo, q.hi)
+
+
+@SOLVERS.register("heap")
+def _heap(q: Problem) -> tuple[np.ndarray, dict]:
+    return greedy.heap(q.value, q.pass_rates, q.total, q.lo, q.hi), {}
+
+
+@SOLVERS.register("dp")
+def _dp(q: Problem) -> tuple[np.ndarray, dict]:
+    return dp(q.value, q.pass_rates, q.total, q.lo, q.hi), {}
+
+
+@SOLVERS.register("uniform")
+def _uniform(q: Problem) -> tuple[np.ndarray, dict]:
+    return baselines.uniform(q.pass_rates.size, q.total), {}
+
+
+@SOLVERS.register("knapsack-rl")
+def _knapsack_rl(q: Problem) -> tuple[np.ndarray, dict]:
+    nominal = q.total // q.pass_rates.size if q.nominal is None else q.nominal
+    if not (_is_integer(nominal) and q.lo <= nominal <= q.hi):
+        raise ValueError(f"nominal_budget must be an integer in [min_budget, max_budget] = [{q.lo}, {q.hi}], got {nominal!r}")
+    return baselines.knapsack_rl(q.pass_rates, q.total, q.lo, q.hi, q.seen, int(nominal))
+
+
+@SOLVERS.register("coba-reference")
+def _coba_reference(q: Problem) -> tuple[np.ndarray, dict]:
+    return baselines.coba_reference(q.value, q.pass_rates, q.total, q.lo, q.hi, q.seen)
+
+
+METHODS = ("auto", *SOLVERS.names())
 
 
 @dataclass(frozen=True)
@@ -148,26 +198,12 @@ def allocate(
     if method == "auto":
         name = "threshold" if is_concave(v) else "heap"
     start = time.perf_counter()
-    diagnostics: dict = {}
     if callable(method):
-        counts = np.asarray(method(p, int(total_budget), lo, hi))
+        counts, diagnostics = np.asarray(method(p, int(total_budget), lo, hi)), {}
         if counts.shape != (m,) or not np.issubdtype(counts.dtype, np.integer):
             raise ValueError(f"allocation callable returned {counts.dtype} {counts.shape}; expected integers of shape ({m},)")
-    elif name == "threshold":
-        counts, diagnostics = greedy.threshold(v, p, int(total_budget), lo, hi)
-    elif name == "heap":
-        counts = greedy.heap(v, p, int(total_budget), lo, hi)
-    elif name == "dp":
-        counts = dp(v, p, int(total_budget), lo, hi)
-    elif name == "uniform":
-        counts = baselines.uniform(m, int(total_budget))
-    elif name == "knapsack-rl":
-        nominal = int(total_budget) // m if nominal_budget is None else nominal_budget
-        if not (_is_integer(nominal) and lo <= nominal <= hi):
-            raise ValueError(f"nominal_budget must be an integer in [min_budget, max_budget] = [{lo}, {hi}], got {nominal!r}")
-        counts, diagnostics = baselines.knapsack_rl(p, int(total_budget), lo, hi, mask, int(nominal))
-    else:  # coba-reference
-        counts, diagnostics = baselines.coba_reference(v, p, int(total_budget), lo, hi, mask)
+    else:
+        counts, diagnostics = SOLVERS.get(name)(Problem(v, p, int(total_budget), lo, hi, mask, nominal_budget))
     diagnostics["seconds"] = time.perf_counter() - start
     counts = counts.astype(np.int64, copy=False)
     if counts.sum() != total_budget or counts.min() < lo or counts.max() > hi:
