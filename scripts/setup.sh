@@ -28,5 +28,12 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "${PIP[@]}" torch==2.13.0
   fi
 fi
-"${PIP[@]}" -e ".[${EXTRAS}]"
+# Reinstall only when the dependencies asked for changed (pyproject.toml or the extras): an
+# editable install already picks up code changes, and pip's resolver costs ~20 s even when idle.
+STAMP="$VENV/.cobarl-setup"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) ${EXTRAS}"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  "${PIP[@]}" -e ".[${EXTRAS}]"
+  echo "$WANT" > "$STAMP"
+fi
 echo "setup: ready ($("$VENV/bin/python" -c 'import torch, cobarl; print("cobarl", cobarl.__version__, "torch", torch.__version__)'))" >&2
