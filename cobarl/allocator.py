@@ -92,7 +92,8 @@ _STATS_OPTIONS = {
 
 @dataclass
 class AllocatorConfig:
-    """How budgets are chosen each step. ``None`` means "the strategy's paper default".
+    """How budgets are chosen each step. ``None`` means "the strategy's paper default";
+    :meth:`resolved` fills those in (an :class:`Allocator` always holds the resolved config).
 
     Attributes:
         strategy: one of ``STRATEGIES`` or a callable
@@ -156,22 +157,34 @@ class AllocatorConfig:
         _check_number(self, "fixed_beta", lambda x: x > 0, "> 0")
         if self.total_steps is not None:
             _check_int(self, "total_steps", 1)
-        d = self.defaults
-        if self.tau is None:
-            self.tau = d.tau
-        if self.tau != "adaptive":
-            _check_number(self, "tau", lambda x: x > 0, "> 0 (or 'adaptive')")
-        self.success = self.success if self.success is not None else d.success
-        success_rule(self.success)  # parse now: a bad rule fails before any work
-        self.stats = self.stats if self.stats is not None else d.stats
-        if self.stats not in STATS_KINDS:
-            raise ValueError(f"unknown stats {self.stats!r}; valid: {', '.join(STATS_KINDS)}")
+        # Fields left None keep meaning "the strategy's default" (see `resolved`), so that
+        # `dataclasses.replace(config, strategy=...)` picks up the new strategy's defaults.
+        r = self._resolved_values()
+        if r["tau"] != "adaptive":
+            _check_number(self, "tau", lambda x: x > 0, "> 0 (or 'adaptive')", r["tau"])
+        success_rule(r["success"])  # parse now: a bad rule fails before any work
+        if r["stats"] not in STATS_KINDS:
+            raise ValueError(f"unknown stats {r['stats']!r}; valid: {', '.join(STATS_KINDS)}")
         for kind, options in _STATS_OPTIONS.items():
-            for name, default in options.items():
-                if kind == self.stats:
-                    setattr(self, name, default if getattr(self, name) is None else getattr(self, name))
-                elif getattr(self, name) is not None:
-                    raise ValueError(f"{name} applies to stats={kind!r}, but this allocator uses stats={self.stats!r}")
+            for name in options:
+                if kind != r["stats"] and getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to stats={kind!r}, but this allocator uses stats={r['stats']!r}")
+
+    def _resolved_values(self) -> dict[str, Any]:
+        d = self.defaults
+        stats = self.stats if self.stats is not None else d.stats
+        out = {
+            "tau": self.tau if self.tau is not None else d.tau,
+            "success": self.success if self.success is not None else d.success,
+            "stats": stats,
+        }
+        for name, default in _STATS_OPTIONS.get(stats, {}).items():
+            out[name] = getattr(self, name) if getattr(self, name) is not None else default
+        return out
+
+    def resolved(self) -> AllocatorConfig:
+        """This config with every "strategy default" (None) replaced by its value."""
+        return AllocatorConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **self._resolved_values()})
 
     @property
     def defaults(self) -> Strategy:
@@ -193,8 +206,8 @@ def _check_int(cfg: AllocatorConfig, name: str, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
 
 
-def _check_number(cfg: AllocatorConfig, name: str, ok: Callable[[float], bool], want: str) -> None:
-    x = getattr(cfg, name)
+def _check_number(cfg: AllocatorConfig, name: str, ok: Callable[[float], bool], want: str, x: Any = None) -> None:
+    x = getattr(cfg, name) if x is None else x
     if not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, bool) or not math.isfinite(x) or not ok(x):
         raise ValueError(f"{name} must be a finite number {want}, got {x!r}")
 
@@ -205,7 +218,7 @@ class Allocator:
     def __init__(self, config: AllocatorConfig | None = None, **overrides: Any) -> None:
         if config is not None and overrides:
             raise TypeError("pass either a config or keyword overrides, not both")
-        self.config = config or AllocatorConfig(**overrides)
+        self.config = (config or AllocatorConfig(**overrides)).resolved()
         self.success: SuccessRule = success_rule(self.config.success)
         self.stats, self.tracker = self._fresh_state()
         self.last: Allocation | None = None

@@ -1,5 +1,6 @@
 """The stateful Allocator: plan -> observe loop, strategies, resume parity."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -78,11 +79,16 @@ def test_unknown_strategy_lists_valid_ones():
 
 
 def test_each_strategy_runs_with_its_papers_statistics():
-    coba_ref = AllocatorConfig(strategy="coba-reference")
+    coba_ref = AllocatorConfig(strategy="coba-reference").resolved()
     assert (coba_ref.tau, coba_ref.success, coba_ref.stats, coba_ref.prior) == ("adaptive", "==1", "appearances", "half")
-    knap = AllocatorConfig(strategy="knapsack-rl")
+    knap = Allocator(strategy="knapsack-rl").config
     assert (knap.stats, knap.recent_rollouts, knap.min_rollouts, knap.stats_window) == ("recent-rollouts", 16, 8, None)
-    assert AllocatorConfig(strategy="coba").tau == 8.0
+    coba = AllocatorConfig(strategy="coba")
+    assert coba.tau is None and coba.resolved().tau == 8.0
+    # Unset options follow the strategy, also through dataclasses.replace (how configs are derived).
+    assert dataclasses.replace(coba, strategy="coba-reference").resolved().tau == "adaptive"
+    assert dataclasses.replace(coba, strategy="knapsack-rl").resolved().stats == "recent-rollouts"
+    assert coba.resolved().resolved() == coba.resolved()
     # A Knapsack-RL prompt that scored 2/2 once is not "solved": it is unseen until 8 rollouts.
     alloc = Allocator(strategy="knapsack-rl", max_budget=16)
     alloc.observe([5, 5], np.array([1.0, 1.0]))
