@@ -12,19 +12,19 @@ from cobarl import Allocator, AllocatorConfig, group_outcomes
 from cobarl.integrations.verl_plan import (
     STATE_FILE,
     SharedState,
-    batch_total,
-    check_divisible,
+    balance_workers,
+    check_rollout_n,
     content_id,
+    contiguous_chunks,
     get_state,
     load_state,
     parse_settings,
     plan_rollout_n,
     prompt_ids_from_batch,
-    required_multiple,
     reset_registry,
-    resume_dir,
     save_state,
     session_rewards,
+    worker_totals,
 )
 
 
@@ -47,8 +47,8 @@ def _trained_allocator(strategy="coba", n_prompts=64, seed=0, **kw) -> Allocator
 
 # settings --------------------------------------------------------------------------------------------
 def test_parse_settings_defaults_and_allocator_fields():
-    s = parse_settings({"strategy": "coba-reference", "kappa": 11, "tau": "adaptive", "max_budget": 64, "divisor": 8})
-    assert s.name == "default" and s.prompt_key == "index" and s.divisor == 8
+    s = parse_settings({"strategy": "coba-reference", "kappa": 11, "tau": "adaptive", "max_budget": 64})
+    assert s.name == "default" and s.prompt_key == "index" and s.missing_state == "error"
     assert s.allocator == AllocatorConfig(strategy="coba-reference", kappa=11, tau="adaptive", max_budget=64)
     assert parse_settings({"tau": "4"}).allocator.tau == 4.0
     assert parse_settings(None) == parse_settings({})
@@ -56,64 +56,68 @@ def test_parse_settings_defaults_and_allocator_fields():
 
 @pytest.mark.parametrize(
     "options, match",
-    [({"kapa": 11}, "unknown cobarl option"), ({"prompt_key": "uid"}, "prompt_key"), ({"divisor": 0}, "divisor"),
-     ({"strategy": "nope"}, "unknown strategy")],
+    [({"kapa": 11}, "unknown cobarl option"), ({"prompt_key": "uid"}, "prompt_key"), ({"divisor": 8}, "was removed"),
+     ({"missing_state": "ignore"}, "missing_state"), ({"strategy": "nope"}, "unknown strategy")],
 )
 def test_parse_settings_rejects_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         parse_settings(options)
 
 
-# totals and divisibility ---------------------------------------------------------------------------------
-def test_totals_and_divisibility():
-    assert required_multiple(8) == 8
-    assert required_multiple(8, ppo_mini_batch_size=128, rollout_n=16) == 2048
-    assert batch_total(256, 16, 2048) == 4096  # train_batch_size x rollout.n, unchanged
-    assert batch_total(3, 5, 4) == 12 and batch_total(1, 2, 8) == 8  # partial batches: a multiple, >= multiple
-    check_divisible(256, 16, 2048)
-    with pytest.raises(ValueError, match="not divisible by 7"):
-        check_divisible(256, 16, 7)
-    with pytest.raises(ValueError):
-        batch_total(0, 16)
+# the per-batch invariant ------------------------------------------------------------------------------
+def test_check_rollout_n():
+    check_rollout_n(16, AllocatorConfig(min_budget=2, max_budget=128))
+    with pytest.raises(ValueError, match=r"rollout.n=1 must lie in \[min_budget, max_budget\] = \[2, 128\]"):
+        check_rollout_n(1, AllocatorConfig(min_budget=2, max_budget=128))
+    with pytest.raises(ValueError, match="max_budget"):
+        check_rollout_n(32, AllocatorConfig(min_budget=2, max_budget=16))
+    with pytest.raises(ValueError, match="group of one"):
+        check_rollout_n(4, AllocatorConfig(min_budget=1, max_budget=16))
 
 
-# plans ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["coba", "coba-reference", "knapsack-rl", "uniform"])
-@pytest.mark.parametrize("n_prompts, mean_n, multiple", [(64, 16, 8), (48, 8, 16), (10, 3, 6)])
-def test_plan_sums_bounds_and_divisibility(strategy, n_prompts, mean_n, multiple):
-    a = _trained_allocator(strategy, min_budget=2, max_budget=32)
-    rng = np.random.default_rng(1)
-    ids = rng.permutation(96)[:n_prompts].tolist()  # some seen, some never seen
-    total = batch_total(n_prompts, mean_n, multiple)
-    plan = plan_rollout_n(a, ids, total)
-    assert plan.total == total == plan.rollout_n.sum()
-    assert total % multiple == 0
-    assert plan.rollout_n.dtype == np.int64 and plan.rollout_n.shape == (n_prompts,)
-    assert plan.rollout_n.min() >= 2 and plan.rollout_n.max() <= 32
-    assert plan.dropped.size == 0 and plan.metrics()["budget/dropped_prompts"] == 0
-    if strategy != "uniform" and mean_n >= 8:
+@pytest.mark.parametrize("k", [1, 2, 3, 16, 32, 256])  # refills, re-issues and full batches
+def test_plan_is_k_times_n_for_every_batch_size(strategy, k):
+    """The batch sizes verl sends (async refills after evictions, re-issue on resume, DAPO refills,
+    full batches): k prompts -> exactly k x rollout.n rollouts, each in [min_budget, max_budget]."""
+    a = _trained_allocator(strategy, n_prompts=300, min_budget=2, max_budget=128)
+    rng = np.random.default_rng(k)
+    ids = rng.permutation(400)[:k].tolist()  # some seen, some never seen
+    plan = plan_rollout_n(a, ids, 16)
+    assert plan.total == plan.rollout_n.sum() == 16 * k
+    assert plan.rollout_n.dtype == np.int64 and plan.rollout_n.shape == (k,)
+    assert plan.rollout_n.min() >= 2 and plan.rollout_n.max() <= 128
+    if strategy != "uniform" and k >= 16:
         assert len(set(plan.rollout_n.tolist())) > 1  # the statistics make it non-uniform
 
 
-def test_plan_drops_lowest_worth_prompts_when_budget_is_short():
-    a = _trained_allocator("coba", min_budget=2, max_budget=16)
-    ids = list(range(20))
-    plan = plan_rollout_n(a, ids, 21)  # < 20 x 2: only 10 prompts can get min_budget
-    assert plan.total == 21 and plan.kept.sum() == 10 and plan.dropped.size == 10
-    assert set(plan.rollout_n[plan.kept].tolist()) <= set(range(2, 17))
-    assert plan.metrics()["budget/dropped_prompts"] == 10.0 and plan.metrics()["budget/num_prompts"] == 10.0
-    worth = a.value()(np.full(20, 2), a.stats.pass_rates(ids))
-    assert worth[plan.kept].min() >= worth[~plan.kept].max()
+def test_plan_with_repeated_prompt_keeps_total():
+    a = _trained_allocator("coba", min_budget=2, max_budget=32)
+    plan = plan_rollout_n(a, [3, 5, 3, 7], 8)
+    assert plan.total == 32 and plan.rollout_n[2] == 8  # the repeat gets rollout.n, the rest is shaped
+    assert plan.allocation.counts.sum() == 24
 
 
-def test_plan_rejects_infeasible_totals():
+def test_plan_rejects_empty_and_infeasible():
     a = Allocator(strategy="uniform", min_budget=2, max_budget=4)
-    with pytest.raises(ValueError, match="max_budget"):
-        plan_rollout_n(a, [1, 2], 9)
-    with pytest.raises(ValueError, match="no feasible split"):
-        plan_rollout_n(a, [1, 2], 1)
     with pytest.raises(ValueError, match="empty"):
         plan_rollout_n(a, [], 4)
+    with pytest.raises(ValueError, match="must lie in"):
+        plan_rollout_n(a, [1, 2], 5)
+
+
+# worker balance ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_balance_workers_spread_at_most_one_budget(workers):
+    a = _trained_allocator("coba", n_prompts=256, min_budget=2, max_budget=128)
+    counts = plan_rollout_n(a, list(range(256)), 16).rollout_n
+    parts = balance_workers(counts, workers)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(256))
+    totals = worker_totals(counts, parts, workers)
+    assert totals.sum() == counts.sum() and totals.max() - totals.min() <= counts.max()
+    before = worker_totals(counts, contiguous_chunks(256, workers), workers)
+    assert totals.max() - totals.min() <= before.max() - before.min()
+    assert balance_workers([5], 4)[0].tolist() == [0] and [p.size for p in balance_workers([5], 4)] == [1, 0, 0, 0]
 
 
 # prompt ids and finished groups -----------------------------------------------------------------------
@@ -138,35 +142,39 @@ def test_session_rewards_takes_final_output_of_each_session():
 
 
 # shared state -------------------------------------------------------------------------------------------
-def test_shared_state_plan_then_observe_matches_allocator():
+def test_shared_state_one_update_per_flush_matches_allocator():
     settings = parse_settings({"strategy": "coba", "max_budget": 16})
     state = get_state("t", settings)
     assert get_state("t") is state
     uids, pids = ["a", "b", "c", "d"], [10, 11, 12, 10]  # prompt 10 twice in one batch
-    plan = state.plan(uids, pids, 16)
-    assert set(state.inflight) == {"a", "b", "c", "d"}
+    plan = state.plan(uids, pids, 4)
+    assert set(state.inflight) == set(uids) and plan.total == 16
     rng = np.random.default_rng(0)
-    roll_uids = [u for u, n in zip(uids, plan.rollout_n) for _ in range(n)] + ["pad", "pad"]
+    roll_uids = [u for u, n in zip(uids, plan.rollout_n) for _ in range(n)]
     rewards = rng.integers(0, 2, len(roll_uids)).astype(float)
-    metrics = state.observe(roll_uids, rewards)
-
+    half = len(roll_uids) // 2  # two sample() calls in one step
+    state.add(roll_uids[:half], rewards[:half])
+    state.add(roll_uids[half:] + ["pad", "pad"], np.concatenate([rewards[half:], [1.0, 1.0]]))
+    assert state.steps == 0 and len(state.pending) == len(roll_uids)
+    metrics = state.flush()
+    assert state.steps == 1 and state.pending == [] and state.inflight == {}
     ref = Allocator(settings.allocator)
-    ref.plan(pids, 16)
+    ref.plan([10, 11, 12], 12)
     pid_of = dict(zip(uids, pids))
-    ref.observe([pid_of[u] for u in roll_uids[:-2]], rewards[:-2])
+    ref.observe([pid_of[u] for u in roll_uids], rewards)  # one observe = one tracker update
     assert state.allocator.state_dict() == ref.state_dict()
-    ids, succ, att = group_outcomes([pid_of[u] for u in roll_uids[:-2]], rewards[:-2])
-    assert state.allocator.stats.pass_rates(ids).tolist() == pytest.approx((succ / att).tolist())
     for key in ("budget/mean", "budget/min", "budget/max", "capability/alpha", "capability/beta",
                 "capability/failure_rate", "rollout/effective_ratio", "reward/mean", "rollout/count"):
         assert key in metrics, key
     assert metrics["rollout/unplanned"] == 2 and metrics["rollout/count"] == plan.total
-    assert metrics["budget/total"] == plan.total and state.inflight == {}
-    assert state.observe(["x"], np.array([1.0])) == {"rollout/unplanned": 1.0}
+    assert metrics["budget/total"] == plan.total
+    assert state.flush() == {}
+    state.add(["x"], [1.0])
+    assert state.flush() == {"rollout/unplanned": 1.0} and state.steps == 1
 
 
 def test_registry_errors():
-    with pytest.raises(KeyError, match="CobaAgentLoopManager"):
+    with pytest.raises(KeyError, match="custom_sampler"):
         get_state("missing")
     get_state("x", parse_settings({}))
     with pytest.raises(ValueError, match="different settings"):
@@ -181,34 +189,26 @@ def test_state_round_trip_is_atomic_and_restores_plans(tmp_path):
     for step in range(3):
         uids = [f"s{step}-{i}" for i in range(12)]
         pids = rng.integers(0, 20, 12).tolist()
-        plan = state.plan(uids, pids, 96)
+        plan = state.plan(uids, pids, 8)
         roll = [u for u, n in zip(uids, plan.rollout_n) for _ in range(n)]
-        state.observe(roll[:-5], rng.integers(0, 2, len(roll) - 5).astype(float))  # a few groups stay in flight
+        state.add(roll[:-5], rng.integers(0, 2, len(roll) - 5).astype(float))  # a few groups stay in flight
+        state.flush()
     step_dir = tmp_path / "global_step_3"
     path = save_state(step_dir, state.state_dict(), global_step=3)
     assert path.name == STATE_FILE and os.listdir(step_dir) == [STATE_FILE]
     saved = json.loads(path.read_text())
-    assert saved["global_step"] == 3 and saved["version"] == 1
+    assert saved["global_step"] == 3 and saved["version"] == 2
 
     restored = SharedState(settings)
     restored.load_state_dict(load_state(step_dir))
     assert restored.inflight == state.inflight
     ids = list(range(20))
-    assert plan_rollout_n(restored.allocator, ids, 160).rollout_n.tolist() == \
-        plan_rollout_n(state.allocator, ids, 160).rollout_n.tolist()
+    assert restored.steps == state.steps == 3
+    assert plan_rollout_n(restored.allocator, ids, 8).rollout_n.tolist() == \
+        plan_rollout_n(state.allocator, ids, 8).rollout_n.tolist()
     assert load_state(tmp_path / "nowhere") is None
     with pytest.raises(ValueError, match="version"):
         restored.load_state_dict({"version": 99})
-
-
-def test_resume_dir_mirrors_verl(tmp_path):
-    base = tmp_path / "ckpt"
-    assert resume_dir({"resume_mode": "auto", "default_local_dir": str(base)}) is None
-    (base / "global_step_40").mkdir(parents=True)
-    (base / "latest_checkpointed_iteration.txt").write_text("40")
-    assert resume_dir({"resume_mode": "auto", "default_local_dir": str(base)}) == str(base / "global_step_40")
-    assert resume_dir({"resume_mode": "disable", "default_local_dir": str(base)}) is None
-    assert resume_dir({"resume_mode": "resume_path", "resume_from_path": str(base / "global_step_7")}).endswith("global_step_7")
 
 
 # the guarded import -----------------------------------------------------------------------------------

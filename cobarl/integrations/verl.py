@@ -1,111 +1,100 @@
 """CoBA-RL on verl >= 0.9 (V1 trainer) with configuration only: no fork, no new entry point.
 
-Four classes/functions, each loaded by verl from a config key (verl 0.9.1 names):
+Three classes, each loaded by verl from a config key (verl 0.9.1 names); all three are required and
+checked when verl builds the replay buffer (``PPOTrainer.__init__``, before any model is loaded):
 
 ============================  =====================================================================
-``CobaAgentLoopManager``      ``actor_rollout_ref.rollout.agent.agent_loop_manager_class`` (loaded by
-                              ``TaskRunnerV1.init_agent_loop_manager`` in ``verl/trainer/main_ppo.py``);
-                              subclasses ``verl.trainer.ppo.v1.agent_loop_tq.AgentLoopManagerTQ`` and,
-                              per training batch, writes the ``__rollout_n__`` column that
-                              ``AgentLoopWorkerTQ._run_prompt`` pops (``n = prompt.pop("__rollout_n__",
-                              config.n)``).
-``CobaReplayBuffer`` /        ``trainer.v1.sampler.custom_sampler.{path,name}`` (loaded by
-``CobaReplayBufferAsync``     ``PPOTrainer._build_replay_buffer`` in ``verl/trainer/ppo/v1/trainer_base.py``
-                              with ``load_extern_type``); subclass ``verl.trainer.ppo.v1.replay_buffer.
-                              ReplayBuffer`` (``trainer_mode=sync``) / ``ReplayBufferAsync`` and, after
-                              each ``sample(global_steps, partition_id, batch_size)``, feed the sampled
-                              groups' rewards (``rm_scores``) to the per-prompt statistics and the
-                              capability tracker.
-``CobaCheckpointCallback``    ``trainer.checkpoint_callback_class`` (``verl/trainer/ppo/
-                              checkpoint_callback.py``); ``on_save`` writes ``cobarl_state.json`` into
-                              each ``global_step_N`` folder. On resume, ``CobaAgentLoopManager`` reads it
-                              back from the folder verl resumes from.
-``cobarl_grpo``               ``algorithm.adv_estimator=cobarl_grpo``, registered with
-                              ``verl.trainer.ppo.core_algos.register_adv_est``: GRPO by ``uid`` where a
-                              group of one or of equal rewards gets advantage 0 (verl's ``grpo`` gives a
-                              singleton its raw reward).
+``CobaReplayBuffer`` /        ``trainer.v1.sampler.custom_sampler.{path,name}`` (built by
+``CobaReplayBufferAsync``     ``PPOTrainer._build_replay_buffer``); subclass verl's ``ReplayBuffer``
+                              (``trainer_mode=sync``) / ``ReplayBufferAsync`` (``colocate_async``,
+                              ``separate_async``). Creates the shared allocator (restoring it on resume),
+                              checks the configuration, wires ``algorithm.filter_groups`` (DAPO) into
+                              verl's own filter, records every finished group it samples or evicts and
+                              updates the statistics once per training step (after the step's last
+                              ``sample()``), returning the cobarl metrics into verl's step metrics.
+``CobaAgentLoopManager``      ``actor_rollout_ref.rollout.agent.agent_loop_manager_class``; subclasses
+                              ``AgentLoopManagerTQ``. Every generation batch of k prompts (training
+                              batch, DAPO refill, async top-up, re-issue on resume) gets exactly
+                              ``k * rollout.n`` rollouts, written per prompt into the ``__rollout_n__``
+                              column that ``AgentLoopWorkerTQ._run_prompt`` pops, and the prompts are
+                              spread over the agent-loop workers so their rollout totals differ by at most
+                              one prompt's budget.
+``CobaCheckpointCallback``    ``trainer.checkpoint_callback_class``; ``on_save`` (re)writes
+                              ``cobarl_state.json`` into the ``global_step_N`` folder. The buffer already
+                              wrote it before verl marks the checkpoint complete.
 ============================  =====================================================================
 
-The three classes share one :class:`~cobarl.integrations.verl_plan.SharedState` through a module-level
-registry: they all run in the ``TaskRunnerV1`` Ray actor. Options live in
-``trainer.v1.sampler.sampler_kwargs`` (the one config block the replay buffer also receives); see
-``docs/verl.md`` and ``examples/verl/``. Requires verl ``>=0.9,<0.10`` and its V1 dependency
-TransferQueue; the legacy ``RayPPOTrainer`` path (``trainer.use_v1=false``) is not supported.
+Advantages: use verl's own ``algorithm.adv_estimator=grpo``. It groups by ``uid`` with a dict (any
+group size) and, in the V1 trainer, scores each session by its final output; with ``min_budget >= 2``
+no planned group has one member. Options live in ``trainer.v1.sampler.sampler_kwargs``; see
+``docs/verl.md`` and ``examples/verl/``. Requires verl ``>=0.9,<0.10`` and TransferQueue.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 try:
-    import torch
+    import ray
     import transfer_queue as tq
     from tensordict import TensorDict
-    from verl.trainer.ppo import core_algos
     from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
     from verl.utils import tensordict_utils as tu
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 except ImportError as err:  # pragma: no cover - exercised in the venv without verl
     raise ImportError(
         "cobarl.integrations.verl needs verl>=0.9,<0.10 (the V1 trainer) and TransferQueue: "
         f"pip install 'cobarl[verl]'  (import failed: {err})"
     ) from err
 
-from cobarl.advantages import group_advantages
 from cobarl.integrations.verl_plan import (
     ROLLOUT_N_KEY,
     PluginSettings,
     RolloutPlan,
     SharedState,
-    batch_total,
-    check_divisible,
+    balance_workers,
+    check_rollout_n,
     get_state,
     load_state,
     parse_settings,
     prompt_ids_from_batch,
-    required_multiple,
-    resume_dir,
     save_state,
     session_rewards,
 )
 
 logger = logging.getLogger(__name__)
 
-ADV_ESTIMATOR = "cobarl_grpo"
+MANAGER_FQN = "cobarl.integrations.verl.CobaAgentLoopManager"
 CALLBACK_FQN = "cobarl.integrations.verl.CobaCheckpointCallback"
+SAMPLER_PATH = "pkg://cobarl.integrations.verl"
+SAMPLER_FOR_MODE = {"sync": "CobaReplayBuffer", "colocate_async": "CobaReplayBufferAsync", "separate_async": "CobaReplayBufferAsync"}
 
 __all__ = [
-    "ADV_ESTIMATOR",
     "CobaAgentLoopManager",
     "CobaCheckpointCallback",
     "CobaReplayBuffer",
     "CobaReplayBufferAsync",
-    "compute_cobarl_grpo_advantage",
+    "check_config",
+    "resume_folder",
     "settings_from_config",
 ]
 
 
 def _plain(cfg: Any) -> Any:
     """A DictConfig (or anything mapping-like) as plain Python containers."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with verl
-        pass
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg) if isinstance(cfg, Mapping) else cfg
-
-
-def settings_from_config(config: Any) -> PluginSettings:
-    """Plugin settings from the full verl config (``trainer.v1.sampler.sampler_kwargs``)."""
-    sampler = config.trainer.v1.sampler
-    return parse_settings(_plain(sampler.get("sampler_kwargs", None) or {}))
 
 
 def _select(cfg: Any, dotted: str, default: Any = None) -> Any:
@@ -117,32 +106,204 @@ def _select(cfg: Any, dotted: str, default: Any = None) -> Any:
     return default if node is None else node
 
 
-# 1. agent-loop manager: plan and write __rollout_n__ -----------------------------------------------------
-class CobaAgentLoopManager(AgentLoopManagerTQ):
-    """``AgentLoopManagerTQ`` that allocates each training batch's rollouts per prompt.
+def settings_from_config(config: Any) -> PluginSettings:
+    """Plugin settings from the full verl config (``trainer.v1.sampler.sampler_kwargs``)."""
+    return parse_settings(_plain(_select(config, "trainer.v1.sampler.sampler_kwargs") or {}))
 
-    ``generate_sequences(prompts)`` (verl 0.9: ``AgentLoopManagerTQ.generate_sequences(self, prompts:
-    TensorDict) -> None``) plans ``num_prompts * rollout.n`` rollouts with the shared allocator, drops
-    rows planned 0 (marking their TransferQueue prompt entry ``finished`` so the replay buffer does not
-    wait for them), adds ``__rollout_n__`` and dispatches the rest. Validation batches
-    (``validate=True``) pass through unchanged.
+
+# start-up checks and resume -------------------------------------------------------------------------------
+def check_config(config: Any, settings: PluginSettings) -> None:
+    """Refuse, with the fix, every configuration the plugin would silently get wrong."""
+    mode = _select(config, "trainer.v1.trainer_mode", "sync")
+    problems = []
+    if mode not in SAMPLER_FOR_MODE:
+        problems.append(f"trainer.v1.trainer_mode={mode!r} is not supported (supported: {', '.join(SAMPLER_FOR_MODE)})")
+    else:
+        want = SAMPLER_FOR_MODE[mode]
+        if _select(config, "trainer.v1.sampler.custom_sampler.name") != want:
+            problems.append(f"trainer.v1.sampler.custom_sampler.name must be {want} for trainer_mode={mode}")
+    if _select(config, "actor_rollout_ref.rollout.agent.agent_loop_manager_class") != MANAGER_FQN:
+        problems.append(f"actor_rollout_ref.rollout.agent.agent_loop_manager_class must be {MANAGER_FQN} (it writes __rollout_n__)")
+    if _select(config, "trainer.checkpoint_callback_class") != CALLBACK_FQN:
+        problems.append(f"trainer.checkpoint_callback_class must be {CALLBACK_FQN} (cobarl's statistics are part of each checkpoint)")
+    reward_model = _select(config, "reward.reward_model")
+    if reward_model is not None and reward_model.get("enable", False) and not reward_model.get("enable_resource_pool", False):
+        problems.append(
+            "a colocated reward model scores only after replay-buffer sampling; cobarl (like DAPO filtering) needs rewards "
+            "when it samples: use a rule-based reward or reward.reward_model.enable_resource_pool=true"
+        )
+    estimator = str(_select(config, "algorithm.adv_estimator", "grpo"))
+    if estimator == "cobarl_grpo":
+        problems.append(
+            "algorithm.adv_estimator=cobarl_grpo was removed: it skipped verl's final-output-per-session selection; "
+            "use algorithm.adv_estimator=grpo (verl groups by uid, so per-prompt budgets need nothing else)"
+        )
+    try:
+        check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.allocator)
+    except ValueError as err:
+        problems.append(str(err))
+    if problems:
+        raise ValueError("cobarl cannot run with this verl configuration:\n  - " + "\n  - ".join(problems))
+    if estimator != "grpo":
+        logger.warning(
+            "cobarl: algorithm.adv_estimator=%s receives groups of different sizes; cobarl is tested with grpo", estimator
+        )
+
+
+def resume_folder(config: Any) -> str | None:
+    """The ``global_step_N`` folder verl's ``PPOTrainer._load_checkpoint`` resumes from, or None."""
+    trainer = config.trainer
+    mode = trainer.get("resume_mode", "auto")
+    if mode == "disable":
+        return None
+    if mode == "resume_path":
+        path = trainer.get("resume_from_path")
+        return os.path.join(os.getcwd(), path) if path and not os.path.isabs(path) else path
+    base = trainer.get("default_local_dir")
+    if not base:
+        return None
+    base = base if os.path.isabs(base) else os.path.join(os.getcwd(), base)
+    return find_latest_ckpt_path(base)
+
+
+def _restore(state: SharedState, config: Any) -> None:
+    folder = resume_folder(config)
+    if folder is None:
+        return
+    saved = load_state(folder)
+    if saved is None:
+        if state.settings.missing_state == "fresh":
+            logger.warning("cobarl: %s has no cobarl_state.json; statistics start empty (missing_state=fresh)", folder)
+            state.restored_from = folder
+            return
+        raise RuntimeError(
+            f"cobarl: verl resumes from {folder}, which has no cobarl_state.json (written without "
+            f"{CALLBACK_FQN}, or copied without it), so cobarl's allocator statistics cannot be restored. "
+            "Either copy that file into the folder, start the statistics empty with "
+            "trainer.v1.sampler.sampler_kwargs.missing_state=fresh, or start over with trainer.resume_mode=disable."
+        )
+    state.load_state_dict(saved)
+    state.restored_from = folder
+    logger.info("cobarl: restored allocator statistics from %s", folder)
+
+
+# 1. replay buffer: start-up, DAPO wiring, one statistics update per step ------------------------------------
+class _CobaSamplingMixin:
+    """What cobarl adds to verl's ``ReplayBuffer`` / ``ReplayBufferAsync``."""
+
+    def __init__(self, *args, refill_fn=None, **kwargs):
+        trainer = getattr(refill_fn, "__self__", None)
+        config = getattr(trainer, "config", None)
+        if config is None:
+            raise TypeError(
+                f"{type(self).__name__} must be built by verl's PPOTrainer._build_replay_buffer "
+                "(it reads the trainer's configuration through refill_fn=trainer._add_prompts_to_generate)"
+            )
+        settings = parse_settings(_plain(kwargs.get("sampler_kwargs") or {}))
+        check_config(config, settings)
+        kwargs.update(self._verl_filter_kwargs(trainer, config, kwargs.get("trainer_mode", "sync")))
+        super().__init__(*args, refill_fn=refill_fn, **kwargs)
+        self.cobarl_settings = settings
+        self.cobarl_trainer = trainer
+        self.cobarl = get_state(settings.name, settings)
+        self.cobarl_samples_per_step = int(getattr(trainer, "parameter_sync_step", 1) or 1)
+        self._cobarl_calls: Counter[int] = Counter()
+        _restore(self.cobarl, config)
+
+    def _verl_filter_kwargs(self, trainer, config, mode: str) -> dict[str, Any]:
+        """The filter arguments verl gives its own buffer but not a custom one (verl 0.9.1
+        ``PPOTrainer._build_replay_buffer``): DAPO ``filter_groups`` and ``sync_refill_failed_groups``."""
+        out: dict[str, Any] = {}
+        metric = trainer._resolve_filter_groups_metric()  # verl's own check that the metric exists when sampling
+        refill_failed = bool(config.trainer.v1.sampler.get("sync_refill_failed_groups", False))
+        out.update(filter_groups_metric=metric, sync_refill_failed_groups=refill_failed)
+        if mode == "sync":
+            max_inflight = config.algorithm.filter_groups.get("max_inflight_gen_batches", 1) if metric is not None else 1
+            train_batch_size = config.data.train_batch_size
+            gen_batch_size = 1 if metric is not None or refill_failed else (config.data.get("gen_batch_size", None) or train_batch_size)
+            out.update(train_batch_size=train_batch_size, gen_batch_size=gen_batch_size, max_inflight_gen_batches=max_inflight)
+        return out
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        if partition_id != "train":
+            return batch, metrics
+        self._cobarl_record(batch.keys, batch.tags, batch.partition_id)
+        self._cobarl_calls[global_steps] += 1
+        if self._cobarl_calls[global_steps] >= self.cobarl_samples_per_step:
+            # the step's last sample(): one statistics and capability update, metrics into this step's log
+            metrics.update(self.cobarl.flush())
+            for old in [s for s in self._cobarl_calls if s < global_steps]:
+                del self._cobarl_calls[old]
+            self._cobarl_presave(global_steps)
+        return batch, metrics
+
+    def _cobarl_record(self, keys, tags, partition_id: str) -> None:
+        """Rewards (final output per session) of finished trajectories -> this step's observations."""
+        keys = [k for k, tag in zip(keys, tags) if not (tag or {}).get("is_padding", False)]
+        if not keys:
+            return
+        data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
+        rewards = [float(score.sum().item()) for score in data["rm_scores"]]
+        uids, r = session_rewards(keys, rewards)
+        self.cobarl.add(uids, r)
+
+    def _clear_groups(self, partition_id: str, uids: set[str]) -> None:
+        # Finished groups verl drops (DAPO-filtered, stale, surplus) are outcomes of the plan too: a
+        # DAPO-filtered all-correct group is exactly how a prompt's pass rate reaches 1. Record them first.
+        if partition_id == "train" and uids:
+            finished = set(uids) & self.finished_keys[partition_id]
+            keys = [key for key in self.partitions[partition_id] if key.split("_")[0] in finished]
+            self._cobarl_record(keys, [self.partitions[partition_id][k] for k in keys], partition_id)
+            self.cobarl.forget(uids)
+        super()._clear_groups(partition_id, uids)
+
+    def _cobarl_presave(self, global_steps: int) -> None:
+        """Write cobarl's state into ``global_step_N`` before verl writes ``latest_checkpointed_iteration.txt``.
+
+        verl 0.9.1 saves (``fit``: ``is_last_step or global_steps % save_freq == 0``) right after the step's
+        last ``sample()`` and its training, with no plan or observation in between, so this file is exactly
+        the state at the checkpoint; the callback rewrites it after the save.
+        """
+        trainer, cfg = self.cobarl_trainer, self.cobarl_trainer.config.trainer
+        total = getattr(trainer, "total_training_steps", None)
+        save_freq = int(cfg.get("save_freq", -1) or -1)
+        if save_freq <= 0 or not (global_steps % save_freq == 0 or (total is not None and global_steps >= total)):
+            return
+        folder = os.path.join(cfg.default_local_dir, f"global_step_{global_steps}")
+        save_state(folder, self.cobarl.state_dict(), global_step=global_steps)
+
+
+class CobaReplayBuffer(_CobaSamplingMixin, ReplayBuffer):
+    """``ReplayBuffer`` (``trainer.v1.trainer_mode=sync``) with cobarl's statistics."""
+
+
+class CobaReplayBufferAsync(_CobaSamplingMixin, ReplayBufferAsync):
+    """``ReplayBufferAsync`` (``colocate_async`` / ``separate_async``) with cobarl's statistics."""
+
+
+# 2. agent-loop manager: plan, write __rollout_n__, balance workers ------------------------------------------
+class CobaAgentLoopManager(AgentLoopManagerTQ):
+    """``AgentLoopManagerTQ`` that gives every generation batch of k prompts ``k * rollout.n`` rollouts,
+    split per prompt by the shared allocator, and balances the workers' rollout totals.
+
+    Validation batches (``validate=True``) pass through unchanged (``val_kwargs.n`` applies).
     """
 
     def __init__(self, config, *args, **kwargs):
+        if not _select(config, "trainer.use_v1", True):
+            raise ValueError(
+                "cobarl's verl plugin needs the V1 trainer (trainer.use_v1=true): the legacy RayPPOTrainer repeats "
+                "every prompt rollout.n times and ignores __rollout_n__"
+            )
         super().__init__(config, *args, **kwargs)
         self.cobarl_settings = settings_from_config(config)
-        self.cobarl = _setup_state(config, self.cobarl_settings)
+        self.cobarl = get_state(self.cobarl_settings.name)  # created (and restored) by cobarl's replay buffer
         self.cobarl_rollout_n = int(config.actor_rollout_ref.rollout.n)
-        self.cobarl_multiple = self.cobarl_settings.divisor or required_multiple(
-            int(_select(config, "trainer.n_gpus_per_node", 1)) * int(_select(config, "trainer.nnodes", 1)),
-            ppo_mini_batch_size=_select(config, "actor_rollout_ref.actor.ppo_mini_batch_size"),
-            rollout_n=self.cobarl_rollout_n,
-        )
-        check_divisible(int(config.data.train_batch_size), self.cobarl_rollout_n, self.cobarl_multiple)
         self._cobarl_warned_ids = False
 
-    def prepare_batch(self, prompts: TensorDict) -> tuple[TensorDict, RolloutPlan, list[str]]:
-        """Plan ``prompts`` (a training batch) -> (rows to generate with ``__rollout_n__``, plan, dropped uids)."""
+    def prepare_batch(self, prompts: TensorDict) -> tuple[TensorDict, RolloutPlan]:
+        """Plan ``prompts`` -> (a copy with ``__rollout_n__``, the plan)."""
         uids = [str(u) for u in prompts["uid"]]
         keys = set(prompts.keys())
         index = list(prompts["index"]) if "index" in keys else None
@@ -153,145 +314,28 @@ class CobaAgentLoopManager(AgentLoopManagerTQ):
             self._cobarl_warned_ids = True
         if ROLLOUT_N_KEY in keys:
             logger.warning("cobarl: overriding the dataset's %s column", ROLLOUT_N_KEY)
-        total = batch_total(len(uids), self.cobarl_rollout_n, self.cobarl_multiple)
-        plan = self.cobarl.plan(uids, ids, total)
-        kept = np.flatnonzero(plan.kept)
-        # never mutate the caller's batch (async trainers persist it in TransferQueue for re-issue)
-        batch = prompts.copy() if kept.size == len(uids) else tu.index_select_tensor_dict(prompts, kept.tolist())
-        tu.assign_non_tensor_stack(batch, ROLLOUT_N_KEY, [int(n) for n in plan.rollout_n[kept]])
-        return batch, plan, [uids[i] for i in plan.dropped]
+        plan = self.cobarl.plan(uids, ids, self.cobarl_rollout_n)
+        batch = prompts.copy()  # never mutate the caller's batch (async trainers persist it in TransferQueue)
+        tu.assign_non_tensor_stack(batch, ROLLOUT_N_KEY, [int(n) for n in plan.rollout_n])
+        return batch, plan
 
     def generate_sequences(self, prompts: TensorDict) -> None:
         if bool(tu.get_non_tensor_data(prompts, "validate", False)):
             return super().generate_sequences(prompts)
-        batch, plan, dropped = self.prepare_batch(prompts)
-        if dropped:
-            step = tu.get_non_tensor_data(prompts, "global_steps", 0)
-            tags = [{"is_prompt": True, "status": "finished", "global_steps": step, "cobarl_dropped": True}] * len(dropped)
-            tq.kv_batch_put(keys=dropped, partition_id="train", tags=tags)
-        if len(batch):
-            super().generate_sequences(batch)
-
-
-def _setup_state(config: Any, settings: PluginSettings) -> SharedState:
-    """Create (or reuse) the shared state, check the config, and restore it on resume."""
-    reward_model = _select(config, "reward.reward_model")
-    if reward_model is not None and reward_model.get("enable", False) and not reward_model.get("enable_resource_pool", False):
-        raise ValueError(
-            "cobarl needs rewards when the replay buffer samples (like DAPO filtering): use a rule-based "
-            "reward or reward.reward_model.enable_resource_pool=True, not a colocated reward model"
-        )
-    sampler = _select(config, "trainer.v1.sampler.custom_sampler.name")
-    if sampler not in ("CobaReplayBuffer", "CobaReplayBufferAsync"):
-        logger.warning("cobarl: trainer.v1.sampler.custom_sampler is %r; statistics will never be updated", sampler)
-    if _select(config, "trainer.checkpoint_callback_class") != CALLBACK_FQN:
-        logger.warning("cobarl: trainer.checkpoint_callback_class is not %s; statistics are not checkpointed", CALLBACK_FQN)
-    state = get_state(settings.name, settings)
-    with state.lock:
-        trainer_cfg = _plain(config.trainer)
-        folder = resume_dir(trainer_cfg) if state.restored_from is None else None
-        if folder is not None:
-            saved = load_state(folder)
-            if saved is None:
-                logger.warning("cobarl: %s has no cobarl_state.json; statistics start empty", folder)
-            else:
-                state.load_state_dict(saved)
-                logger.info("cobarl: restored allocator statistics from %s", folder)
-            state.restored_from = folder
-    return state
-
-
-# 2. replay buffer: statistics from finished groups ------------------------------------------------------
-class _CobaSamplingMixin:
-    """Adds a statistics update to ``sample`` (verl 0.9 signature ``sample(self, global_steps: int,
-    partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]``)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cobarl_settings = parse_settings(_plain(self.sampler_kwargs or {}))
-
-    def sample(self, global_steps: int, partition_id: str, batch_size: int):
-        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
-        if partition_id == "train" and batch.keys:
-            metrics.update(self.cobarl_observe(batch))
-        return batch, metrics
-
-    def cobarl_observe(self, batch) -> dict[str, float]:
-        """Rewards of a sampled ``KVBatchMeta`` -> statistics update -> metrics (TRL trainer names)."""
-        keys = [k for k, tag in zip(batch.keys, batch.tags) if not (tag or {}).get("is_padding", False)]
-        if not keys:
-            return {}
-        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores"])
-        rewards = [float(score.sum().item()) for score in data["rm_scores"]]
-        uids, r = session_rewards(keys, rewards)
-        return get_state(self.cobarl_settings.name).observe(uids, r)
-
-    def _clear_groups(self, partition_id: str, uids: set[str]) -> None:
-        # Evicted groups (stale / failed) are never observed: forget their plans.
-        super()._clear_groups(partition_id, uids)
-        try:
-            get_state(self.cobarl_settings.name).forget(uids)
-        except KeyError:
-            pass
-
-
-class CobaReplayBuffer(_CobaSamplingMixin, ReplayBuffer):
-    """``ReplayBuffer`` (``trainer.v1.trainer_mode=sync``) that updates the cobarl statistics."""
-
-
-class CobaReplayBufferAsync(_CobaSamplingMixin, ReplayBufferAsync):
-    """``ReplayBufferAsync`` (``colocate_async`` / ``separate_async``) that updates the cobarl statistics."""
+        batch, plan = self.prepare_batch(prompts)
+        parts = balance_workers(plan.rollout_n, len(self.agent_loop_workers))
+        ray.get([
+            worker.generate_sequences.remote(tu.index_select_tensor_dict(batch, rows.tolist()))
+            for worker, rows in zip(self.agent_loop_workers, parts)
+            if rows.size
+        ])
 
 
 # 3. checkpoints -----------------------------------------------------------------------------------------
 class CobaCheckpointCallback(CheckpointCallback):
-    """Writes the allocator state to ``<global_step_N>/cobarl_state.json`` after each verl checkpoint
+    """(Re)writes the allocator state to ``<global_step_N>/cobarl_state.json`` after each verl checkpoint
     (``CheckpointCallback.on_save(trainer, global_step, checkpoint_dir, async_save=False, **kwargs)``)."""
 
     def on_save(self, trainer, global_step: int, checkpoint_dir: str, async_save: bool = False, **kwargs) -> None:
-        name = settings_from_config(self.config).name
-        try:
-            state = get_state(name)
-        except KeyError:
-            logger.warning("cobarl: no allocator %r to checkpoint (is CobaAgentLoopManager configured?)", name)
-            return
+        state = get_state(settings_from_config(self.config).name)
         save_state(checkpoint_dir, state.state_dict(), global_step=global_step)
-
-
-# 4. advantage -------------------------------------------------------------------------------------------
-def compute_cobarl_grpo_advantage(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    index: np.ndarray | None = None,
-    epsilon: float = 1e-6,
-    norm_adv_by_std_in_grpo: bool | None = None,
-    config: Any = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GRPO outcome advantage for groups of any size, grouped by ``index`` (verl passes ``uid``).
-
-    Same formula as ``core_algos.compute_grpo_outcome_advantage`` (``(r - mean) / (std + eps)``, unbiased
-    std) except that a group of one or whose rewards are all equal gets 0, via
-    :func:`cobarl.group_advantages`. ``norm_adv_by_std_in_grpo`` defaults to ``config``'s (True).
-
-    Args:
-        token_level_rewards: ``(bs, response_length)``.
-        response_mask: ``(bs, response_length)``.
-        index: ``(bs,)`` group id of each row.
-
-    Returns:
-        ``(advantages, returns)``, both ``(bs, response_length)`` and equal.
-    """
-    if index is None:
-        raise ValueError("cobarl_grpo needs the `uid` column (verl passes it as `index`)")
-    if norm_adv_by_std_in_grpo is None:
-        norm_adv_by_std_in_grpo = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
-    scores = token_level_rewards.sum(dim=-1).detach().to(torch.float64).cpu().numpy()
-    adv = group_advantages(scores, np.asarray(index), scale="group" if norm_adv_by_std_in_grpo else "none", eps=epsilon)
-    out = torch.as_tensor(adv.advantages, dtype=token_level_rewards.dtype, device=token_level_rewards.device)
-    out = out.unsqueeze(-1) * response_mask
-    return out, out
-
-
-if ADV_ESTIMATOR not in core_algos.ADV_ESTIMATOR_REGISTRY:  # a second load by file path must not re-register
-    core_algos.register_adv_est(ADV_ESTIMATOR)(compute_cobarl_grpo_advantage)

@@ -1,25 +1,26 @@
-"""verl-independent half of the verl plugin: plans, prompt ids, shared state, checkpoint files.
+"""verl-independent half of the verl plugin: plans, worker balance, step accounting, checkpoint files.
 
 Everything here is plain Python + numpy (no verl, torch or Ray import), so it is tested on any
-machine; :mod:`cobarl.integrations.verl` wraps it in verl 0.9 classes. Per training batch:
+machine; :mod:`cobarl.integrations.verl` wraps it in verl 0.9 classes. Per generation batch (a
+training batch, a DAPO refill, an async top-up or prompts re-issued on resume, of any size k):
 
 1. :func:`prompt_ids_from_batch` turns the dataset's ``index`` column (``extra_info.index``) into
    stable prompt ids (or hashes the prompt text when the column is missing or constant);
-2. :func:`batch_total` fixes the batch's rollout total, ``num_prompts * rollout.n`` (``=
-   train_batch_size * rollout.n`` for a full batch), rounded to the data-parallel multiple;
-3. :func:`plan_rollout_n` splits it with the shared :class:`~cobarl.Allocator` into the
-   ``__rollout_n__`` column (0 = prompt dropped, only when the total cannot give every prompt
-   ``min_budget``);
-4. :class:`SharedState` remembers ``uid -> (prompt id, n)`` so the replay buffer can turn finished
-   groups into statistics (:meth:`SharedState.observe`), and is saved next to verl checkpoints by
-   :func:`save_state` / :func:`load_state` (atomic JSON, ``cobarl_state.json``).
+2. :func:`plan_rollout_n` splits exactly ``k * rollout.n`` rollouts over the k rows with the shared
+   :class:`~cobarl.Allocator` into the ``__rollout_n__`` column, every row in
+   ``[min_budget, max_budget]`` (feasible for every k once :func:`check_rollout_n` passed);
+3. :func:`balance_workers` assigns the rows to agent-loop workers so their rollout totals differ by
+   at most one prompt's budget;
+4. :class:`SharedState` remembers ``uid -> (prompt id, n)``; the replay buffer :meth:`~SharedState.add`\\ s
+   every finished group it sees and :meth:`~SharedState.flush`\\ es once per training step (one
+   statistics and capability update per step, whatever the number of ``sample()`` calls). The state is
+   saved next to verl checkpoints by :func:`save_state` / :func:`load_state` (atomic JSON).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,8 +36,9 @@ from cobarl.allocator import Allocator, AllocatorConfig
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
 STATE_FILE = "cobarl_state.json"  # same name as the TRL trainer's checkpoint file
-STATE_VERSION = 1
+STATE_VERSION = 2
 PROMPT_KEYS = ("index", "content")
+MISSING_STATE = ("error", "fresh")
 DEFAULT_NAME = "default"
 
 
@@ -50,17 +52,18 @@ class PluginSettings:
             callback (one allocator per name and process).
         allocator: the :class:`~cobarl.AllocatorConfig` (strategy, min/max budget, kappa, ...).
         prompt_key: ``"index"`` (the dataset's ``extra_info.index``) or ``"content"`` (hash of the prompt).
-        divisor: the total of every batch is kept a multiple of this (``None``: the trainer's GPU count).
+        missing_state: what resuming from a verl checkpoint without ``cobarl_state.json`` does:
+            ``"error"`` (default: refuse, with the fix) or ``"fresh"`` (start the statistics empty).
     """
 
     name: str = DEFAULT_NAME
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     prompt_key: str = "index"
-    divisor: int | None = None
+    missing_state: str = "error"
 
 
 _ALLOCATOR_FIELDS = tuple(f.name for f in fields(AllocatorConfig))
-_PLUGIN_FIELDS = ("name", "prompt_key", "divisor")
+_PLUGIN_FIELDS = ("name", "prompt_key", "missing_state")
 
 
 def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
@@ -71,6 +74,11 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
     ('run1', 64, 'index')
     """
     opts = dict(options or {})
+    if "divisor" in opts:
+        raise ValueError(
+            "the cobarl option `divisor` was removed: verl 0.9 pads each training batch itself "
+            "(upsample_batch_to_divisible_size), so a batch of k prompts always gets exactly k * rollout.n rollouts"
+        )
     unknown = sorted(set(opts) - set(_ALLOCATOR_FIELDS) - set(_PLUGIN_FIELDS))
     if unknown:
         raise ValueError(
@@ -78,9 +86,8 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
         )
     if opts.get("prompt_key", "index") not in PROMPT_KEYS:
         raise ValueError(f"prompt_key must be one of {PROMPT_KEYS}, got {opts['prompt_key']!r}")
-    divisor = opts.get("divisor")
-    if divisor is not None and (not isinstance(divisor, int) or divisor < 1):
-        raise ValueError(f"divisor must be a positive integer or null, got {divisor!r}")
+    if opts.get("missing_state", "error") not in MISSING_STATE:
+        raise ValueError(f"missing_state must be one of {MISSING_STATE}, got {opts['missing_state']!r}")
     alloc = {k: v for k, v in opts.items() if k in _ALLOCATOR_FIELDS}
     if isinstance(alloc.get("tau"), str) and alloc["tau"] != "adaptive":
         alloc["tau"] = float(alloc["tau"])
@@ -88,45 +95,29 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
         name=str(opts.get("name", DEFAULT_NAME)),
         allocator=AllocatorConfig(**alloc),
         prompt_key=opts.get("prompt_key", "index"),
-        divisor=divisor,
+        missing_state=opts.get("missing_state", "error"),
     )
 
 
-# 2. budget totals and divisibility ---------------------------------------------------------------------
-def required_multiple(dp_size: int, *, ppo_mini_batch_size: int | None = None, rollout_n: int = 1) -> int:
-    """The batch multiple verl's V1 trainer pads to (``PPOTrainer._get_required_batch_multiple``):
-    ``lcm(dp_size, ppo_mini_batch_size * rollout.n)``. A total that is a multiple needs no padding rows."""
-    m = int(dp_size)
-    if ppo_mini_batch_size:
-        m = math.lcm(m, int(ppo_mini_batch_size) * int(rollout_n))
-    return m
+# 2. the per-batch invariant ---------------------------------------------------------------------------
+def check_rollout_n(rollout_n: int, config: AllocatorConfig) -> None:
+    """Refuse, with the fix, a ``rollout.n`` for which some batch size k could not be split.
 
-
-def batch_total(num_prompts: int, rollout_n: int, multiple: int = 1) -> int:
-    """Rollouts for a batch of ``num_prompts``: ``num_prompts * rollout_n`` (uniform GRPO's count).
-
-    A full batch (``train_batch_size`` prompts) gives exactly ``train_batch_size * rollout.n``; check
-    it with :func:`check_divisible`. A partial batch (a DAPO refill or an async top-up) whose product is
-    not a multiple of ``multiple`` is rounded down to one (never below ``multiple``), so verl's
-    data-parallel split needs no padding rows.
-
-    >>> batch_total(256, 16, 8), batch_total(3, 5, 4)
-    (4096, 12)
+    A batch of k prompts gets exactly ``k * rollout.n`` rollouts with every prompt in
+    ``[min_budget, max_budget]``; that is feasible for every k >= 1 iff
+    ``min_budget <= rollout.n <= max_budget``.
     """
-    if num_prompts < 1 or rollout_n < 1 or multiple < 1:
-        raise ValueError(f"need num_prompts, rollout_n, multiple >= 1; got {num_prompts}, {rollout_n}, {multiple}")
-    total = int(num_prompts) * int(rollout_n)
-    return max(total - total % multiple, multiple)
-
-
-def check_divisible(train_batch_size: int, rollout_n: int, multiple: int) -> None:
-    """Raise, with the fix, when ``train_batch_size * rollout.n`` is not a multiple of ``multiple``."""
-    total = int(train_batch_size) * int(rollout_n)
-    if total % multiple:
+    n, lo, hi = int(rollout_n), config.min_budget, config.max_budget
+    if lo < 2:
         raise ValueError(
-            f"data.train_batch_size * rollout.n = {train_batch_size} * {rollout_n} = {total} is not divisible "
-            f"by {multiple} (data-parallel size / PPO mini-batch multiple); choose a train_batch_size that "
-            "makes it divisible, or set the cobarl option `divisor`"
+            f"min_budget={lo}: a prompt planned one rollout is a GRPO group of one, which verl's grpo gives its raw "
+            "reward as advantage; set trainer.v1.sampler.sampler_kwargs.min_budget to 2 or more"
+        )
+    if not lo <= n <= hi:
+        raise ValueError(
+            f"actor_rollout_ref.rollout.n={n} must lie in [min_budget, max_budget] = [{lo}, {hi}]: a batch of k prompts "
+            f"gets k * rollout.n rollouts, so a single-prompt refill would get {n}; change rollout.n or the cobarl "
+            "min_budget / max_budget (trainer.v1.sampler.sampler_kwargs)"
         )
 
 
@@ -178,78 +169,91 @@ def prompt_ids_from_batch(
 # 4. the plan ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RolloutPlan:
-    """Per-prompt rollout counts for one batch.
+    """Per-row rollout counts for one generation batch.
 
     Attributes:
-        prompt_ids: ``[M]`` prompt id of each row.
-        rollout_n: ``[M]`` int64 rollouts per row; 0 = dropped (not generated).
-        total: ``rollout_n.sum()``.
-        allocation: the allocator's result over the kept rows (``None`` if nothing was allocated).
+        prompt_ids: ``[k]`` prompt id of each row.
+        rollout_n: ``[k]`` int64 rollouts per row, each in ``[min_budget, max_budget]``.
+        total: ``rollout_n.sum()`` = ``k * rollout.n``.
+        allocation: the allocator's result over the batch's distinct prompts.
     """
 
     prompt_ids: list
     rollout_n: np.ndarray
     total: int
-    allocation: Allocation | None
-
-    @property
-    def kept(self) -> np.ndarray:
-        """``[M]`` bool, rows that are generated."""
-        return self.rollout_n > 0
-
-    @property
-    def dropped(self) -> np.ndarray:
-        """Row indices of dropped prompts."""
-        return np.flatnonzero(self.rollout_n == 0)
+    allocation: Allocation
 
     def metrics(self) -> dict[str, float]:
-        out = budget_metrics(self.rollout_n[self.kept])
-        out["budget/dropped_prompts"] = float(self.dropped.size)
-        return out
+        return budget_metrics(self.rollout_n)
 
 
-def plan_rollout_n(allocator: Allocator, prompt_ids: Sequence[Any], total: int) -> RolloutPlan:
-    """Split ``total`` rollouts over the rows of a batch with ``allocator`` (its last statistics).
+def plan_rollout_n(allocator: Allocator, prompt_ids: Sequence[Any], rollout_n: int) -> RolloutPlan:
+    """Split exactly ``len(prompt_ids) * rollout_n`` rollouts over the rows of a batch.
 
-    Every kept row gets ``min_budget <= n <= max_budget`` and the counts sum to ``total``. When
-    ``total < M * min_budget`` only ``total // min_budget`` rows are kept: those whose first
-    ``min_budget`` rollouts are worth most under the allocator's current value function (ties: lower
-    row first); the others get 0 and are dropped.
+    The allocator (with its last statistics) shapes the counts of the distinct prompts; a prompt that
+    appears again in the same batch (a dataset with repeated prompts) gets ``rollout_n`` for each
+    repeat, so the total is unchanged. Needs ``min_budget <= rollout_n <= max_budget``
+    (:func:`check_rollout_n`), which makes every batch size feasible.
 
     >>> a = Allocator(strategy="uniform", min_budget=2, max_budget=8)
-    >>> plan_rollout_n(a, [1, 2, 3], 12).rollout_n.tolist(), plan_rollout_n(a, [1, 2, 3], 4).rollout_n.tolist()
-    ([4, 4, 4], [2, 2, 0])
+    >>> plan_rollout_n(a, [1, 2, 3], 4).rollout_n.tolist(), plan_rollout_n(a, [7], 4).total
+    ([4, 4, 4], 4)
     """
     ids = list(prompt_ids)
-    m, total = len(ids), int(total)
-    lo, hi = allocator.config.min_budget, allocator.config.max_budget
-    if m == 0:
+    if not ids:
         raise ValueError("empty batch: no prompts to plan")
-    if total > m * hi:
-        raise ValueError(
-            f"{total} rollouts cannot be spent on {m} prompts with max_budget={hi}; raise max_budget "
-            f"(at least rollout.n) or lower rollout.n"
-        )
-    keep_count = min(m, total // lo)
-    if keep_count == 0 or keep_count * hi < total:
-        raise ValueError(
-            f"no feasible split of {total} rollouts with min_budget={lo}, max_budget={hi} over {m} prompts"
-        )
-    keep = np.ones(m, dtype=bool)
-    if keep_count < m:
-        p = allocator.stats.pass_rates(ids)
-        worth = np.asarray(allocator.value()(np.full(m, lo, dtype=np.int64), p), dtype=np.float64)
-        order = np.lexsort((np.arange(m), -worth))  # highest worth first, then lower row
-        keep[:] = False
-        keep[order[:keep_count]] = True
-    kept_ids = [pid for pid, k in zip(ids, keep) if k]
-    allocation = allocator.plan(kept_ids, total)
-    n = np.zeros(m, dtype=np.int64)
-    n[keep] = allocation.counts
+    check_rollout_n(rollout_n, allocator.config)
+    first: dict[Any, int] = {}
+    for row, pid in enumerate(ids):
+        first.setdefault(pid, row)
+    rows = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    allocation = allocator.plan(list(first), len(first) * int(rollout_n))
+    n = np.full(len(ids), int(rollout_n), dtype=np.int64)
+    n[rows] = allocation.counts
     return RolloutPlan(prompt_ids=ids, rollout_n=n, total=int(n.sum()), allocation=allocation)
 
 
-# 5. finished groups -> statistics ---------------------------------------------------------------------
+# 5. agent-loop workers ----------------------------------------------------------------------------------
+def balance_workers(counts: Sequence[int], num_workers: int) -> list[np.ndarray]:
+    """Rows per worker such that the workers' rollout totals differ by at most ``max(counts)``.
+
+    Longest-processing-time greedy: rows by budget, largest first (ties: lower row), each to the worker
+    with the smallest total so far (ties: lower worker). The worker that ends highest received its last
+    row while it was the lowest, so ``max total - min total <= that row's budget``. Each worker's rows
+    are returned in batch order; workers may get no row when there are fewer rows than workers.
+
+    >>> [p.tolist() for p in balance_workers([8, 2, 2, 2, 2, 8], 2)]
+    [[0, 1, 3], [2, 4, 5]]
+    """
+    if num_workers < 1:
+        raise ValueError(f"need at least one worker, got {num_workers}")
+    c = np.asarray(counts, dtype=np.int64)
+    load = np.zeros(num_workers, dtype=np.int64)
+    owner = np.empty(c.size, dtype=np.int64)
+    for row in np.lexsort((np.arange(c.size), -c)):
+        w = int(np.argmin(load))
+        owner[row] = w
+        load[w] += c[row]
+    return [np.flatnonzero(owner == w) for w in range(num_workers)]
+
+
+def contiguous_chunks(num_rows: int, num_workers: int) -> list[np.ndarray]:
+    """Rows per worker as verl's ``AgentLoopManagerTQ`` splits them (``TensorDict.chunk``: equal
+    contiguous slices of ``ceil(num_rows / num_workers)`` rows, the last ones shorter or absent)."""
+    size = -(-num_rows // num_workers)
+    return [np.arange(s, min(s + size, num_rows)) for s in range(0, num_rows, size)]
+
+
+def worker_totals(counts: Sequence[int], parts: Sequence[np.ndarray], num_workers: int) -> np.ndarray:
+    """``[num_workers]`` rollouts each worker runs under ``parts`` (missing parts count 0)."""
+    c = np.asarray(counts, dtype=np.int64)
+    totals = np.zeros(num_workers, dtype=np.int64)
+    for w, rows in enumerate(parts):
+        totals[w] = c[np.asarray(rows, dtype=np.int64)].sum()
+    return totals
+
+
+# 6. finished groups -> statistics ---------------------------------------------------------------------
 def split_trajectory_key(key: str) -> tuple[str, str, int]:
     """``"{uid}_{session_id}_{index}"`` (verl V1 TransferQueue key) -> ``(uid, session_id, index)``."""
     parts = key.rsplit("_", 2)
@@ -272,9 +276,10 @@ def session_rewards(keys: Sequence[str], rewards: Sequence[float]) -> tuple[list
     return uids, np.array([r for _, r in final.values()], dtype=np.float64)
 
 
-# 6. shared state (one per name and process) ----------------------------------------------------------
+# 7. shared state (one per name and process) ----------------------------------------------------------
 class SharedState:
-    """The allocator plus ``uid -> (prompt id, n)`` of groups in flight, shared by the plugin classes.
+    """The allocator, ``uid -> (prompt id, n)`` of groups in flight and the current step's finished
+    rollouts, shared by the plugin classes.
 
     verl's agent-loop manager, replay buffer and checkpoint callback all live in the ``TaskRunnerV1``
     Ray actor, so a module-level registry (:func:`get_state`) is enough to share one object.
@@ -284,53 +289,68 @@ class SharedState:
         self.settings = settings
         self.allocator = Allocator(settings.allocator)
         self.inflight: dict[str, tuple[Any, int]] = {}
+        self.pending: list[tuple[str, Any, int, float]] = []  # (uid, prompt id, budget, reward) per rollout
+        self.unplanned = 0
+        self.steps = 0  # statistics updates so far (= training steps observed)
         self.restored_from: str | None = None
         self.lock = threading.RLock()
-        self._plan_metrics: dict[str, float] = {}
+        self._last_plan: dict[str, float] = {}
 
-    def plan(self, uids: Sequence[str], prompt_ids: Sequence[Any], total: int) -> RolloutPlan:
-        """Plan a batch and remember each kept uid's prompt id and budget."""
+    def plan(self, uids: Sequence[str], prompt_ids: Sequence[Any], rollout_n: int) -> RolloutPlan:
+        """Plan a batch (``len(uids) * rollout_n`` rollouts) and remember each uid's prompt id and budget."""
         with self.lock:
-            plan = plan_rollout_n(self.allocator, prompt_ids, total)
+            plan = plan_rollout_n(self.allocator, prompt_ids, rollout_n)
             for uid, pid, n in zip(uids, plan.prompt_ids, plan.rollout_n.tolist()):
-                if n > 0:
-                    self.inflight[str(uid)] = (pid, int(n))
-            self._plan_metrics = plan.metrics()
-            if plan.allocation is not None:
-                self._plan_metrics["budget/objective"] = plan.allocation.objective
-                self._plan_metrics["perf/allocate_s"] = plan.allocation.diagnostics.get("seconds", 0.0)
+                self.inflight[str(uid)] = (pid, int(n))
+            self._last_plan = {
+                "budget/objective": plan.allocation.objective,
+                "perf/allocate_s": plan.allocation.diagnostics.get("seconds", 0.0),
+            }
             return plan
 
     def forget(self, uids: Iterable[str]) -> None:
-        """Drop groups that will never be observed (evicted by the replay buffer)."""
+        """Drop groups that will never be observed (evicted failures, cleared groups)."""
         with self.lock:
             for uid in uids:
                 self.inflight.pop(str(uid), None)
 
-    def observe(self, uids: Sequence[str], rewards: np.ndarray) -> dict[str, float]:
-        """Update statistics and capability from finished rollouts (``uids[j]`` = group of rollout j).
+    def add(self, uids: Sequence[str], rewards: Sequence[float]) -> None:
+        """Record finished rollouts (``uids[j]`` = group of rollout j) for this step's update.
 
-        Rollouts of unknown uids (validation, padding, groups planned before a restart) are skipped and
-        counted in ``rollout/unplanned``. Returns metrics named as the TRL trainer's.
+        Each group is recorded once: its uid is forgotten afterwards, so a group seen again (sampled
+        after being recorded as evicted, say) is counted in ``rollout/unplanned`` instead. Rollouts of
+        unknown uids (validation, padding, groups planned before a restart without state) are skipped.
         """
-        rewards = np.asarray(rewards, dtype=np.float64)
         with self.lock:
-            known = np.array([str(u) in self.inflight for u in uids], dtype=bool)
-            out: dict[str, float] = {"rollout/unplanned": float((~known).sum())}
-            if not known.any():
-                return out
-            uids_k = [str(u) for u, k in zip(uids, known) if k]
-            r = rewards[known]
-            pids = [self.inflight[u][0] for u in uids_k]
-            budgets = [self.inflight[u][1] for u in dict.fromkeys(uids_k)]
-            out.update(self.allocator.observe(pids, r))
-            self.forget(dict.fromkeys(uids_k))
-        out.update(budget_metrics(np.asarray(budgets)))  # budgets of the groups trained on
-        for key in ("budget/objective", "perf/allocate_s", "budget/dropped_prompts"):
-            if key in self._plan_metrics:
-                out[key] = self._plan_metrics[key]
-        out.update(group_advantages(r, uids_k).metrics())
+            for uid, r in zip(uids, rewards):
+                entry = self.inflight.get(str(uid))
+                if entry is None:
+                    self.unplanned += 1
+                else:
+                    self.pending.append((str(uid), entry[0], entry[1], float(r)))
+            self.forget(dict.fromkeys(str(u) for u in uids))
+
+    def flush(self) -> dict[str, float]:
+        """One statistics and capability update from every rollout recorded since the last flush.
+
+        Returns metrics named as the TRL trainer's (``budget/*`` over the recorded groups' budgets,
+        ``capability/*``, ``rollout/effective_ratio``, ...); ``{}`` when nothing was recorded.
+        """
+        with self.lock:
+            pending, self.pending = self.pending, []
+            unplanned, self.unplanned = self.unplanned, 0
+            if not pending:
+                return {"rollout/unplanned": float(unplanned)} if unplanned else {}
+            uids = [p[0] for p in pending]
+            r = np.array([p[3] for p in pending], dtype=np.float64)
+            out = dict(self.allocator.observe([p[1] for p in pending], r))
+            self.steps += 1
+            budgets = dict(zip(uids, (p[2] for p in pending)))
+        out.update(budget_metrics(np.fromiter(budgets.values(), dtype=np.int64)))  # budgets of the groups observed
+        out.update(self._last_plan)
+        out.update(group_advantages(r, uids).metrics())
         out["rollout/count"] = float(r.size)
+        out["rollout/unplanned"] = float(unplanned)
         out["reward/mean"] = float(r.mean())
         out["reward/std"] = float(r.std())
         return out
@@ -340,16 +360,20 @@ class SharedState:
             return {
                 "version": STATE_VERSION,
                 "name": self.settings.name,
+                "steps": self.steps,
                 "allocator": self.allocator.state_dict(),
                 "inflight": [[uid, pid, n] for uid, (pid, n) in self.inflight.items()],
+                "pending": [list(p) for p in self.pending],
             }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"cobarl state version {state.get('version')!r} is not {STATE_VERSION}")
+            raise ValueError(f"cobarl plugin state version {state.get('version')!r} is not {STATE_VERSION}")
         with self.lock:
             self.allocator.load_state_dict(state["allocator"])
+            self.steps = int(state.get("steps", 0))
             self.inflight = {str(uid): (pid, int(n)) for uid, pid, n in state.get("inflight", [])}
+            self.pending = [(str(u), pid, int(n), float(r)) for u, pid, n, r in state.get("pending", [])]
 
 
 _REGISTRY: dict[str, SharedState] = {}
@@ -366,9 +390,9 @@ def get_state(name: str, settings: PluginSettings | None = None) -> SharedState:
         if state is None:
             if settings is None:
                 raise KeyError(
-                    f"no cobarl allocator named {name!r} in this process; set "
-                    "actor_rollout_ref.rollout.agent.agent_loop_manager_class="
-                    "cobarl.integrations.verl.CobaAgentLoopManager (it creates the allocator)"
+                    f"no cobarl allocator named {name!r} in this process: cobarl's replay buffer creates it; set "
+                    "trainer.v1.sampler.custom_sampler.path=pkg://cobarl.integrations.verl and "
+                    "trainer.v1.sampler.custom_sampler.name=CobaReplayBuffer (sync) or CobaReplayBufferAsync (async modes)"
                 )
             state = _REGISTRY[name] = SharedState(settings)
         elif settings is not None and settings != state.settings:
@@ -382,7 +406,7 @@ def reset_registry() -> None:
         _REGISTRY.clear()
 
 
-# 7. checkpoint files ----------------------------------------------------------------------------------
+# 8. checkpoint files ----------------------------------------------------------------------------------
 def save_state(checkpoint_dir: str | os.PathLike, state: Mapping[str, Any], *, global_step: int | None = None) -> Path:
     """Write ``state`` to ``<checkpoint_dir>/cobarl_state.json`` atomically (temp file, fsync, rename)."""
     directory = Path(checkpoint_dir)
@@ -406,23 +430,3 @@ def load_state(checkpoint_dir: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-def resume_dir(trainer_cfg: Mapping[str, Any]) -> str | None:
-    """The ``global_step_N`` folder verl resumes from (mirrors ``PPOTrainer._load_checkpoint``):
-    ``resume_mode=disable`` -> None; ``auto`` -> the step in ``default_local_dir``'s
-    ``latest_checkpointed_iteration.txt``; ``resume_path`` -> ``resume_from_path``."""
-    mode = trainer_cfg.get("resume_mode", "auto")
-    if mode == "disable":
-        return None
-    if mode == "resume_path":
-        path = trainer_cfg.get("resume_from_path")
-        return os.path.abspath(path) if path else None
-    base = trainer_cfg.get("default_local_dir")
-    if not base:
-        return None
-    tracker = Path(os.path.abspath(base)) / "latest_checkpointed_iteration.txt"
-    if not tracker.is_file():
-        return None
-    step_dir = tracker.parent / f"global_step_{int(tracker.read_text().strip())}"
-    return str(step_dir) if step_dir.is_dir() else None
