@@ -32,10 +32,11 @@ import numpy as np
 
 from cobarl.advantages import group_advantages
 from cobarl.allocation import Allocation, budget_metrics
+from cobarl import io
 from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.io import STATE_FILE
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
-STATE_FILE = "cobarl_state.json"  # same name as the TRL trainer's checkpoint file
 STATE_VERSION = 2
 PROMPT_KEYS = ("index", "content")
 MISSING_STATE = ("error", "fresh")
@@ -408,25 +409,15 @@ def reset_registry() -> None:
 
 # 8. checkpoint files ----------------------------------------------------------------------------------
 def save_state(checkpoint_dir: str | os.PathLike, state: Mapping[str, Any], *, global_step: int | None = None) -> Path:
-    """Write ``state`` to ``<checkpoint_dir>/cobarl_state.json`` atomically (temp file, fsync, rename)."""
-    directory = Path(checkpoint_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STATE_FILE
-    tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
+    """Write ``state`` to ``<checkpoint_dir>/cobarl_state.json`` atomically (:func:`cobarl.io.save_state`)."""
     payload = dict(state)
     if global_step is not None:
         payload["global_step"] = int(global_step)
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return io.save_state(checkpoint_dir, payload)
 
 
 def load_state(checkpoint_dir: str | os.PathLike) -> dict | None:
     """The state saved by :func:`save_state` in ``checkpoint_dir``, or ``None`` if there is none."""
-    path = Path(checkpoint_dir) / STATE_FILE
-    if not path.is_file():
+    if not (Path(checkpoint_dir) / STATE_FILE).is_file():
         return None
-    return json.loads(path.read_text())
+    return io.load_state(checkpoint_dir)
