@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.allocation import Allocation, allocate, budget_metrics
 from cobarl.capability import CapabilityTracker
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
@@ -222,6 +223,8 @@ class Allocator:
         self.success: SuccessRule = success_rule(self.config.success)
         self.stats, self.tracker = self._fresh_state()
         self.last: Allocation | None = None
+        self._plan_params: tuple[float, float] | None = None  # (alpha, beta) the last plan used
+        self._step_failure_rate: float | None = None  # F_t of the last observed step
 
     def _fresh_state(self) -> tuple[PromptStats | RecentRolloutStats, CapabilityTracker]:
         c = self.config
@@ -272,6 +275,7 @@ class Allocator:
         c = self.config
         method = c.strategy if callable(c.strategy) else c.defaults.method
         pass_rates, known = self.pass_rates(ids), self.seen(ids)
+        self._plan_params = self.params()
         self.last = allocate(
             pass_rates,
             total_budget,
@@ -292,16 +296,28 @@ class Allocator:
         strategy's success rule (``config.success``) decides which rollouts succeeded.
         """
         _, successes, attempts = self.stats.observe(group_ids, rewards, success=self.success)
-        self.tracker.update(successes / attempts)
+        rates = successes / attempts
+        self.tracker.update(rates)
+        self._step_failure_rate = 1.0 - float(rates.mean())
         return self.metrics()
 
     def metrics(self) -> dict[str, float]:
-        out = self.tracker.metrics()
-        out["capability/global_pass_rate"] = self.stats.global_pass_rate
+        """This step's metrics in the project's schema (:mod:`cobarl.metrics`): the alpha, beta the
+        last plan used, the failure rate the last observed step measured, and the plan's budgets."""
+        alpha, beta = self._plan_params or self.params()
+        out = {
+            M.CAPABILITY_ALPHA: alpha,
+            M.CAPABILITY_BETA: beta,
+            M.CAPABILITY_FAILURE_RATE_WINDOW: self.tracker.failure_rate,
+            M.CAPABILITY_F_TILDE: self.tracker.f_tilde,
+            M.CAPABILITY_GLOBAL_PASS_RATE: self.stats.global_pass_rate,
+        }
+        if self._step_failure_rate is not None:
+            out[M.CAPABILITY_FAILURE_RATE] = self._step_failure_rate
         if self.last is not None:
             out.update(budget_metrics(self.last.counts))
-            out["budget/objective"] = self.last.objective
-            out["perf/allocate_s"] = self.last.diagnostics["seconds"]
+            out[M.BUDGET_OBJECTIVE] = self.last.objective
+            out[M.PERF_ALLOCATE_S] = self.last.diagnostics["seconds"]
         return out
 
     # --- checkpoints ---------------------------------------------------------------------------------

@@ -131,15 +131,6 @@ class CapabilityTracker:
         self._failures.append(1.0 - float(rates.mean()))
         self.step += 1
 
-    def metrics(self) -> dict[str, float]:
-        alpha, beta = self.params()
-        return {
-            "capability/alpha": alpha,
-            "capability/beta": beta,
-            "capability/failure_rate": self.failure_rate,
-            "capability/f_tilde": self.f_tilde,
-        }
-
     def state_dict(self) -> dict:
         return {"failures": list(self._failures), "step": self.step}
 

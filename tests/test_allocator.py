@@ -158,3 +158,16 @@ def test_load_state_is_all_or_nothing_and_refuses_another_run():
         fresh.load_state_dict({**state, "version": 1})
     with pytest.raises(ValueError, match="not a cobarl allocator state"):
         fresh.load_state_dict({"stats": state["stats"], "tracker": state["tracker"]})
+
+
+def test_metrics_follow_the_schema_and_its_timing():
+    from cobarl.metrics import SCHEMA
+
+    alloc = Allocator(strategy="coba")
+    used = alloc.params()
+    alloc.plan([1, 2], 8)
+    m = alloc.observe([1, 1, 1, 1, 2, 2, 2, 2], np.array([1.0, 1, 1, 1, 0, 0, 0, 1]))
+    assert set(m) <= set(SCHEMA)
+    # alpha/beta: what this step's plan used, not what the next plan will use.
+    assert (m["capability/alpha"], m["capability/beta"]) == used != alloc.params()
+    assert m["capability/failure_rate"] == pytest.approx(1 - (1.0 + 0.25) / 2)

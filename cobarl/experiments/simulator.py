@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocator import Allocator, AllocatorConfig
 
@@ -233,74 +234,84 @@ def simulate(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the simulated policy for ``options.steps`` steps with one allocator.
 
-    Returns ``(rows, summary)``: one metrics dict per step, and the final summary (final metrics,
-    difficulty transitions ``[5, 5]`` counts, budget per estimated-pass-rate bin and phase).
+    Returns ``(rows, summary)``: one metrics dict per step (names from :mod:`cobarl.metrics`), and
+    the final summary (initial and final metrics, difficulty transitions ``[5, 5]`` counts, budget
+    per estimated-pass-rate bin and phase).
     """
-    start = time.perf_counter()
-    cfg = options.sim
-    task = make_task(cfg, seed)
-    learner = Learner(task, cfg)
-    allocator = Allocator(allocator_config)
-    m = options.prompts_per_step
-    budget = options.total_budget(budget_multiplier)
-    max_budget = allocator_config.max_budget
-    order = batch_order(seed, task.n_train, m, options.steps)
-    train = np.arange(task.n_train)
-    heldout = np.arange(task.n_train, task.difficulty.size)
-    start_buckets = empirical_buckets(learner.pass_rates(train), seed, 0, cfg.eval_rollouts)
-    bin_sum = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
-    bin_n = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
+    run = _SimRun(allocator_config, seed, options, budget_multiplier)
     rows: list[dict[str, Any]] = []
-    rollouts = 0
     for step in range(options.steps):
-        batch = order[step]
-        p = learner.pass_rates(batch)
-        alpha, beta = allocator.params()  # the (alpha, beta) this step's plan uses
-        plan = allocator.plan(batch, budget)
-        counts, p_hat, seen = plan.counts, plan.diagnostics["pass_rates"], plan.diagnostics["known"]
-        rewards, slot = sample_rewards(p, counts, rollout_uniforms(seed, step, m, max_budget))
-        group_ids = batch[slot]
-        adv = group_advantages(rewards, group_ids)
-        allocator.observe(group_ids, rewards)
-        learner.step(batch, grpo_signal(adv.advantages, rewards, slot, p))
-        rollouts += int(counts.sum())
-
-        phase = min(len(PHASES) - 1, step * len(PHASES) // options.steps)
-        b = pass_rate_bin(p_hat[seen])
-        np.add.at(bin_sum[phase], b, counts[seen])
-        np.add.at(bin_n[phase], b, 1)
-
-        p_train, p_held = learner.pass_rates(train), learner.pass_rates(heldout)
-        rows.append(
-            {
-                "step": step + 1,
-                "rollouts": rollouts,
-                "eval/heldout_accuracy": float(p_held.mean()),
-                "eval/train_accuracy": float(p_train.mean()),
-                "eval/train_solved": float((p_train > 0.5).mean()),
-                "rollout/effective_ratio": adv.effective_ratio,
-                "rollout/mixed_groups": float(adv.mixed.mean()),
-                "reward/mean": float(rewards.mean()),
-                "capability/alpha": alpha,
-                "capability/beta": beta,
-                "capability/failure_rate": float(1.0 - (np.bincount(slot, weights=rewards) / counts).mean()),
-                "budget/total": float(counts.sum()),
-                "budget/std": float(counts.std()),
-                "budget/max": float(counts.max()),
-                "budget/min": float(counts.min()),
-            }
-        )
+        rows.append(run.step(step))
         if callback is not None:
             callback(step)
-    end_buckets = empirical_buckets(learner.pass_rates(train), seed, 1, cfg.eval_rollouts)
-    transitions = np.zeros((len(BUCKETS), len(BUCKETS)), dtype=np.int64)
-    np.add.at(transitions, (start_buckets, end_buckets), 1)
-    summary = {
-        "final": {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {},
-        "initial_heldout_accuracy": float(sigmoid(task.skill0[task.cluster[heldout]] - task.difficulty[heldout]).mean()),
-        "rollouts": rollouts,
-        "transitions": transitions.tolist(),
-        "budget_by_pass_rate": {"sum": bin_sum.tolist(), "count": bin_n.tolist()},
-        "seconds": time.perf_counter() - start,
-    }
-    return rows, summary
+    return rows, run.summary(rows)
+
+
+class _SimRun:
+    """One simulated run: the task, the learner, the allocator and the running tallies."""
+
+    def __init__(self, allocator_config: AllocatorConfig, seed: int, options: SimOptions, budget_multiplier: float):
+        self.start = time.perf_counter()
+        self.seed, self.options, self.cfg = seed, options, options.sim
+        self.task = make_task(self.cfg, seed)
+        self.learner = Learner(self.task, self.cfg)
+        self.allocator = Allocator(allocator_config)
+        self.budget = options.total_budget(budget_multiplier)
+        self.order = batch_order(seed, self.task.n_train, options.prompts_per_step, options.steps)
+        self.train = np.arange(self.task.n_train)
+        self.heldout = np.arange(self.task.n_train, self.task.difficulty.size)
+        self.start_buckets = empirical_buckets(self.learner.pass_rates(self.train), seed, 0, self.cfg.eval_rollouts)
+        self.bin_sum = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
+        self.bin_n = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
+        self.rollouts = 0
+
+    def step(self, step: int) -> dict[str, Any]:
+        """Plan, roll out, observe and learn one step; returns its metrics row."""
+        batch = self.order[step]
+        p = self.learner.pass_rates(batch)
+        plan = self.allocator.plan(batch, self.budget)
+        counts = plan.counts
+        uniforms = rollout_uniforms(self.seed, step, self.options.prompts_per_step, self.allocator.config.max_budget)
+        rewards, slot = sample_rewards(p, counts, uniforms)
+        group_ids = batch[slot]
+        adv = group_advantages(rewards, group_ids)
+        allocator_metrics = self.allocator.observe(group_ids, rewards)
+        self.learner.step(batch, grpo_signal(adv.advantages, rewards, slot, p))
+        self.rollouts += int(counts.sum())
+        self._tally_budget(step, counts, plan.diagnostics["pass_rates"], plan.diagnostics["known"])
+        p_train, p_held = self.learner.pass_rates(self.train), self.learner.pass_rates(self.heldout)
+        return {
+            "step": step + 1,
+            "rollouts": self.rollouts,
+            M.EVAL_HELDOUT_ACCURACY: float(p_held.mean()),
+            M.EVAL_TRAIN_ACCURACY: float(p_train.mean()),
+            M.EVAL_TRAIN_SOLVED: float((p_train > 0.5).mean()),
+            M.ROLLOUT_COUNT: float(counts.sum()),
+            M.ROLLOUT_EFFECTIVE_RATIO: adv.effective_ratio,
+            M.ROLLOUT_MIXED_GROUPS: float(adv.mixed.mean()),
+            M.REWARD_MEAN: float(rewards.mean()),
+            # Wall-clock metrics would make rows differ between identical runs; the summary has the time.
+            **{k: v for k, v in allocator_metrics.items() if k != M.PERF_ALLOCATE_S},
+        }
+
+    def _tally_budget(self, step: int, counts: np.ndarray, p_hat: np.ndarray, seen: np.ndarray) -> None:
+        """Budget by estimated pass rate and phase of training (the report's budget figure)."""
+        phase = min(len(PHASES) - 1, step * len(PHASES) // self.options.steps)
+        b = pass_rate_bin(p_hat[seen])
+        np.add.at(self.bin_sum[phase], b, counts[seen])
+        np.add.at(self.bin_n[phase], b, 1)
+
+    def summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        end_buckets = empirical_buckets(self.learner.pass_rates(self.train), self.seed, 1, self.cfg.eval_rollouts)
+        transitions = np.zeros((len(BUCKETS), len(BUCKETS)), dtype=np.int64)
+        np.add.at(transitions, (self.start_buckets, end_buckets), 1)
+        task, held = self.task, self.heldout
+        return {
+            "final": {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {},
+            M.SUMMARY_INITIAL_ACCURACY: float(sigmoid(task.skill0[task.cluster[held]] - task.difficulty[held]).mean()),
+            M.SUMMARY_FINAL_ACCURACY: rows[-1][M.EVAL_HELDOUT_ACCURACY] if rows else None,
+            "rollouts": self.rollouts,
+            "transitions": transitions.tolist(),
+            "budget_by_pass_rate": {"sum": self.bin_sum.tolist(), "count": self.bin_n.tolist()},
+            "seconds": time.perf_counter() - self.start,
+        }
