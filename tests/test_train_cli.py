@@ -92,7 +92,8 @@ def test_config_precedence_yaml_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("max_steps: 7\nallocator: uniform\nkappa: 3.5\n")
     c = config_from_args(["--config", str(cfg), "--max-steps", "9", "--k", "3"])
-    assert (c.max_steps, c.allocator, c.kappa, c.window) == (9, "uniform", 3.5, 3)
+    a = c.allocator
+    assert (c.max_steps, a.strategy, a.kappa, a.window) == (9, "uniform", 3.5, 3)
     assert c.rollouts_per_step == c.prompts_per_step * 8  # derived: prompts x 8 rollouts on average
     cfg.write_text("max_stepz: 7\n")
     with pytest.raises(ValueError, match="unknown option.*max_stepz"):

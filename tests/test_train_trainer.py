@@ -20,7 +20,8 @@ pytest.importorskip("trl")
 
 from cobarl.allocator import Allocator, AllocatorConfig  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
-from cobarl.train.config import TrainConfig  # noqa: E402
+from cobarl.train.checkpoints import last_complete_checkpoint  # noqa: E402
+from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets  # noqa: E402
 from cobarl.train.run import METRICS_FILE, build_trainer, make_callbacks, read_metrics  # noqa: E402
 from cobarl.train.trainer import (  # noqa: E402
@@ -28,7 +29,7 @@ from cobarl.train.trainer import (  # noqa: E402
     AdaptiveGRPOConfig,
     AdaptiveGRPOTrainer,
     PromptBatchSampler,
-    last_complete_checkpoint,
+    scalar_rewards,
 )
 
 torch.set_num_threads(1)  # tiny matmuls: much faster single-threaded
@@ -46,7 +47,7 @@ def small_config(tmp_path: Path, **overrides) -> TrainConfig:
         device="cpu", seed=0,
     )
     base.update(overrides)
-    return TrainConfig(**base)
+    return make_config(base)
 
 
 class Recorder:
@@ -64,7 +65,8 @@ class Recorder:
                     "plan_ids": list(ids),
                     "counts": counts.tolist(),
                     "row_ids": list(trainer._batch_ids),
-                    "rewards": trainer._scalar_rewards(trainer._rewards_per_func).tolist(),
+                    "rewards": scalar_rewards(trainer._rewards_per_func.double().cpu().numpy(),
+                                              trainer.reward_weights.double().cpu().numpy()).tolist(),
                     "advantages": out["advantages"].tolist(),
                 }
             )
@@ -213,17 +215,22 @@ def test_refuses_vllm_server_without_rollout_func(tmp_path):
 
 
 def test_config_refuses_unmeetable_budget(tmp_path):
-    with pytest.raises(ValueError, match="budget cannot be met"):
+    with pytest.raises(ValueError, match="total_budget=6 is below 4 prompts x min_budget=2"):
         AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=6, prompts_per_step=4,
                            per_device_train_batch_size=6, use_cpu=True, report_to="none")
 
 
-def test_nan_reward_names_the_prompt(tmp_path):
+def test_unscorable_rollouts_get_zero_advantage_and_are_not_observed(tmp_path):
     config = small_config(tmp_path, max_steps=1)
-    trainer, _ = make_trainer(tmp_path, config)
+    trainer, rec = make_trainer(tmp_path, config)
+    # TRL semantics: a reward function returning None leaves the rollout unscored.
     trainer.reward_funcs[0] = lambda prompts, completions, prompt_id, **kw: [
-        None if pid == prompt_id[0] else 1.0 for pid in prompt_id
+        None if pid == prompt_id[0] else float(len(c) % 2) for pid, c in zip(prompt_id, completions)
     ]
-    with pytest.raises(ValueError, match="reward is NaN .* prompt"):
-        trainer.train()
-    assert not (Path(config.output_dir) / METRICS_FILE).exists()
+    trainer.train()
+    step = rec.steps[0]
+    skipped = step["row_ids"][0]
+    assert all(a == 0.0 for pid, a in zip(step["row_ids"], step["advantages"]) if pid == skipped)
+    assert not trainer.allocator.stats.seen([skipped]).any()
+    row = read_metrics(Path(config.output_dir) / METRICS_FILE)[0]
+    assert row["reward/failures"] == step["row_ids"].count(skipped)
