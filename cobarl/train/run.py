@@ -439,9 +439,10 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummary | None:
+def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=None) -> RunSummary | None:
     """Train with adaptive budgets as configured; returns (and writes) the summary on the main process,
-    None on the others."""
+    None on the others. ``allocator``: a `cobarl.Allocator` to use instead of one built from the config
+    (e.g. with a callable strategy, which a config file cannot name)."""
     started = time.perf_counter()
     rank, world = process_rank()
     is_main = rank == 0
@@ -488,7 +489,7 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummar
     periodic = (lambda m: {"accuracy": held_out_accuracy(m, tokenizer, eval_ds, verifier,
                                                          max_new_tokens=config.max_completion_length)["accuracy"]})
     trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
-                            eval_fn=periodic if config.eval_every else None)
+                            eval_fn=periodic if config.eval_every else None, allocator=allocator)
     if checkpoint is not None:
         say(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
