@@ -75,14 +75,14 @@ class Recorder:
         trainer._generate_and_score_completions = wrapped
 
 
-def make_trainer(tmp_path: Path, config: TrainConfig | None = None, **kw):
+def make_trainer(tmp_path: Path, config: TrainConfig | None = None, verifier=toy_verifier, **kw):
     config = config or small_config(tmp_path)
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
     train_ds, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(config, model, tok, train_ds, toy_verifier, run_dir=run_dir, device="cpu",
+    trainer = build_trainer(config, model, tok, train_ds, verifier, run_dir=run_dir, device="cpu",
                             callbacks=make_callbacks(run_dir, max_steps=config.max_steps, progress=False), **kw)
     return trainer, Recorder(trainer)
 
