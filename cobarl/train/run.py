@@ -547,9 +547,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
 
     micro, _ = batch_layout(config, process_rank()[1])
     on_gpu = device == "cuda"
-    trackers = report_to(config)
-    if "tensorboard" in trackers:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    trackers = report_to(config)  # tensorboard writes under <run dir>/runs/ unless TENSORBOARD_LOGGING_DIR is set
     args = AdaptiveGRPOConfig(
         output_dir=str(run_dir),
         seed=config.seed,

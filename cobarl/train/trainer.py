@@ -140,6 +140,15 @@ class AdaptiveGRPOConfig(GRPOConfig):
         if errors:
             raise ValueError("; ".join(errors))
 
+    def to_dict(self) -> dict[str, Any]:
+        # Trackers (TensorBoard, W&B) serialise the arguments as JSON: an AllocatorConfig or callable is not.
+        out = super().to_dict()
+        from cobarl.train.config import allocator_to_dict
+
+        cfg = self.allocator_config()
+        out["allocator"] = allocator_to_dict(cfg)
+        return out
+
     def allocator_config(self):
         """The AllocatorConfig of this run; the schedule length is the number of allocations."""
         from cobarl.allocator import AllocatorConfig
