@@ -1,6 +1,6 @@
 """`AdaptiveGRPOTrainer`: TRL's `GRPOTrainer` with per-prompt rollout budgets.
 
-Tested against TRL >=1.14,<1.17 (the private hooks below drift between TRL minors; see
+Tested against TRL 1.14.2 and 1.16.0 (pin: >=1.14.2,!=1.15.0,<1.17) (the private hooks below drift between TRL minors; see
 ``SUPPORTED_TRL``). Four hooks change; everything else is TRL's:
 
 1. ``_get_train_sampler`` returns a :class:`PromptBatchSampler`: each generation batch holds
@@ -53,15 +53,16 @@ from torch.utils.data import Sampler
 import trl
 from trl import GRPOConfig, GRPOTrainer
 
-SUPPORTED_TRL = (Version("1.14"), Version("1.17"))  # [min, max)
+SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
+BROKEN_TRL = (Version("1.15.0"),)  # its chunked log-prob path fails on CPU-only torch
 STATE_FILE = "cobarl_state.json"
 PROMPT_ID = "prompt_id"
 TRL_EPS = 1e-4  # TRL divides by (std + 1e-4)
 
-if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1]:  # pragma: no cover
+if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1] or Version(trl.__version__) in BROKEN_TRL:  # pragma: no cover
     raise ImportError(
-        f"cobarl.train needs trl>={SUPPORTED_TRL[0]},<{SUPPORTED_TRL[1]} (it overrides private GRPOTrainer hooks); "
-        f"found trl {trl.__version__}. Install a supported version: pip install 'trl>=1.14,<1.17'"
+        f"cobarl.train needs trl>={SUPPORTED_TRL[0]},!=1.15.0,<{SUPPORTED_TRL[1]} (it overrides private GRPOTrainer "
+        f"hooks); found trl {trl.__version__}. Install a supported version: pip install 'trl>=1.14.2,!=1.15.0,<1.17'"
     )
 
 
