@@ -365,14 +365,15 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
         else:
             check_resume_world(checkpoint, world, config.allow_config_change)
         return checkpoint
-    if holds_run(run_dir):
+    # Only the main process judges the directory: the others may look after it has written config.yaml.
+    # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
+    if is_main and holds_run(run_dir):
         if not config.fresh:
             raise FileExistsError(
                 f"{run_dir} already holds a run; continue it with --resume, start over with --fresh "
                 "(moves the old run aside), or pick another --output-dir"
             )
-        if is_main:
-            log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
+        log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
     return None
 
 
