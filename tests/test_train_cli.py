@@ -92,7 +92,8 @@ def test_config_precedence_yaml_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("max_steps: 7\nallocator: uniform\nkappa: 3.5\n")
     c = config_from_args(["--config", str(cfg), "--max-steps", "9", "--k", "3"])
-    assert (c.max_steps, c.allocator, c.kappa, c.window) == (9, "uniform", 3.5, 3)
+    a = c.allocator
+    assert (c.max_steps, a.strategy, a.kappa, a.window) == (9, "uniform", 3.5, 3)
     assert c.rollouts_per_step == c.prompts_per_step * 8  # derived: prompts x 8 rollouts on average
     cfg.write_text("max_stepz: 7\n")
     with pytest.raises(ValueError, match="unknown option.*max_stepz"):
@@ -120,3 +121,27 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     assert rows[-1]["capability/alpha"] == 1.5 and "rollout/effective_ratio" in rows[-1]
     assert "eval/heldout_accuracy" in rows[-1]
     assert out["summary"]["steps"] == 2
+
+
+def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
+    """A strategy option of `cobarl compare --backend real` is a `cobarl train` option, validated the same way."""
+    from cobarl.experiments.compare import CompareOptions, parse_strategy, real_run_options, run_compare
+    from cobarl.train.config import make_config
+
+    opts = CompareOptions(strategies=(parse_strategy("coba:kappa=7,window=2"),), seeds=(3,), steps=5,
+                          prompts_per_step=8, rollouts_per_prompt=4, backend="real")
+    from_compare = make_config(real_run_options(opts.strategies[0], 3, opts))
+    from_cli = config_from_args(["--kappa", "7", "--window", "2", "--seed", "3", "--max-steps", "5",
+                                 "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--no-progress"])
+    assert from_compare == from_cli
+
+    import cobarl.train.run as train_run
+
+    def must_not_run(options):
+        raise AssertionError("a run started before every config was validated")
+
+    monkeypatch.setattr(train_run, "run_training", must_not_run)
+    bad = CompareOptions(strategies=(parse_strategy("uniform"), parse_strategy("coba:kappa=1")), seeds=(0,), steps=3,
+                         prompts_per_step=8, rollouts_per_prompt=4, backend="real")
+    with pytest.raises(ValueError, match=r"(?s)coba:kappa=1.*kappa must be"):
+        run_compare(bad, progress=False)

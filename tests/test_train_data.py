@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from cobarl.train.config import TrainConfig  # noqa: E402
+from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out  # noqa: E402
 from cobarl.rewards import resolve_reward  # noqa: E402
 from cobarl.train.run import make_reward_func, resolve_model_path, truncate_metrics  # noqa: E402
@@ -90,14 +90,14 @@ def test_model_path_checks(tmp_path):
 
 def test_config_errors_are_specific():
     with pytest.raises(ValueError, match="unknown allocator 'nope'; valid allocators: uniform, coba"):
-        TrainConfig(allocator="nope")
+        make_config({"allocator": "nope"})
     with pytest.raises(ValueError, match=r"budget cannot be met: rollouts_per_step=15 < .* 2 x 8 = 16"):
-        TrainConfig(rollouts_per_step=15, prompts_per_step=8)
+        make_config({"rollouts_per_step": 15, "prompts_per_step": 8})
     with pytest.raises(ValueError, match="vLLM server mode"):
         TrainConfig(use_vllm=True, vllm_mode="server")
-    with pytest.raises(ValueError, match="tau must be a number or 'adaptive'"):
-        TrainConfig(tau="hot")
-    assert TrainConfig(tau="adaptive").tau_value == "adaptive" and TrainConfig().tau_value == 8.0
+    with pytest.raises(ValueError, match=r"allocator: tau must be .*'hot'"):
+        make_config({"tau": "hot"})
+    assert make_config({"tau": "adaptive"}).allocator.tau == "adaptive" and TrainConfig().allocator.tau is None
 
 
 def test_truncate_metrics_drops_redone_steps_and_torn_lines(tmp_path):

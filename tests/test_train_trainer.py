@@ -20,7 +20,8 @@ pytest.importorskip("trl")
 
 from cobarl.allocator import Allocator, AllocatorConfig  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
-from cobarl.train.config import TrainConfig  # noqa: E402
+from cobarl.train.checkpoints import last_complete_checkpoint  # noqa: E402
+from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets  # noqa: E402
 from cobarl.train.run import METRICS_FILE, build_trainer, make_callbacks, read_metrics  # noqa: E402
 from cobarl.train.trainer import (  # noqa: E402
@@ -28,7 +29,7 @@ from cobarl.train.trainer import (  # noqa: E402
     AdaptiveGRPOConfig,
     AdaptiveGRPOTrainer,
     PromptBatchSampler,
-    last_complete_checkpoint,
+    scalar_rewards,
 )
 
 torch.set_num_threads(1)  # tiny matmuls: much faster single-threaded
@@ -46,7 +47,7 @@ def small_config(tmp_path: Path, **overrides) -> TrainConfig:
         device="cpu", seed=0,
     )
     base.update(overrides)
-    return TrainConfig(**base)
+    return make_config(base)
 
 
 class Recorder:
@@ -64,7 +65,8 @@ class Recorder:
                     "plan_ids": list(ids),
                     "counts": counts.tolist(),
                     "row_ids": list(trainer._batch_ids),
-                    "rewards": trainer._scalar_rewards(trainer._rewards_per_func).tolist(),
+                    "rewards": scalar_rewards(trainer._rewards_per_func.double().cpu().numpy(),
+                                              trainer.reward_weights.double().cpu().numpy()).tolist(),
                     "advantages": out["advantages"].tolist(),
                 }
             )
@@ -73,14 +75,14 @@ class Recorder:
         trainer._generate_and_score_completions = wrapped
 
 
-def make_trainer(tmp_path: Path, config: TrainConfig | None = None, **kw):
+def make_trainer(tmp_path: Path, config: TrainConfig | None = None, verifier=toy_verifier, **kw):
     config = config or small_config(tmp_path)
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
     train_ds, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(config, model, tok, train_ds, toy_verifier, run_dir=run_dir, device="cpu",
+    trainer = build_trainer(config, model, tok, train_ds, verifier, run_dir=run_dir, device="cpu",
                             callbacks=make_callbacks(run_dir, max_steps=config.max_steps, progress=False), **kw)
     return trainer, Recorder(trainer)
 
@@ -157,23 +159,25 @@ def test_metrics_written(trained):
     assert last_complete_checkpoint(run_dir).name == "checkpoint-3"
 
 
-def test_resume_restores_allocator_state_and_next_allocation(tmp_path):
-    config = small_config(tmp_path, max_steps=4, save_steps=2)
-    full, rec_full = make_trainer(tmp_path / "a", config.replace(output_dir=str(tmp_path / "a")))
+@pytest.mark.parametrize("num_iterations, resume_at", [(1, 2), (2, 1), (2, 2)])
+def test_resume_is_exact(tmp_path, num_iterations, resume_at):
+    """A resumed run makes the same allocations and ends with the same allocator state as an uninterrupted
+    one -- also from a checkpoint inside a generation (num_iterations=2, step 1)."""
+    config = small_config(tmp_path, max_steps=4, save_steps=1, save_total_limit=10, num_iterations=num_iterations,
+                          output_dir=str(tmp_path / "a"))
+    full, rec_full = make_trainer(tmp_path / "a", config)
     full.train()
+    ckpt = tmp_path / "a" / f"checkpoint-{resume_at}"
+    assert json.loads((ckpt / STATE_FILE).read_text())["mid_generation"] == (resume_at % num_iterations != 0)
 
-    resumed, rec_res = make_trainer(tmp_path / "b", config.replace(output_dir=str(tmp_path / "a")))
-    ckpt = Path(tmp_path / "a" / "checkpoint-2")
-    saved = json.loads((ckpt / STATE_FILE).read_text())
+    resumed, rec_res = make_trainer(tmp_path / "b", config.replace(output_dir=str(tmp_path / "b")))
     resumed.train(resume_from_checkpoint=str(ckpt))
     assert resumed.state.global_step == 4
-    # the allocator state loaded at resume equals the state saved at step 2 ...
-    fresh = Allocator(resumed.args.allocator_config())
-    fresh.load_state_dict(saved["allocator"])
-    assert json.dumps(fresh.state_dict(), sort_keys=True) == json.dumps(saved["allocator"], sort_keys=True)
-    # ... so the first resumed step makes the same allocation as the uninterrupted run's step 3
-    assert rec_res.steps[0]["plan_ids"] == rec_full.steps[2]["plan_ids"]
-    assert rec_res.steps[0]["counts"] == rec_full.steps[2]["counts"]
+    done = -(-resume_at // num_iterations)  # generations made before the checkpoint
+    assert len(rec_full.steps) == 4 // num_iterations and len(rec_res.steps) == len(rec_full.steps) - done
+    for a, b in zip(rec_full.steps[done:], rec_res.steps):
+        assert (a["plan_ids"], a["counts"], a["rewards"]) == (b["plan_ids"], b["counts"], b["rewards"])
+    assert json.dumps(resumed.allocator.state_dict(), sort_keys=True) == json.dumps(full.allocator.state_dict(), sort_keys=True)
 
 
 def test_sampler_is_deterministic_and_distinct():
@@ -213,17 +217,63 @@ def test_refuses_vllm_server_without_rollout_func(tmp_path):
 
 
 def test_config_refuses_unmeetable_budget(tmp_path):
-    with pytest.raises(ValueError, match="budget cannot be met"):
+    with pytest.raises(ValueError, match="total_budget=6 is below 4 prompts x min_budget=2"):
         AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=6, prompts_per_step=4,
                            per_device_train_batch_size=6, use_cpu=True, report_to="none")
 
 
-def test_nan_reward_names_the_prompt(tmp_path):
+def test_unscorable_rollouts_get_zero_advantage_and_are_not_observed(tmp_path):
     config = small_config(tmp_path, max_steps=1)
-    trainer, _ = make_trainer(tmp_path, config)
+    trainer, rec = make_trainer(tmp_path, config)
+    # TRL semantics: a reward function returning None leaves the rollout unscored.
     trainer.reward_funcs[0] = lambda prompts, completions, prompt_id, **kw: [
-        None if pid == prompt_id[0] else 1.0 for pid in prompt_id
+        None if pid == prompt_id[0] else float(len(c) % 2) for pid, c in zip(prompt_id, completions)
     ]
-    with pytest.raises(ValueError, match="reward is NaN .* prompt"):
-        trainer.train()
-    assert not (Path(config.output_dir) / METRICS_FILE).exists()
+    trainer.train()
+    step = rec.steps[0]
+    skipped = step["row_ids"][0]
+    assert all(a == 0.0 for pid, a in zip(step["row_ids"], step["advantages"]) if pid == skipped)
+    assert not trainer.allocator.stats.seen([skipped]).any()
+    row = read_metrics(Path(config.output_dir) / METRICS_FILE)[0]
+    assert row["reward/failures"] == step["row_ids"].count(skipped)
+
+
+@pytest.mark.parametrize("aggregation, scale", [("sum_then_normalize", "group"), ("sum_then_normalize", "batch"),
+                                                ("sum_then_normalize", "none"), ("normalize_then_sum", "group")])
+def test_advantages_equal_trls_own_when_groups_are_uniform(tmp_path, monkeypatch, aggregation, scale):
+    """With equal group sizes TRL's view(-1, G) grouping is right, so its advantages are the reference:
+    two weighted reward functions, one leaving some rollouts unscored (None)."""
+    from trl import GRPOTrainer
+
+    seen = []
+    inner = GRPOTrainer._generate_and_score_completions
+
+    def record(self, inputs):
+        out = inner(self, inputs)
+        seen.append(out["advantages"].clone())
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", record)
+
+    def parity(prompts, completions, **kw):
+        return [float(len(c) % 2) for c in completions]
+
+    def length_or_none(prompts, completions, prompt_id, **kw):
+        return [None if i % 5 == 0 else float(len(c)) / 4 for i, c in enumerate(completions)]
+
+    tok = build_tokenizer()
+    args = AdaptiveGRPOConfig(
+        output_dir=str(tmp_path), rollouts_per_step=16, prompts_per_step=4, num_generations=4,
+        per_device_train_batch_size=16, max_steps=1, max_completion_length=4, use_cpu=True, report_to="none",
+        allocator="uniform", allocator_options={"max_budget": 8}, reward_weights=[1.0, 0.5],
+        multi_objective_aggregation=aggregation, scale_rewards=scale, save_strategy="no", disable_tqdm=True,
+    )
+    train_ds, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
+    trainer = AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=[parity, length_or_none], args=args,
+                                  train_dataset=train_ds, processing_class=tok)
+    rec = Recorder(trainer)
+    trainer.train()
+    assert rec.steps[0]["counts"] == [4, 4, 4, 4]
+    ours = np.array(rec.steps[0]["advantages"])
+    np.testing.assert_allclose(ours, seen[0].numpy(), rtol=1e-4, atol=1e-4)
+    assert np.abs(ours).max() > 0

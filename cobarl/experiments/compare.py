@@ -251,20 +251,14 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (e.g. the trainer or its extras are missing)."""
 
 
-def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
-    """One ``cobarl train`` run via ``cobarl.train.run.run_training(config) -> dict``.
-
-    ``config`` is a plain dict (keys below plus ``options.real_options``); the result must hold
-    ``rows`` (or ``metrics``): one dict per step with at least ``step`` and, ideally, the metric
-    names of the simulator (``rollout/effective_ratio``, ``capability/alpha``, ``eval/...``), and
-    may hold ``summary``.
-    """
-    run_training = real_backend_function()
+def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> dict[str, Any]:
+    """The ``cobarl train`` options of one real run, flat as on its command line (the strategy's
+    overrides are AllocatorConfig fields, i.e. ``cobarl train`` flags)."""
     if not isinstance(spec.strategy, str):
         raise BackendUnavailable("the real backend takes strategy names, not callables")
-    config = {
+    return {
         "allocator": spec.strategy,
-        "allocator_overrides": dict(spec.overrides),
+        **spec.overrides,
         "seed": seed,
         "max_steps": options.steps,
         "prompts_per_step": options.prompts_per_step,
@@ -272,7 +266,30 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
         "progress": False,
         **options.real_options,
     }
-    out = run_training(config)
+
+
+def check_real_runs(options: CompareOptions) -> None:
+    """Build every run's `TrainConfig` with ``cobarl train``'s own validation before starting any run."""
+    from cobarl.train.config import make_config
+
+    for spec in options.strategies:
+        for seed in options.seeds:
+            try:
+                make_config(real_run_options(spec, seed, options))
+            except ValueError as e:
+                raise ValueError(f"strategy {spec.label!r}, seed {seed}: {e}") from None
+
+
+def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    """One ``cobarl train`` run via ``cobarl.train.run.run_training(options) -> dict``.
+
+    The options (`real_run_options`) go through the same `cobarl.train.config.make_config` as the
+    ``cobarl train`` command line; the result holds ``rows``: one dict per step with ``step`` and
+    the simulator's metric names (``rollout/effective_ratio``, ``capability/alpha``, ``eval/...``),
+    and ``summary``.
+    """
+    run_training = real_backend_function()
+    out = run_training(real_run_options(spec, seed, options))
     rows = list(out.get("rows") or out.get("metrics") or [])
     rollouts = 0.0
     for k, row in enumerate(rows):
@@ -312,6 +329,7 @@ def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunRe
     """
     if options.backend == "real":
         real_backend_function()  # fail before starting anything
+        check_real_runs(options)
     jobs = [(spec, seed) for spec in options.strategies for seed in options.seeds]
     bar = _progress(len(jobs), progress)
     results: dict[tuple[str, int], RunResult] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import math
 import threading
@@ -91,12 +92,14 @@ class RewardWarnings:
     def __init__(self, name: str) -> None:
         self.name = name
         self.counts: Counter[str] = Counter()
+        self.last_detail = ""  # the latest failure, quoted when a run aborts on failing rewards
         self._lock = threading.Lock()
 
     def record(self, kind: str, detail: str) -> None:
         with self._lock:
             self.counts[kind] += 1
             n = self.counts[kind]
+            self.last_detail = f"{kind}: {detail[:200]}"
         if n <= 3 or math.log10(n).is_integer():
             logger.warning("reward %s: %s on a completion (%s); scored 0.0 [%d %s so far]",
                            self.name, kind, detail[:200], n, kind)
@@ -159,6 +162,19 @@ class GuardedReward:
         self.warnings = RewardWarnings(self.name)
         self.__name__ = self.name
 
+    @property
+    def failure_count(self) -> int:
+        """Failed calls so far: this guard's, plus those a self-bounded function counts itself."""
+        inner = getattr(self.fn, "warnings", None)
+        return self.warnings.total + (inner.total if isinstance(inner, RewardWarnings) else 0)
+
+    @property
+    def last_failure(self) -> str:
+        inner = getattr(self.fn, "warnings", None)
+        if isinstance(inner, RewardWarnings) and inner.last_detail and not self.warnings.last_detail:
+            return inner.last_detail
+        return self.warnings.last_detail
+
     def __call__(self, completion: str, answer: str) -> float:
         try:
             if self.timeout is None:
@@ -178,12 +194,33 @@ class GuardedReward:
         return value
 
 
-def load_reward(reward: str | RewardFn, *, timeout: float | None = 30.0) -> GuardedReward:
-    """`resolve_reward` + `GuardedReward`: what training and evaluation call per completion."""
+def check_signature(fn: Callable, name: str) -> None:
+    """Refuse a reward that cannot be called as ``f(completion, answer)`` before any work starts."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and C callables without a signature: checked at call time
+        return
+    try:
+        sig.bind("completion", "answer")
+    except TypeError as e:
+        raise ValueError(f"reward {name!r} cannot be called as f(completion, answer): {e} (signature {sig})") from None
+
+
+def load_reward(reward: str | RewardFn, *, timeout: float | None = 30.0, workers: int = 1) -> GuardedReward:
+    """`resolve_reward` + `GuardedReward`: what training and evaluation call per completion.
+
+    ``timeout`` and ``workers`` also configure a registered reward that bounds its own time
+    (``math``: its worker processes and per-answer limit).
+    """
     if isinstance(reward, GuardedReward):
         return reward
-    fn = resolve_reward(reward)
     name = reward if isinstance(reward, str) else None
+    if isinstance(reward, str) and reward in _CONFIGURABLE:
+        resolve_reward(reward)  # the install check
+        fn = _CONFIGURABLE[reward](timeout or 30.0, workers)
+    else:
+        fn = resolve_reward(reward)
+    check_signature(fn, name or getattr(fn, "__name__", "reward"))
     bounded = isinstance(reward, str) and reward in _BOUNDED
     return GuardedReward(fn, name=name, timeout=timeout, bounded=bounded)
 
@@ -202,6 +239,15 @@ def _math(completion: str, answer: str) -> float:
 
     return math_reward(completion, answer)
 
+
+def _math_verifier(timeout: float, workers: int) -> RewardFn:
+    from cobarl.rewards.math import MathVerifier
+
+    return MathVerifier(timeout=timeout, workers=workers)
+
+
+# Registered rewards built per run with the run's time limit and parallelism.
+_CONFIGURABLE: dict[str, Callable[[float, int], RewardFn]] = {"math": _math_verifier}
 
 _exact.__name__, _math.__name__ = "exact", "math"
 register_reward("exact", _exact, bounded=True)

@@ -1,7 +1,9 @@
 """`cobarl train`: the argument parser is generated from `TrainConfig`'s fields.
 
 Precedence: field defaults < the resumed run's ``config.yaml`` (with ``--resume``) < ``--config
-file.yaml`` < command-line flags.
+file.yaml`` < command-line flags. The allocator's flags (``--allocator``, ``--kappa``, ``--tau``,
+``--min-budget``, ...) are generated from `cobarl.AllocatorConfig`'s fields; a flag left out keeps
+the field's default (``None`` there means "the strategy's paper default").
 
     cobarl train                                   # embedded task + tiny model, offline, CPU
     cobarl train --max-steps 20 --allocator uniform --output-dir runs/uniform
@@ -14,22 +16,84 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any
+from cobarl.train.config import (
+    TrainConfig,
+    allocator_fields,
+    allocator_key,
+    default_allocator,
+    load_yaml,
+    make_config,
+    type_names,
+)
 
-from cobarl.train.config import TrainConfig, load_yaml
 
-_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+def _number_or_text(text: str) -> float | str:
+    """For fields such as tau that take a number or a keyword ('adaptive')."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    names = [t.strip() for t in str(f.type).split("|")]
-    for name in names:
-        if name in _TYPES:
-            return _TYPES[name]
-    raise TypeError(f"TrainConfig.{f.name}: unsupported type {f.type}")
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _converter(names: list[str]):
+    """The argparse ``type`` for an annotation; None for types a flag cannot carry (YAML only)."""
+    if "float" in names and "str" in names:
+        return _number_or_text
+    if "float" in names:
+        return _finite_float
+    if "int" in names:
+        return int
+    if "str" in names or "Callable" in names:
+        return str
+    return None
+
+
+def _docstring_help(cls: type) -> dict[str, str]:
+    """``name: text`` entries of a class docstring's ``Attributes:`` section (continuation lines joined),
+    so the core's field documentation is the flags' help without being copied here."""
+    out: dict[str, str] = {}
+    lines = (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
+    current = None
+    for line in lines:
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(":")
+        if sep and head.replace(", ", ",").replace("_", "").replace(",", "").isalnum() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = [n.strip() for n in head.split(",")]
+            for n in current:
+                out[n] = rest.strip()
+        elif current and stripped:
+            for n in current:
+                out[n] += " " + stripped
+    return out
+
+
+def _add_flag(parser, name: str, f: dataclasses.Field, default: object, extra_flags: tuple = (), doc: str = "",
+              none_means: str | None = None) -> None:
+    names = type_names(f)
+    flags = ["--" + name.replace("_", "-"), *extra_flags]
+    default_text = none_means if default is None else default
+    help_text = (f.metadata.get("help") or doc) + (f" (default: {default_text})" if default_text is not None else "")
+    if "bool" in names:
+        parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    kind = _converter(names)
+    if kind is None:
+        return
+    choices = f.metadata.get("choices")
+    parser.add_argument(*flags, dest=name, type=kind, choices=choices, help=help_text,
+                        metavar=name.upper() if choices is None else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cobarl.train.config import ALLOCATOR_FLAG_ALIASES, ALLOCATORS
+
     parser = argparse.ArgumentParser(
         prog="cobarl train",
         description="GRPO with capability-oriented per-prompt rollout budgets (TRL). "
@@ -38,14 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys as below, - or _).")
     for f in dataclasses.fields(TrainConfig):
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default is not None else "")
-        kind = _field_type(f)
-        if kind is bool:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(*flags, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=help_text,
-                                metavar=f.name.upper() if "choices" not in f.metadata else None)
+        if f.name != "allocator":
+            _add_flag(parser, f.name, f, f.default, f.metadata.get("aliases", ()))
+    group = parser.add_argument_group("allocator (cobarl.AllocatorConfig)")
+    from cobarl.allocator import AllocatorConfig
+
+    defaults, docs = default_allocator(), _docstring_help(AllocatorConfig)
+    for f in allocator_fields():
+        name = allocator_key(f)
+        if name == "allocator":
+            group.add_argument("--allocator", dest="allocator", choices=ALLOCATORS,
+                               help=f"Budget allocator strategy (default: {defaults.strategy}).")
+            continue
+        _add_flag(group, name, f, getattr(defaults, f.name), ALLOCATOR_FLAG_ALIASES.get(f.name, ()), docs.get(f.name, ""),
+                  none_means="the strategy's paper default")
     return parser
 
 
@@ -53,44 +123,40 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     """Parse ``argv`` into a validated `TrainConfig` (see the module docstring for precedence)."""
     ns = vars(build_parser().parse_args(argv))
     yaml_path = ns.pop("config", None)
-    values: dict[str, Any] = {}
     from_file = load_yaml(yaml_path) if yaml_path else {}
-    if ns.get("resume", from_file.get("resume", False)):
-        from cobarl.train.run import CONFIG_FILE, resolve_run_dir
+    resuming = ns.get("resume", from_file.get("resume", False))
+    base = None
+    if resuming:
+        from cobarl.train.run import saved_config
 
-        probe = TrainConfig(**{k: v for k, v in {**from_file, **ns}.items() if k in ("output_dir", "resume")})
-        saved = resolve_run_dir(probe) / CONFIG_FILE
-        if saved.is_file():
-            values.update(load_yaml(saved))
-    values.update(from_file)
-    values.update(ns)
-    return TrainConfig(**values)
+        base = saved_config({**from_file, **ns})
+    return make_config({**from_file, **ns}, base=base)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cobarl train`` / ``python -m cobarl.train``; returns the exit status."""
+    from cobarl.train.run import interrupt_hint, process_rank, resolve_run_dir, run
+
+    is_main = process_rank()[0] == 0
     try:
         config = config_from_args(argv)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"cobarl train: error: {e}", file=sys.stderr)
-        return 2
-    from cobarl.train.run import resolve_run_dir, run
-
-    try:
         config = config.replace(output_dir=str(resolve_run_dir(config)))
-    except FileNotFoundError as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 2
     try:
         summary = run(config, log=lambda msg: print(msg, flush=True))
     except KeyboardInterrupt:
-        print(f"\ncobarl train: interrupted; completed steps are in {config.output_dir}/metrics.jsonl. "
-              f"Continue with: cobarl train --resume --output-dir {config.output_dir}", file=sys.stderr)
+        if is_main:
+            from pathlib import Path
+
+            print(f"\ncobarl train: interrupted. {interrupt_hint(Path(config.output_dir))}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 1
-    print(summary.text(), flush=True)
+    if summary is not None:
+        print(summary.text(), flush=True)
     return 0
 
 

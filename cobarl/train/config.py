@@ -1,27 +1,45 @@
 """`TrainConfig`: every option of `cobarl train`, each documented once (its field's ``help``).
 
-The CLI (:mod:`cobarl.train.cli`) is generated from these fields, a YAML file may set any of them,
-and the resolved config is saved as ``config.yaml`` in the run directory. Derived quantities
-(``rollouts_per_step``) are computed once in ``__post_init__``; cross-field rules fail there with a
-message that says how to fix them.
+One tree: the allocator's options are not re-declared here; ``TrainConfig.allocator`` is a
+:class:`cobarl.allocator.AllocatorConfig`, and the CLI flags for it are generated from that class's
+fields (so a field the core adds becomes a flag, a YAML key and a ``cobarl compare`` option at once).
+The CLI (:mod:`cobarl.train.cli`), YAML files and ``cobarl compare --backend real`` all build a
+`TrainConfig` through :func:`make_config`, which checks every value's type, range and finiteness
+and names the offending field -- before any model is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cobarl.allocator import STRATEGIES
+from cobarl.allocator import STRATEGIES, AllocatorConfig
 
 # The allocator names `cobarl train` accepts; a Python caller may also pass a callable to the trainer.
 ALLOCATORS = tuple(STRATEGIES)
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+# AllocatorConfig fields under another flag name (kept stable from earlier releases), and fields the
+# trainer derives itself (the schedule length is the number of allocations of the run).
+ALLOCATOR_FLAG_NAMES = {"strategy": "allocator"}
+ALLOCATOR_FLAG_ALIASES = {"window": ("--k",)}
+ALLOCATOR_DERIVED = ("total_steps",)
+# Keys of old config files / flags, mapped to their current names.
+RENAMED = {"beta": "kl_beta"}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
+
+
+def default_allocator() -> AllocatorConfig:
+    # The embedded task averages 8 rollouts per prompt; a cap of 4x that keeps one prompt from
+    # taking a quarter of a 128-rollout step (and is what docs/benchmarks.md measured).
+    return AllocatorConfig(max_budget=32)
 
 
 @dataclass(frozen=True)
@@ -45,8 +63,13 @@ class TrainConfig:
         "train_size/prompts_per_step steps, so the allocator has per-prompt statistics to act on."
     )
     reward: str = _opt(
-        "exact", "Verifier scoring a completion against the ground truth: a name (exact) or "
+        "exact", "Verifier scoring a completion against the ground truth: a name (exact, math) or "
         "'package.module:function' for a callable f(completion, answer) -> float."
+    )
+    reward_timeout: float = _opt(30.0, "Seconds one reward call may take before it scores 0 and counts as a failure.")
+    reward_workers: int = _opt(4, "Reward calls run in parallel (threads), so one slow verifier cannot serialise a step.")
+    reward_failure_limit: float = _opt(
+        0.9, "Abort when this share of a step's reward calls fail (raise, time out, NaN); 1 disables the check."
     )
 
     # --- run -------------------------------------------------------------------------------------
@@ -55,42 +78,56 @@ class TrainConfig:
     )
     resume: bool = _opt(
         False, "Continue from the last complete checkpoint in --output-dir (default: the newest run "
-        "under runs/), reloading the allocator state."
+        "under runs/), reloading the allocator state; restarts cleanly if no checkpoint was written yet."
+    )
+    fresh: bool = _opt(False, "If --output-dir holds a run, move it aside to <dir>.old-N and start a new one.")
+    allow_config_change: bool = _opt(
+        False, "With --resume, accept run-defining options that differ from the saved config.yaml."
     )
     seed: int = _opt(0, "Random seed (prompt order, sampling, model init of the embedded model).")
-    max_steps: int = _opt(300, "Number of RL steps (one allocation and one optimizer update each).")
+    max_steps: int = _opt(
+        300, "Optimizer steps. One allocation each with num_iterations=1; with num_iterations=n, one "
+        "allocation every n steps."
+    )
     save_steps: int = _opt(25, "Write a checkpoint every this many steps (and at the end).")
     save_total_limit: int = _opt(2, "Keep at most this many checkpoints.")
     eval_every: int = _opt(0, "Also log held-out accuracy (eval/accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")
+    report_to: str = _opt(
+        "none", "Trackers for TRL's logs, comma-separated (tensorboard, wandb, trackio, ...), or none."
+    )
 
     # --- budget allocation -----------------------------------------------------------------------
-    allocator: str = _opt("coba", f"Budget allocator: one of {', '.join(ALLOCATORS)}.", choices=ALLOCATORS)
-    prompts_per_step: int = _opt(16, "Distinct prompts drawn per step.")
+    allocator: AllocatorConfig = field(
+        default_factory=default_allocator,
+        metadata={"help": "Budget allocator options (cobarl.AllocatorConfig); each field is a flag of its own."},
+    )
+    prompts_per_step: int = _opt(16, "Distinct prompts drawn per generation.")
     rollouts_per_prompt: float = _opt(8.0, "Average rollouts per prompt; sets rollouts_per_step if that is unset.")
     rollouts_per_step: int | None = _opt(
-        None, "Total rollouts per step (the fixed budget). Default: round(rollouts_per_prompt * prompts_per_step)."
+        None, "Total rollouts per generation across all processes (the fixed budget). "
+        "Default: round(rollouts_per_prompt * prompts_per_step)."
     )
-    min_budget: int = _opt(2, "Fewest rollouts any drawn prompt gets (>= 2 so a group can have mixed outcomes).")
-    max_budget: int = _opt(32, "Most rollouts any one prompt gets.")
-    kappa: float = _opt(11.0, "kappa: concentration alpha+beta of the capability Beta prior.")
-    window: int = _opt(1, "k: capability moving-average window, in steps.", aliases=("--k",))
-    gamma: float = _opt(10.0, "gamma: sharpness of the capability -> Beta-mean mapping.")
-    tau: str = _opt("8.0", "tau: allocation temperature, a number or 'adaptive'.")
-    fixed_alpha: float = _opt(10.5, "alpha of the fixed-beta allocator (paper Table 3: 10.5 or 1.5).")
-    fixed_beta: float = _opt(1.5, "beta of the fixed-beta allocator (paper Table 3: 1.5 or 10.5).")
 
     # --- policy optimisation (passed to TRL's GRPOConfig) -----------------------------------------
     learning_rate: float = _opt(3e-4, "Learning rate (AdamW, linear decay).")
     max_completion_length: int = _opt(8, "Max new tokens per rollout.")
-    temperature: float = _opt(1.0, "Sampling temperature for rollouts.")
+    temperature: float = _opt(1.0, "Sampling temperature for rollouts (> 0).")
     loss_type: str = _opt("dapo", "TRL loss aggregation (TRL's default: dapo).", choices=LOSS_TYPES)
-    scale_rewards: str = _opt("group", "Advantage scaling: group, batch or none.", choices=("group", "batch", "none"))
-    beta: float = _opt(0.0, "KL coefficient to the reference model (0: no reference model).")
+    scale_rewards: str = _opt("group", "Advantage scaling: group, batch or none.", choices=SCALE_REWARDS)
+    kl_beta: float = _opt(
+        0.0, "KL coefficient to the reference model (TRL's `beta`; 0: no reference model). --beta is a deprecated alias.",
+        aliases=("--beta",),
+    )
     num_iterations: int = _opt(1, "Policy updates per generated batch (TRL num_iterations).")
     micro_batch_size: int | None = _opt(
-        None, "Rollouts per forward/backward pass; rollouts_per_step must be a multiple. Default: all at once."
+        None, "Rollouts per forward/backward pass on each process; rollouts_per_step must be a multiple of "
+        "micro_batch_size x processes. Default: rollouts_per_step / processes (one pass)."
     )
+    lora_r: int = _opt(0, "LoRA rank (needs the peft extra); 0: train all weights.")
+    lora_alpha: float = _opt(16.0, "LoRA alpha.")
+    lora_dropout: float = _opt(0.0, "LoRA dropout.")
+    lora_target_modules: str = _opt("all-linear", "Modules LoRA adapts: all-linear or comma-separated names.")
     use_vllm: bool = _opt(False, "Generate with vLLM (GPU only).")
     vllm_mode: str = _opt("colocate", "vLLM mode: colocate (server mode needs a rollout function).",
                           choices=("colocate", "server"))
@@ -98,81 +135,307 @@ class TrainConfig:
     cpu_threads: int = _opt(0, "torch CPU threads; 0: 1 for the embedded tiny model (faster), torch's default otherwise.")
 
     def __post_init__(self) -> None:
+        errors = list(_check_types(self, _train_fields()))
+        if errors:  # ranges on ill-typed values would only add noise
+            raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
         if self.rollouts_per_step is None:
             object.__setattr__(self, "rollouts_per_step", int(round(self.rollouts_per_prompt * self.prompts_per_step)))
-        if isinstance(self.tau, (int, float)):
-            object.__setattr__(self, "tau", str(float(self.tau)))
         errors = list(_validate(self))
         if errors:
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
 
     @property
-    def tau_value(self) -> float | str:
-        return "adaptive" if self.tau == "adaptive" else float(self.tau)
+    def strategy(self) -> str:
+        return self.allocator.strategy if isinstance(self.allocator.strategy, str) else "callable"
+
+    @property
+    def allocations(self) -> int:
+        """Allocations (generations) in the whole run: one per ``num_iterations`` optimizer steps."""
+        return -(-self.max_steps // self.num_iterations)
+
+    def allocator_config(self) -> AllocatorConfig:
+        """The allocator config with the derived schedule length filled in."""
+        return dataclasses.replace(self.allocator, total_steps=self.allocator.total_steps or self.allocations)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["allocator"] = allocator_to_dict(self.allocator)
+        return out
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# --- field introspection ----------------------------------------------------------------------------
+
+
+def _train_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name != "allocator"]
+
+
+def allocator_fields() -> list[dataclasses.Field]:
+    """AllocatorConfig fields a user sets (flags, YAML keys), in declaration order."""
+    return [f for f in dataclasses.fields(AllocatorConfig) if f.name not in ALLOCATOR_DERIVED]
+
+
+def type_names(f: dataclasses.Field) -> list[str]:
+    """``"int | None"`` -> ``["int", "None"]`` (annotations are strings under postponed evaluation)."""
+    text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return [t.strip() for t in text.replace("typing.", "").split("|")]
+
+
+def allocator_key(f: dataclasses.Field) -> str:
+    """The flat option name of an AllocatorConfig field (``strategy`` -> ``allocator``)."""
+    return ALLOCATOR_FLAG_NAMES.get(f.name, f.name)
+
+
+def allocator_to_dict(cfg: AllocatorConfig) -> dict[str, Any]:
+    out = {}
+    for f in allocator_fields():
+        value = getattr(cfg, f.name)
+        out[f.name] = value if not callable(value) else getattr(value, "__name__", "callable")
+    return out
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+
+def _type_error(name: str, value: Any, names: list[str]) -> str | None:
+    """Why ``value`` does not fit the annotation ``names`` (None if it does)."""
+    if value is None:
+        return None if "None" in names else f"{name} must be set, got null"
+    if isinstance(value, bool):
+        return None if "bool" in names else f"{name} must be {' or '.join(n for n in names if n != 'None')}, got {value!r}"
+    if isinstance(value, int) and ("int" in names or "float" in names):
+        return None
+    if isinstance(value, float) and "float" in names:
+        return None if math.isfinite(value) else f"{name} must be a finite number, got {value!r}"
+    if isinstance(value, float) and "int" in names:
+        return f"{name} must be an integer, got {value!r}"
+    if isinstance(value, str) and ("str" in names or "Callable" in names):
+        return None
+    if callable(value) and "Callable" in names:
+        return None
+    if isinstance(value, dict) and any(n.startswith("dict") for n in names):
+        return None
+    return f"{name} must be {' or '.join(n for n in names if n != 'None')}, got {type(value).__name__} {value!r:.60}"
+
+
+def _check_types(obj: Any, fields: list[dataclasses.Field]):
+    for f in fields:
+        err = _type_error(f.name, getattr(obj, f.name), type_names(f))
+        if err:
+            yield err
+        elif isinstance(getattr(obj, f.name), int) and "float" in type_names(f) and "int" not in type_names(f):
+            object.__setattr__(obj, f.name, float(getattr(obj, f.name)))  # YAML 1 for a float field
+
+
 def _validate(c: TrainConfig):
-    if c.allocator not in ALLOCATORS:
-        yield f"unknown allocator {c.allocator!r}; valid allocators: {', '.join(ALLOCATORS)}"
-    if c.prompts_per_step < 1:
-        yield f"prompts_per_step must be >= 1, got {c.prompts_per_step}"
-    if c.min_budget < 2:
-        yield f"min_budget must be >= 2 (a group of one has no baseline), got {c.min_budget}"
-    if c.max_budget < c.min_budget:
-        yield f"max_budget ({c.max_budget}) must be >= min_budget ({c.min_budget})"
-    r, p = c.rollouts_per_step, c.prompts_per_step
-    if r < c.min_budget * p:
-        yield (f"budget cannot be met: rollouts_per_step={r} < min_budget x prompts_per_step = "
-               f"{c.min_budget} x {p} = {c.min_budget * p}; raise --rollouts-per-step or lower --prompts-per-step")
-    if r > c.max_budget * p:
-        yield (f"budget cannot be met: rollouts_per_step={r} > max_budget x prompts_per_step = "
-               f"{c.max_budget} x {p} = {c.max_budget * p}; raise --max-budget or --prompts-per-step")
-    if c.micro_batch_size is not None and (c.micro_batch_size < 1 or r % c.micro_batch_size):
-        yield f"rollouts_per_step ({r}) must be a multiple of micro_batch_size ({c.micro_batch_size})"
-    if c.tau != "adaptive":
-        try:
-            float(c.tau)
-        except ValueError:
-            yield f"tau must be a number or 'adaptive', got {c.tau!r}"
-    for name in ("max_steps", "save_steps", "max_completion_length", "num_iterations", "eval_size", "window"):
-        if getattr(c, name) < 1:
-            yield f"{name} must be >= 1, got {getattr(c, name)}"
-    if c.eval_every < 0:
-        yield f"eval_every must be >= 0, got {c.eval_every}"
-    if c.scale_rewards not in ("group", "batch", "none"):
-        yield f"scale_rewards must be group, batch or none, got {c.scale_rewards!r}"
-    if c.loss_type not in LOSS_TYPES:
-        yield f"unknown loss_type {c.loss_type!r}; valid: {', '.join(LOSS_TYPES)}"
-    if c.vllm_mode not in ("colocate", "server"):
-        yield f"vllm_mode must be colocate or server, got {c.vllm_mode!r}"
+    if not isinstance(c.allocator, AllocatorConfig):
+        yield f"allocator must be an AllocatorConfig (build configs with make_config), got {type(c.allocator).__name__}"
+        return
+    yield from _check_choices(c)
+    yield from _check_ranges(c)
+    yield from _check_budget(c)
     if c.use_vllm and c.vllm_mode == "server":
         yield ("vLLM server mode cannot serve variable per-prompt budgets (TRL asks the server for a fixed "
                "n per prompt); use --vllm-mode colocate, or pass a rollout_func to AdaptiveGRPOTrainer")
     if c.use_vllm and c.device == "cpu":
         yield "use_vllm needs a GPU; drop --use-vllm or set --device cuda"
+    if c.fresh and c.resume:
+        yield "--fresh starts a new run and --resume continues one; pass one of them"
+    yield from _check_allocator(c)
+
+
+def _check_choices(c: TrainConfig):
+    for f in _train_fields():
+        choices = f.metadata.get("choices")
+        if choices and getattr(c, f.name) not in choices:
+            yield f"{f.name} must be one of {', '.join(choices)}, got {getattr(c, f.name)!r}"
+
+
+_AT_LEAST = {"max_steps": 1, "save_steps": 1, "save_total_limit": 1, "max_completion_length": 1, "num_iterations": 1,
+             "eval_size": 1, "train_size": 1, "prompts_per_step": 1, "reward_workers": 1, "eval_every": 0,
+             "cpu_threads": 0, "lora_r": 0}
+_POSITIVE = ("learning_rate", "temperature", "reward_timeout", "rollouts_per_prompt", "lora_alpha")
+
+
+def _check_ranges(c: TrainConfig):
+    for name, low in _AT_LEAST.items():
+        if getattr(c, name) < low:
+            yield f"{name} must be >= {low}, got {getattr(c, name)}"
+    for name in _POSITIVE:
+        if not getattr(c, name) > 0:
+            yield f"{name} must be > 0, got {getattr(c, name)}"
+    if not 0 < c.reward_failure_limit <= 1:
+        yield f"reward_failure_limit must be in (0, 1], got {c.reward_failure_limit}"
+    if c.kl_beta < 0:
+        yield f"kl_beta must be >= 0, got {c.kl_beta}"
+    if not 0 <= c.lora_dropout < 1:
+        yield f"lora_dropout must be in [0, 1), got {c.lora_dropout}"
+    if c.micro_batch_size is not None and c.micro_batch_size < 1:
+        yield f"micro_batch_size must be >= 1, got {c.micro_batch_size}"
+
+
+def _check_budget(c: TrainConfig):
+    a, r, p = c.allocator, c.rollouts_per_step, c.prompts_per_step
+    if r < 1:
+        yield f"rollouts_per_step must be >= 1, got {r}"
+        return
+    if a.min_budget is not None and r < a.min_budget * p:
+        yield (f"budget cannot be met: rollouts_per_step={r} < min_budget x prompts_per_step = "
+               f"{a.min_budget} x {p} = {a.min_budget * p}; raise --rollouts-per-step or lower --prompts-per-step")
+    if a.max_budget is not None and r > a.max_budget * p:
+        yield (f"budget cannot be met: rollouts_per_step={r} > max_budget x prompts_per_step = "
+               f"{a.max_budget} x {p} = {a.max_budget * p}; raise --max-budget or --prompts-per-step")
+    if c.micro_batch_size is not None and c.micro_batch_size >= 1 and r % c.micro_batch_size:
+        yield f"rollouts_per_step ({r}) must be a multiple of micro_batch_size ({c.micro_batch_size})"
+
+
+def _check_allocator(c: TrainConfig):
+    yield from check_allocator(c.allocator_config(), c.prompts_per_step, c.rollouts_per_step)
+
+
+def check_allocator(cfg: AllocatorConfig, prompts: int, budget: int) -> list[str]:
+    """Build the allocator and plan one step with it: every allocator option is checked by the code
+    that will use it, so a value the core refuses (kappa <= 2, tau < 0, ...) fails here, not at step 1."""
+    import numpy as np
+
+    from cobarl.allocator import Allocator
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return [f"{ALLOCATOR_FLAG_NAMES.get(f.name, f.name)} must be a finite number, got {value!r}"]
+    try:
+        plan = Allocator(cfg).plan(list(range(prompts)), budget)
+    except (ValueError, TypeError) as e:
+        return [f"allocator: {e}"]
+    counts = np.asarray(plan.counts)
+    if counts.sum() != budget or len(counts) != prompts:
+        return [f"allocator returned {counts.tolist()} for {prompts} prompts and a budget of {budget}"]
+    return []
+
+
+def derive_accumulation(rollouts: int, per_device: int, world: int, accumulation: int = 1) -> int:
+    """Gradient accumulation steps that make one optimizer step consume exactly ``rollouts`` rollouts.
+
+    Raises ValueError with the numbers and the fix when ``rollouts`` does not split evenly.
+    """
+    per_pass = per_device * world
+    if rollouts % per_pass:
+        fits = [b for b in range(1, rollouts // world + 1) if rollouts % (b * world) == 0]
+        raise ValueError(
+            f"rollouts_per_step ({rollouts}) must be a multiple of micro batch x processes = {per_device} x {world} "
+            f"= {per_pass}; micro batch sizes that fit {world} process(es): {', '.join(map(str, fits)) or 'none'}"
+            + ("" if fits else f" (make rollouts_per_step a multiple of {world})")
+        )
+    steps = rollouts // per_pass
+    if accumulation not in (1, steps):
+        raise ValueError(
+            f"gradient_accumulation_steps={accumulation} would split one generation of {rollouts} rollouts over "
+            f"several optimizer steps; with rollouts_per_step set it is derived ({steps}); leave it unset"
+        )
+    return steps
+
+
+def batch_layout(c: TrainConfig, world: int) -> tuple[int, int]:
+    """(micro batch per process, gradient accumulation steps) for ``world`` processes: one optimizer
+    step = one generation of ``rollouts_per_step`` rollouts across all of them."""
+    r = c.rollouts_per_step
+    if c.micro_batch_size is None and r % world:
+        raise ValueError(f"rollouts_per_step ({r}) must be a multiple of the number of processes ({world}) "
+                         f"so that each process generates the same number of rollouts")
+    micro = c.micro_batch_size or r // world
+    return micro, derive_accumulation(r, micro, world)
+
+
+def make_allocator_config(values: dict[str, Any], base: AllocatorConfig | None = None) -> AllocatorConfig:
+    """An AllocatorConfig from flat option names (``allocator`` for the strategy), type-checked."""
+    fields = {allocator_key(f): f for f in allocator_fields()}
+    errors, changes = [], {}
+    for key, value in values.items():
+        f = fields[key]
+        err = _type_error(key, value, type_names(f))
+        if err:
+            errors.append(err)
+        else:
+            changes[f.name] = float(value) if isinstance(value, int) and not isinstance(value, bool) and type_names(f)[0] == "float" else value
+    if errors:
+        raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
+    strategy = changes.get("strategy")
+    if isinstance(strategy, str) and strategy not in ALLOCATORS:
+        raise ValueError(f"invalid train config:\n  unknown allocator {strategy!r}; valid allocators: {', '.join(ALLOCATORS)}")
+    try:
+        return dataclasses.replace(base or default_allocator(), **changes)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"invalid train config:\n  allocator: {e}") from None
+
+
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flat option values -> (TrainConfig fields, AllocatorConfig fields); unknown keys are an error.
+
+    ``allocator`` may be a strategy name (flat form, as on the command line) or a mapping of
+    AllocatorConfig fields (the nested form ``config.yaml`` is written in).
+    """
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    alloc_keys = {allocator_key(f) for f in allocator_fields()} | {f.name for f in allocator_fields()}
+    train_keys = {f.name for f in _train_fields()}
+    train, alloc = {}, {}
+    nested = values.pop("allocator", None)
+    if isinstance(nested, dict):
+        for k, v in nested.items():
+            k = str(k).replace("-", "_")
+            alloc[ALLOCATOR_FLAG_NAMES.get(k, k)] = v
+    elif nested is not None:
+        alloc["allocator"] = nested
+    unknown = []
+    for k, v in values.items():
+        if k in train_keys:
+            train[k] = v
+        elif k in alloc_keys:
+            alloc[ALLOCATOR_FLAG_NAMES.get(k, k)] = v
+        else:
+            unknown.append(k)
+    bad_nested = sorted(set(alloc) - {allocator_key(f) for f in allocator_fields()})
+    if unknown or bad_nested:
+        valid = sorted(train_keys | {allocator_key(f) for f in allocator_fields()})
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown) + bad_nested)}; valid options: {', '.join(valid)}")
+    return train, alloc
+
+
+def make_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """A validated `TrainConfig` from flat or nested option values (CLI, YAML, compare)."""
+    train, alloc = split_values(values)
+    allocator = make_allocator_config(alloc, base.allocator if base is not None else None)
+    if base is not None:
+        return dataclasses.replace(base, allocator=allocator, **train)
+    return TrainConfig(allocator=allocator, **train)
+
+
+# --- files --------------------------------------------------------------------------------------------
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict of `TrainConfig` fields (unknown keys are an error)."""
+    """Read a YAML config file into a dict of option values (keys checked by `make_config`)."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(names))}")
+    try:
+        split_values(dict(data))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return data
 
 
@@ -186,3 +449,23 @@ def dump_yaml(config: TrainConfig, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     os.replace(tmp, path)
+
+
+# Options that do not change what a run computes: they may differ on --resume without a diff.
+NOT_RUN_DEFINING = frozenset({
+    "output_dir", "resume", "fresh", "allow_config_change", "max_steps", "save_steps", "save_total_limit",
+    "progress", "report_to", "cpu_threads", "eval_every", "reward_timeout", "reward_workers", "reward_failure_limit",
+    "device",
+})
+
+
+def config_diff(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Run-defining options that differ, as ``name: saved -> new`` lines."""
+    a, b = saved.to_dict(), new.to_dict()
+    out = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in NOT_RUN_DEFINING and k != "allocator" and a[k] != b[k]]
+    out += [f"{ALLOCATOR_FLAG_NAMES.get(k, k)}: {v!r} -> {b['allocator'].get(k)!r}"
+            for k, v in a["allocator"].items() if v != b["allocator"].get(k)]
+    if saved.allocations != new.allocations and saved.strategy == "linear-decay":
+        # linear-decay's schedule spans the run's allocations: a longer run is a different schedule.
+        out.append(f"max_steps: {saved.max_steps} -> {new.max_steps} (sets the linear-decay schedule length)")
+    return out

@@ -9,7 +9,10 @@
     accuracy      <- held-out accuracy after RL; summary.json
 
 Run directory: ``config.yaml``, ``metrics.jsonl`` (one JSON object per step, appended, flushed and
-fsynced), ``checkpoint-N/``, ``eval_before.json``, ``summary.json``.
+fsynced), ``checkpoint-N/``, ``eval_before.json``, ``summary.json``. A directory that already holds a
+run is never appended to: ``--resume`` continues it, ``--fresh`` moves it aside. With several
+processes (torchrun, accelerate launch) only the main process writes these files, evaluates and
+prints; every process validates the same options before any model is loaded.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cobarl.rewards.registry import load_reward
-from cobarl.train.config import TrainConfig, dump_yaml
+from cobarl.rewards.registry import GuardedReward, load_reward
+from cobarl.train.checkpoints import last_complete_checkpoint, select_checkpoint
+from cobarl.train.config import TrainConfig, batch_layout, config_diff, dump_yaml, load_yaml, make_config
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out
 
 METRICS_FILE = "metrics.jsonl"
@@ -39,14 +43,40 @@ def completion_text(completion: Any) -> str:
     return completion if isinstance(completion, str) else str(completion[-1]["content"])
 
 
-def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct") -> Callable:
+class BatchReward:
+    """TRL's reward signature ``f(prompts, completions, answer, **kw) -> list[float]`` over a guarded
+    ``verifier(completion, answer)``, scored by ``workers`` threads so one slow call does not serialise
+    the batch. ``failure_count`` (calls that raised, timed out or returned NaN) is read by the trainer.
+    """
+
+    def __init__(self, verifier: Callable[[str, str], float], name: str = "correct", workers: int = 1):
+        self.verifier = verifier if isinstance(verifier, GuardedReward) else GuardedReward(verifier, timeout=None)
+        self.workers = workers
+        self.__name__ = name
+
+    @property
+    def failure_count(self) -> int:
+        return self.verifier.failure_count
+
+    @property
+    def last_failure(self) -> str:
+        return self.verifier.last_failure
+
+    def __call__(self, prompts, completions, answer, **_: Any) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        if len(texts) != len(answer):
+            raise ValueError(f"{len(texts)} completions but {len(answer)} answers")
+        if self.workers == 1 or len(texts) < 2:
+            return [self.verifier(t, a) for t, a in zip(texts, answer)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.workers, len(texts)), thread_name_prefix="cobarl-score") as pool:
+            return list(pool.map(self.verifier, texts, answer))
+
+
+def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct", workers: int = 1) -> BatchReward:
     """Adapt ``verifier(completion, answer)`` to TRL's ``f(prompts, completions, answer, ...) -> list``."""
-
-    def reward(prompts, completions, answer, **_: Any) -> list[float]:
-        return [float(verifier(completion_text(c), a)) for c, a in zip(completions, answer, strict=True)]
-
-    reward.__name__ = name
-    return reward
+    return BatchReward(verifier, name, workers)
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -145,32 +175,31 @@ def _fsync_append(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def _parse_lines(text: str) -> list[dict]:
+    """JSON objects of a metrics file; a torn line (a kill mid-write) is skipped, not the rest of the file."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop lines for steps after ``last_step`` (they will be redone on resume); atomic rewrite."""
+    """Keep the intact lines of steps up to ``last_step`` (later ones are redone on resume); atomic rewrite."""
     if not path.is_file():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            break  # a torn last line from a kill: drop it and everything after
+    keep = [row for row in _parse_lines(path.read_text()) if row.get("step", 0) <= last_step]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
     os.replace(tmp, path)
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return _parse_lines(path.read_text()) if path.is_file() else []
 
 
 def make_callbacks(run_dir: Path, *, max_steps: int, progress: bool) -> list:
@@ -231,6 +260,11 @@ class RunSummary:
     rollouts_per_second: float
     overhead_frac: float
     resumed_from: str | None = None
+    processes: int = 1
+    rollouts_per_step: int = 0
+    allocations: int = 0
+    reward_failures: int = 0
+    reward_calls: int = 0
 
     def text(self) -> str:
         b, a = self.accuracy_before, self.accuracy_after
@@ -240,12 +274,23 @@ class RunSummary:
         if "sampled" in b:
             lines.append(f"held-out accuracy (sampled, T=1): {b['sampled']:.3f} -> {a['sampled']:.3f}")
         lines += [
-            f"steps: {self.steps}   rollouts spent: {self.rollouts}   mean effective ratio: {self.effective_ratio:.3f}",
+            f"steps: {self.steps}   allocations: {self.allocations} x {self.rollouts_per_step} rollouts across "
+            f"{self.processes} process(es)   rollouts spent: {self.rollouts}   mean effective ratio: {self.effective_ratio:.3f}",
             f"time: {self.seconds:.0f}s   {self.seconds_per_step:.2f} s/step   {self.rollouts_per_second:.0f} rollouts/s   "
             f"allocation overhead: {100 * self.overhead_frac:.2f}% of step time",
-            f"run directory: {self.run_dir}",
         ]
+        if self.reward_failures:
+            lines.append(f"WARNING: {self.reward_failures} of {self.reward_calls} reward calls failed (scored 0); "
+                         "see reward/failures in metrics.jsonl")
+        lines.append(f"run directory: {self.run_dir}")
         return "\n".join(lines)
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (torchrun, accelerate launch); (0, 1) otherwise.
+
+    Read before torch.distributed is set up, so every process can check options before any work."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def resolve_run_dir(config: TrainConfig) -> Path:
@@ -259,6 +304,90 @@ def resolve_run_dir(config: TrainConfig) -> Path:
     return RUNS_ROOT / time.strftime("train-%Y%m%d-%H%M%S")
 
 
+def saved_config(values: dict[str, Any]) -> TrainConfig | None:
+    """The ``config.yaml`` of the run that ``values`` (with ``resume``) points at, or None if it has none."""
+    probe = TrainConfig(**{k: v for k, v in values.items() if k in ("output_dir", "resume")})
+    path = resolve_run_dir(probe) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    return make_config(load_yaml(path))
+
+
+def holds_run(run_dir: Path) -> bool:
+    names = (CONFIG_FILE, METRICS_FILE, "summary.json")
+    return run_dir.is_dir() and (any((run_dir / n).exists() for n in names) or any(run_dir.glob("checkpoint-*")))
+
+
+def move_aside(run_dir: Path) -> Path:
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.old-{n}").exists():
+        n += 1
+    target = run_dir.with_name(f"{run_dir.name}.old-{n}")
+    os.replace(run_dir, target)
+    return target
+
+
+def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse a resume whose run-defining options differ from the run's saved config (unless allowed)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file() or config.allow_config_change:
+        return
+    diff = config_diff(make_config(load_yaml(path)), config)
+    if diff:
+        raise ValueError(
+            f"--resume would change run-defining options of {run_dir} (saved -> now):\n  " + "\n  ".join(diff)
+            + "\nDrop these options to continue the run as it was, or pass --allow-config-change to accept "
+            "(the result then differs from an uninterrupted run)."
+        )
+
+
+def check_resume_world(checkpoint: Path, world: int, allow: bool) -> None:
+    saved = json.loads((checkpoint / "cobarl_state.json").read_text()).get("world_size", 1)
+    if saved != world and not allow:
+        raise ValueError(
+            f"{checkpoint} was written by {saved} process(es) and this launch has {world}: the per-process "
+            "random states and batch split differ, so the run would not continue as it was. Launch with "
+            f"{saved} process(es), or pass --allow-config-change to accept"
+        )
+
+
+def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None]) -> Path | None:
+    """Decide what happens to ``run_dir``; returns the checkpoint to resume from (None: start at step 0).
+
+    Only the main process changes files (sets damaged checkpoints or an old run aside)."""
+    if config.resume:
+        if not holds_run(run_dir):
+            raise FileNotFoundError(f"--resume: {run_dir} holds no run (no {CONFIG_FILE}, no checkpoint)")
+        check_resume_config(config, run_dir)
+        checkpoint = select_checkpoint(run_dir, log=log, set_aside=is_main)
+        if checkpoint is None:
+            log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
+        else:
+            check_resume_world(checkpoint, world, config.allow_config_change)
+        return checkpoint
+    # Only the main process judges the directory: the others may look after it has written config.yaml.
+    # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
+    if is_main and holds_run(run_dir):
+        if not config.fresh:
+            raise FileExistsError(
+                f"{run_dir} already holds a run; continue it with --resume, start over with --fresh "
+                "(moves the old run aside), or pick another --output-dir"
+            )
+        log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
+    return None
+
+
+def interrupt_hint(run_dir: Path) -> str:
+    """What to run after an interrupt, given what is on disk."""
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint is not None:
+        return f"Continue from {checkpoint.name} with: cobarl train --resume --output-dir {run_dir}"
+    if (run_dir / CONFIG_FILE).is_file():
+        return (f"No checkpoint was written yet. Start the run over (same options) with: "
+                f"cobarl train --resume --output-dir {run_dir}")
+    return "Nothing was written yet; run the same command again."
+
+
 def _device(config: TrainConfig) -> str:
     import torch
 
@@ -269,55 +398,80 @@ def _device(config: TrainConfig) -> str:
     return config.device
 
 
-def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummary:
-    """Train with adaptive budgets as configured; returns (and writes) the summary."""
-    from cobarl.train.trainer import last_complete_checkpoint
+def check_extras(config: TrainConfig) -> None:
+    """Optional packages the options need, checked before any work."""
+    import importlib.util
 
-    started = time.perf_counter()
-    run_dir = resolve_run_dir(config)
-    checkpoint = None
-    if config.resume:
-        checkpoint = last_complete_checkpoint(run_dir)
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
-    elif last_complete_checkpoint(run_dir) is not None:
-        raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume to continue it or pick another --output-dir")
-    # Fail on a bad name before any heavy work; the guard turns a verifier that raises or hangs
-    # on one completion into a 0 reward and a counted warning.
-    verifier = load_reward(config.reward)
-    device = _device(config)
+    if config.lora_r and importlib.util.find_spec("peft") is None:
+        raise ImportError("--lora-r needs peft: pip install 'cobarl[peft]'")
+    for tracker in report_to(config):
+        module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}.get(tracker)
+        if module and importlib.util.find_spec(module) is None and not (tracker == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+            raise ImportError(f"--report-to {tracker} needs the {module} package: pip install {module}")
 
+
+def report_to(config: TrainConfig) -> list[str]:
+    names = [n.strip() for n in config.report_to.split(",") if n.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
+def _load_data(config: TrainConfig):
+    if config.dataset is None:
+        return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed)
+    train_ds = load_dataset_file(config.dataset)
+    if config.eval_dataset is not None:
+        return train_ds, load_dataset_file(config.eval_dataset, limit=config.eval_size)
+    return split_held_out(train_ds, config.eval_size)
+
+
+def _set_threads(config: TrainConfig, device: str) -> None:
     import torch
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown our own
-    embedded_model = config.model is None
     if device == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    elif device == "cpu" and embedded_model:
+    elif device == "cpu" and config.model is None:
         # Tiny matmuls: one thread avoids OpenMP spin/handoff costs (~50x faster on a busy 2-core box).
         torch.set_num_threads(1)
 
-    # data
-    if config.dataset is None:
-        train_ds, eval_ds = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed)
-    else:
-        train_ds = load_dataset_file(config.dataset)
-        if config.eval_dataset is not None:
-            eval_ds = load_dataset_file(config.eval_dataset, limit=config.eval_size)
-        else:
-            train_ds, eval_ds = split_held_out(train_ds, config.eval_size)
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=None) -> RunSummary | None:
+    """Train with adaptive budgets as configured; returns (and writes) the summary on the main process,
+    None on the others. ``allocator``: a `cobarl.Allocator` to use instead of one built from the config
+    (e.g. with a callable strategy, which a config file cannot name)."""
+    started = time.perf_counter()
+    rank, world = process_rank()
+    is_main = rank == 0
+    say = log if is_main else (lambda _msg: None)
+    # Everything that can be refused is refused here, on every process, before any file or model.
+    batch_layout(config, world)
+    verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=config.reward_workers)
+    check_extras(config)
+    device = _device(config)
+    run_dir = resolve_run_dir(config)
+    checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say)
+    train_ds, eval_ds = _load_data(config)
     if config.prompts_per_step > len(train_ds):
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) exceeds the {len(train_ds)} training prompts")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(config.replace(output_dir=str(run_dir), resume=False, fresh=False), run_dir / CONFIG_FILE)
+        truncate_metrics(run_dir / METRICS_FILE, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
 
-    # model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown our own
+    _set_threads(config, device)
     model_path = resolve_model_path(config.model, seed=config.seed)
     model, tokenizer = load_policy(model_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(config.replace(output_dir=str(run_dir)), run_dir / CONFIG_FILE)
-    log(f"cobarl train: model {model_path} | {len(train_ds)} train / {len(eval_ds)} held-out prompts | "
-        f"allocator {config.allocator} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "
-        f"= {config.rollouts_per_step} rollouts/step | run dir {run_dir}")
+    say(f"cobarl train: model {model_path} | {len(train_ds)} train / {len(eval_ds)} held-out prompts | "
+        f"allocator {config.strategy} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "
+        f"= {config.rollouts_per_step} rollouts per optimizer step across {world} process(es) | run dir {run_dir}")
 
     def evaluate(m) -> dict[str, float]:
         kw = dict(max_new_tokens=config.max_completion_length, seed=config.seed)
@@ -326,47 +480,62 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunSummar
                                            num_samples=8, **kw)["accuracy"]  # avg@8
         return out
 
-    before_path = run_dir / "eval_before.json"
-    if checkpoint is not None and before_path.is_file():
-        before = json.loads(before_path.read_text())
-    else:
-        before = evaluate(model)
-        tmp = before_path.with_name(before_path.name + ".tmp")
-        tmp.write_text(json.dumps(before))
-        os.replace(tmp, before_path)
-    log(f"held-out accuracy before RL: {before['accuracy']:.3f} (greedy), {before['sampled']:.3f} (sampled)")
+    before = None
+    if is_main:
+        before_path = run_dir / "eval_before.json"
+        before = json.loads(before_path.read_text()) if before_path.is_file() else evaluate(model)
+        _write_json(before_path, before)
+        say(f"held-out accuracy before RL: {before['accuracy']:.3f} (greedy), {before['sampled']:.3f} (sampled)")
 
+    periodic = (lambda m: {"accuracy": held_out_accuracy(m, tokenizer, eval_ds, verifier,
+                                                         max_new_tokens=config.max_completion_length)["accuracy"]})
     trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
-                            eval_fn=(lambda m: {"accuracy": held_out_accuracy(m, tokenizer, eval_ds, verifier,
-                                                                             max_new_tokens=config.max_completion_length)["accuracy"]})
-                            if config.eval_every else None)
+                            eval_fn=periodic if config.eval_every else None, allocator=allocator)
     if checkpoint is not None:
-        truncate_metrics(run_dir / METRICS_FILE, int(checkpoint.name.split("-")[1]))
-        log(f"resuming from {checkpoint}")
+        say(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    if not is_main:
+        return None
+    summary = summarise(config, run_dir, trainer, before, evaluate(trainer.model), started, checkpoint, world)
+    _write_json(run_dir / "summary.json", asdict(summary))
+    return summary
 
-    after = evaluate(trainer.model)
-    rows = [r for r in read_metrics(run_dir / METRICS_FILE)]
-    steps = len(rows)
+
+def summarise(config, run_dir: Path, trainer, before, after, started: float, checkpoint, world: int) -> RunSummary:
+    rows = read_metrics(run_dir / METRICS_FILE)
+    generations = [r for r in rows if r.get("rollout/count")]  # with num_iterations > 1 only some steps generate
     step_s = [r.get("perf/step_s") or 0.0 for r in rows]
-    rollouts = int(sum(r.get("rollout/count") or 0 for r in rows))
-    summary = RunSummary(
+    rollouts = int(sum(r["rollout/count"] for r in generations))
+    failures = int(sum(r.get("reward/failures") or 0 for r in generations))
+    return RunSummary(
         run_dir=str(run_dir),
         steps=trainer.state.global_step,
         rollouts=rollouts,
-        effective_ratio=sum(r.get("rollout/effective_ratio") or 0.0 for r in rows) / max(steps, 1),
+        effective_ratio=sum(r.get("rollout/effective_ratio") or 0.0 for r in generations) / max(len(generations), 1),
         accuracy_before=before,
         accuracy_after=after,
         seconds=time.perf_counter() - started,
-        seconds_per_step=sum(step_s) / max(steps, 1),
+        seconds_per_step=sum(step_s) / max(len(rows), 1),
         rollouts_per_second=rollouts / max(sum(step_s), 1e-9),
-        overhead_frac=sum(r.get("perf/overhead_frac") or 0.0 for r in rows) / max(steps, 1),
+        overhead_frac=sum(r.get("perf/overhead_frac") or 0.0 for r in rows) / max(len(rows), 1),
         resumed_from=str(checkpoint) if checkpoint is not None else None,
+        processes=world,
+        rollouts_per_step=config.rollouts_per_step,
+        allocations=len(generations),
+        reward_failures=failures,
+        reward_calls=rollouts,
     )
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(asdict(summary), indent=2))
-    os.replace(tmp, run_dir / "summary.json")
-    return summary
+
+
+def _lora_config(config: TrainConfig):
+    if not config.lora_r:
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                      task_type="CAUSAL_LM")
 
 
 def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, run_dir: Path, device: str,
@@ -377,31 +546,24 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
 
     from cobarl.train.trainer import AdaptiveGRPOConfig, AdaptiveGRPOTrainer
 
-    budget = config.rollouts_per_step
-    micro = config.micro_batch_size or budget
+    micro, _ = batch_layout(config, process_rank()[1])
     on_gpu = device == "cuda"
+    trackers = report_to(config)  # tensorboard writes under <run dir>/runs/ unless TENSORBOARD_LOGGING_DIR is set
     args = AdaptiveGRPOConfig(
         output_dir=str(run_dir),
         seed=config.seed,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
         per_device_train_batch_size=micro,
-        gradient_accumulation_steps=budget // micro,
-        rollouts_per_step=budget,
+        rollouts_per_step=config.rollouts_per_step,
         prompts_per_step=config.prompts_per_step,
-        allocator=config.allocator,
-        min_budget=config.min_budget,
-        max_budget=config.max_budget,
-        kappa=config.kappa,
-        window=config.window,
-        gamma=config.gamma,
-        tau=config.tau_value,
-        allocator_options={"fixed_alpha": config.fixed_alpha, "fixed_beta": config.fixed_beta},
+        allocator=config.allocator_config(),
+        reward_failure_limit=config.reward_failure_limit,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         loss_type=config.loss_type,
         scale_rewards=config.scale_rewards,
-        beta=config.beta,
+        beta=config.kl_beta,
         num_iterations=config.num_iterations,
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
@@ -409,22 +571,24 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        report_to="none",
+        report_to=trackers or "none",
         disable_tqdm=True,
         use_cpu=not on_gpu,
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=on_gpu and config.model is not None,
         dataloader_num_workers=0,
+        ddp_backend="gloo" if not on_gpu and process_rank()[1] > 1 else None,
     )
     trainer = AdaptiveGRPOTrainer(
         model=model,
-        reward_funcs=make_reward_func(verifier),
+        reward_funcs=make_reward_func(verifier, workers=config.reward_workers),
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
         allocator=allocator,
         eval_fn=eval_fn,
         eval_every=config.eval_every,
+        peft_config=_lora_config(config),
         callbacks=callbacks if callbacks is not None else make_callbacks(run_dir, max_steps=config.max_steps, progress=config.progress),
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
@@ -432,13 +596,13 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
     return trainer
 
 
-
 def run_training(options: dict) -> dict:
     """The ``cobarl compare --backend real`` entry point: one run, per-step rows and a summary.
 
-    ``options`` holds ``allocator``, ``allocator_overrides`` (AllocatorConfig fields),
-    ``seed``, ``max_steps``, ``prompts_per_step``, ``rollouts_per_prompt`` and ``progress``, plus
-    any other `TrainConfig` field (e.g. ``output_dir``, ``model``, ``dataset``).
+    ``options`` are `TrainConfig` option values, flat as on the command line (``allocator`` is the
+    strategy name, ``kappa``, ``tau``, ... are AllocatorConfig fields), built with the same
+    `make_config` as ``cobarl train``; ``allocator_overrides`` (AllocatorConfig fields of the
+    strategy spec) are merged in.
     """
     options = dict(options)
     # Parallel workers may start runs within the same second: give each its own directory.
@@ -447,9 +611,8 @@ def run_training(options: dict) -> dict:
         str(RUNS_ROOT / f"real-{options.get('allocator', 'coba')}-seed{options.get('seed', 0)}-"
             f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"),
     )
-    # Strategy overrides (e.g. fixed_alpha for fixed-beta-1.5-10.5) are TrainConfig fields.
     options.update(options.pop("allocator_overrides", None) or {})
-    config = TrainConfig(**options)
+    config = make_config(options)
     summary = run(config, log=lambda _: None)
     rows = read_metrics(Path(summary.run_dir) / METRICS_FILE)
     for row in rows:

@@ -1,6 +1,6 @@
 """`AdaptiveGRPOTrainer`: TRL's `GRPOTrainer` with per-prompt rollout budgets.
 
-Tested against TRL >=1.14,<1.17 (the private hooks below drift between TRL minors; see
+Tested against TRL 1.14.2 and 1.16.0 (pin: >=1.14.2,!=1.15.0,<1.17) (the private hooks below drift between TRL minors; see
 ``SUPPORTED_TRL``). Four hooks change; everything else is TRL's:
 
 1. ``_get_train_sampler`` returns a :class:`PromptBatchSampler`: each generation batch holds
@@ -9,16 +9,24 @@ Tested against TRL >=1.14,<1.17 (the private hooks below drift between TRL minor
    moment the batch is generated -- so the allocation always sees the latest statistics, even though
    the dataloader prefetches -- re-lays the rows out as each prompt repeated ``counts[i]`` times,
    lets TRL generate and score them, then replaces TRL's ``view(-1, num_generations)`` advantages
-   with group-id advantages and feeds the gathered rewards to the allocator::
+   with group-id advantages (TRL's formulas, both ``multi_objective_aggregation`` modes) and feeds
+   the gathered raw rewards to the allocator. With several processes the main process plans and
+   broadcasts the counts; every rank lays out the same global batch, generates its slice, and
+   observes the same gathered rewards in the same order, so allocator state is identical on all
+   ranks whatever the allocator (a stochastic callable included)::
 
        sampler rows   p3 p3 p3 p3 p8 p8 p8 p8 p1 p1 p1 p1      (placeholders, 3 prompts x 4)
        allocation     p3: 2        p8: 7          p1: 3         (sums to 12, each in [min, max])
        generated      p3 p3 p8 p8 p8 p8 p8 p8 p8 p1 p1 p1      (group id = prompt id)
 
-3. ``_save_checkpoint`` writes ``cobarl_state.json`` (allocator state) atomically into the
-   checkpoint directory before TRL writes ``trainer_state.json``; ``_load_optimizer_and_scheduler``
-   restores it on resume.
-4. ``log`` adds ``perf/step_s``, ``perf/rollouts_per_s`` and periodic ``eval/*`` accuracy.
+3. ``_save_checkpoint`` writes ``cobarl_state.json`` (allocator state, micro-step) atomically into
+   the checkpoint directory before TRL writes ``trainer_state.json`` -- plus each rank's generated
+   batch when the checkpoint falls inside a generation (``num_iterations > 1``);
+   ``_load_optimizer_and_scheduler`` restores them, so a resumed run neither re-plans nor
+   re-observes a batch.
+4. ``log`` adds ``perf/step_s``, ``perf/rollouts_per_s`` and periodic ``eval/*`` accuracy (main
+   process only); ``_calculate_rewards`` counts failed reward calls (``reward/failures``) and the
+   step aborts when nearly all of them failed (``reward_failure_limit``).
 
 ``num_generations`` only has to satisfy TRL's divisibility checks (it is set to a divisor of the
 batch); TRL still uses it in ``view(-1, num_generations)`` for ``frac_reward_zero_std`` (which we
@@ -45,15 +53,16 @@ from torch.utils.data import Sampler
 import trl
 from trl import GRPOConfig, GRPOTrainer
 
-SUPPORTED_TRL = (Version("1.14"), Version("1.17"))  # [min, max)
+SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
+BROKEN_TRL = (Version("1.15.0"),)  # its chunked log-prob path fails on CPU-only torch
 STATE_FILE = "cobarl_state.json"
 PROMPT_ID = "prompt_id"
 TRL_EPS = 1e-4  # TRL divides by (std + 1e-4)
 
-if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1]:  # pragma: no cover
+if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1] or Version(trl.__version__) in BROKEN_TRL:  # pragma: no cover
     raise ImportError(
-        f"cobarl.train needs trl>={SUPPORTED_TRL[0]},<{SUPPORTED_TRL[1]} (it overrides private GRPOTrainer hooks); "
-        f"found trl {trl.__version__}. Install a supported version: pip install 'trl>=1.14,<1.17'"
+        f"cobarl.train needs trl>={SUPPORTED_TRL[0]},!=1.15.0,<{SUPPORTED_TRL[1]} (it overrides private GRPOTrainer "
+        f"hooks); found trl {trl.__version__}. Install a supported version: pip install 'trl>=1.14.2,!=1.15.0,<1.17'"
     )
 
 
@@ -61,36 +70,47 @@ def _smallest_divisor(n: int) -> int:
     return next(d for d in range(2, n + 1) if n % d == 0)
 
 
+def _env_world_size() -> int:
+    # torchrun and accelerate launch both set WORLD_SIZE; TRL's own checks read the same value.
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @dataclass
 class AdaptiveGRPOConfig(GRPOConfig):
     """`GRPOConfig` plus the budget-allocation options.
 
-    The per-step budget is TRL's ``generation_batch_size`` (set it directly or via
-    ``rollouts_per_step``); ``num_generations`` defaults to the smallest divisor >= 2 of it and is
-    only used for TRL's shape checks.
+    The per-step budget is ``rollouts_per_step`` rollouts per generation *across all processes*
+    (TRL's global ``generation_batch_size``). One optimizer step consumes one generation:
+    ``gradient_accumulation_steps`` is derived as ``rollouts_per_step / (per_device_train_batch_size
+    x processes)``, so the number of allocations, optimizer steps and schedule steps agree whatever
+    the launch (with ``num_iterations = n``, each generation serves n optimizer steps).
+    ``num_generations`` defaults to the smallest divisor >= 2 of the budget and is only used for
+    TRL's shape checks.
     """
 
     num_generations: int | None = field(
         default=None, metadata={"help": "Only for TRL's divisibility checks; default: smallest divisor >= 2 of the batch."}
     )
     rollouts_per_step: int | None = field(
-        default=None, metadata={"help": "Total rollouts per step (the fixed budget); sets generation_batch_size."}
+        default=None, metadata={"help": "Rollouts per generation across all processes (the fixed budget); sets generation_batch_size."}
     )
     prompts_per_step: int = field(default=8, metadata={"help": "Distinct prompts per generation batch."})
     allocator: Any = field(
-        default="coba", metadata={"help": "Allocator name (see cobarl.allocator) or callable(pass_rates, total_budget, min_budget, max_budget)->counts."}
+        default="coba",
+        metadata={"help": "Allocator strategy name, callable(pass_rates, total_budget, min_budget, max_budget)->counts, "
+                  "or a cobarl.AllocatorConfig."},
     )
-    min_budget: int = field(default=2, metadata={"help": "Fewest rollouts per drawn prompt."})
-    max_budget: int = field(default=128, metadata={"help": "Most rollouts per prompt."})
-    kappa: float = field(default=11.0, metadata={"help": "Capability Beta concentration."})
-    window: int = field(default=1, metadata={"help": "Capability moving-average window (steps)."})
-    gamma: float = field(default=10.0, metadata={"help": "Capability mapping sharpness."})
-    tau: Any = field(default=8.0, metadata={"help": "Allocation temperature (float or 'adaptive')."})
     allocator_options: dict | None = field(
-        default=None, metadata={"help": "Extra AllocatorConfig fields (e.g. fixed_alpha, fixed_beta, total_steps)."}
+        default=None, metadata={"help": "AllocatorConfig fields (kappa, tau, min_budget, ...) when allocator is a name or callable."}
+    )
+    reward_failure_limit: float = field(
+        default=0.9, metadata={"help": "Abort when this share of a step's reward calls fail; 1 disables the check."}
     )
 
     def __post_init__(self):
+        from cobarl.train.config import derive_accumulation
+
+        world = _env_world_size()
         if self.rollouts_per_step is not None:
             if self.generation_batch_size not in (None, self.rollouts_per_step) or self.steps_per_generation is not None:
                 raise ValueError(
@@ -98,36 +118,106 @@ class AdaptiveGRPOConfig(GRPOConfig):
                     f"(rollouts_per_step={self.rollouts_per_step}, generation_batch_size={self.generation_batch_size})"
                 )
             self.generation_batch_size = self.rollouts_per_step
+            self.gradient_accumulation_steps = derive_accumulation(self.rollouts_per_step, self.per_device_train_batch_size,
+                                                                   world, self.gradient_accumulation_steps)
         if self.num_generations is None:
             budget = self.generation_batch_size
             if budget is None:
-                world = int(os.environ.get("WORLD_SIZE", "1"))
                 budget = self.per_device_train_batch_size * world * (self.steps_per_generation or self.gradient_accumulation_steps)
             self.num_generations = _smallest_divisor(max(budget, 2))
         super().__post_init__()
         self.rollouts_per_step = self.generation_batch_size
-        budget, p = self.generation_batch_size, self.prompts_per_step
-        if self.min_budget < 2:
-            raise ValueError(f"min_budget must be >= 2 (a group of one has no baseline), got {self.min_budget}")
-        if budget < self.min_budget * p:
+        if self.steps_per_generation != self.gradient_accumulation_steps:
             raise ValueError(
-                f"budget cannot be met: {budget} rollouts per step < min_budget x prompts_per_step = "
-                f"{self.min_budget} x {p}; raise rollouts_per_step or lower prompts_per_step"
+                f"one optimizer step must consume one generation (one allocation): steps_per_generation "
+                f"({self.steps_per_generation}) != gradient_accumulation_steps ({self.gradient_accumulation_steps}); "
+                "set rollouts_per_step and leave both unset"
             )
-        if budget > self.max_budget * p:
-            raise ValueError(
-                f"budget cannot be met: {budget} rollouts per step > max_budget x prompts_per_step = "
-                f"{self.max_budget} x {p}; raise max_budget or prompts_per_step"
-            )
+        if not 0 < self.reward_failure_limit <= 1:
+            raise ValueError(f"reward_failure_limit must be in (0, 1], got {self.reward_failure_limit}")
+        from cobarl.train.config import check_allocator
+
+        errors = check_allocator(self.allocator_config(), self.prompts_per_step, self.generation_batch_size)
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        # Trackers (TensorBoard, W&B) serialise the arguments as JSON: an AllocatorConfig or callable is not.
+        out = super().to_dict()
+        from cobarl.train.config import allocator_to_dict
+
+        cfg = self.allocator_config()
+        out["allocator"] = allocator_to_dict(cfg)
+        return out
 
     def allocator_config(self):
+        """The AllocatorConfig of this run; the schedule length is the number of allocations."""
         from cobarl.allocator import AllocatorConfig
 
-        return AllocatorConfig(
-            strategy=self.allocator, min_budget=self.min_budget, max_budget=self.max_budget, kappa=self.kappa,
-            window=self.window, gamma=self.gamma, tau=self.tau,
-            **{"total_steps": self.max_steps if self.max_steps > 0 else None, **(self.allocator_options or {})},
-        )
+        allocations = -(-self.max_steps // self.num_iterations) if self.max_steps > 0 else None
+        if isinstance(self.allocator, AllocatorConfig):
+            if self.allocator_options:
+                raise ValueError("allocator_options cannot be combined with an AllocatorConfig; set its fields instead")
+            cfg = self.allocator
+        else:
+            cfg = AllocatorConfig(strategy=self.allocator, **(self.allocator_options or {}))
+        if cfg.total_steps is None and allocations is not None:
+            cfg = dataclasses.replace(cfg, total_steps=allocations)
+        return cfg
+
+
+def scalar_rewards(rewards_per_func: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """TRL's scalar reward: the weighted sum over reward functions ignoring NaN; NaN where every function
+    returned None (an unscorable rollout)."""
+    out = np.nansum(rewards_per_func * weights[None, :], axis=1)
+    out[np.isnan(rewards_per_func).all(axis=1)] = np.nan
+    return out
+
+
+def _nan_mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and unbiased std over the finite entries (NaN when there are too few), like TRL's nanstd."""
+    x = x[~np.isnan(x)]
+    mean = float(x.mean()) if len(x) else float("nan")
+    std = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+    return mean, std
+
+
+def _by_group(values: np.ndarray, index: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-rollout group mean and std of ``values`` (groups given by a dense ``index``)."""
+    stats = np.array([_nan_mean_std(values[index == g]) for g in range(n_groups)]).reshape(n_groups, 2)
+    return stats[index, 0], stats[index, 1]
+
+
+def trl_advantages(rewards_per_func: np.ndarray, weights: np.ndarray, group_ids: list, *, scale_rewards: str,
+                   aggregation: str) -> np.ndarray:
+    """TRL's advantages (1.14-1.16, both ``multi_objective_aggregation`` modes, every ``scale_rewards``)
+    with groups taken by prompt id instead of ``view(-1, num_generations)``.
+
+    Unscorable rollouts are left out of every mean and std and get advantage 0, as in TRL.
+    """
+    _, index = np.unique(np.asarray([str(g) for g in group_ids]), return_inverse=True)
+    n_groups = int(index.max()) + 1 if len(index) else 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if aggregation == "sum_then_normalize":
+            rewards = scalar_rewards(rewards_per_func, weights)
+            mean, std = _by_group(rewards, index, n_groups)
+            if scale_rewards == "batch":
+                std = np.full_like(rewards, _nan_mean_std(rewards)[1])
+            adv = rewards - mean
+            if scale_rewards != "none":
+                adv = adv / (std + TRL_EPS)
+        elif aggregation == "normalize_then_sum":
+            normalised = np.empty_like(rewards_per_func)
+            for k in range(rewards_per_func.shape[1]):
+                mean, std = _by_group(rewards_per_func[:, k], index, n_groups)
+                normalised[:, k] = (rewards_per_func[:, k] - mean) / (std + TRL_EPS)
+            rewards = np.nansum(normalised * weights[None, :], axis=1)
+            rewards[np.isnan(rewards_per_func).all(axis=1)] = np.nan
+            mean, std = _nan_mean_std(rewards)
+            adv = (rewards - mean) / (std + TRL_EPS)
+        else:
+            raise ValueError(f"multi_objective_aggregation must be sum_then_normalize or normalize_then_sum, got {aggregation!r}")
+    return np.nan_to_num(adv, nan=0.0)
 
 
 class PromptBatchSampler(Sampler[int]):
@@ -234,6 +324,8 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         self._last_plan = None  # (prompt_ids, counts) of the latest allocation, for tests and debugging
         self._batch_ids: list | None = None  # global prompt id of each generated row
         self._rewards_per_func: torch.Tensor | None = None
+        self._reward_failures = 0
+        self._step_failures = (0, 0)  # (failed reward calls, reward calls) of the latest generation
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
 
     # 1. sampler ------------------------------------------------------------------------------------
@@ -249,72 +341,93 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
 
     # 2. allocation, advantages, statistics ----------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        before = [getattr(f, "failure_count", 0) for f in self.reward_funcs]
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        failed = sum(getattr(f, "failure_count", 0) - b for f, b in zip(self.reward_funcs, before))
+        # Failures a guarded reward scored as 0 are counted on the rank that scored them: sum over ranks.
+        failed_t = torch.tensor([float(failed)], device=self.accelerator.device)
+        self._reward_failures = int(self.accelerator.gather(failed_t).sum().item())
         self._rewards_per_func = rewards_per_func  # gathered: one row per rollout on every process
         return rewards_per_func
+
+    def _plan_generation(self, inputs: list[dict]) -> tuple[list, np.ndarray, list[dict]]:
+        """One plan for all ranks: the main process plans from the gathered batch and broadcasts the counts.
+
+        Returns the prompt ids, their counts and the global row layout (each prompt repeated
+        ``counts[i]`` times); rank ``r`` generates rows ``r * local .. (r + 1) * local``.
+        """
+        world = self.accelerator.num_processes
+        all_rows = list(inputs)
+        if world > 1:
+            from accelerate.utils import broadcast_object_list, gather_object
+
+            all_rows = gather_object(inputs)
+        by_id = {}
+        for row in all_rows:
+            by_id.setdefault(row[PROMPT_ID], row)
+        prompt_ids = list(by_id)
+        payload = [None]
+        if self.accelerator.is_main_process:
+            payload = [np.asarray(self.allocator.plan(prompt_ids, len(all_rows)).counts, dtype=np.int64).tolist()]
+        if world > 1:
+            broadcast_object_list(payload, from_process=0)
+        counts = np.asarray(payload[0], dtype=np.int64)
+        if counts.sum() != len(all_rows) or len(counts) != len(prompt_ids) or (counts < 1).any():
+            raise RuntimeError(f"allocator returned counts {counts.tolist()} for {len(prompt_ids)} prompts and budget {len(all_rows)}")
+        rows = [dict(by_id[pid]) for pid, c in zip(prompt_ids, counts.tolist()) for _ in range(c)]
+        return prompt_ids, counts, rows
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         t0 = time.perf_counter()
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        if world > 1:
-            from accelerate.utils import gather_object
-
-            all_rows = gather_object(inputs)
-        else:
-            all_rows = list(inputs)
-        by_id = {}
-        for row in all_rows:
-            by_id.setdefault(row[PROMPT_ID], row)
-        prompt_ids = list(by_id)
-        plan = self.allocator.plan(prompt_ids, len(all_rows))
-        counts = np.asarray(plan.counts, dtype=np.int64)
-        if counts.sum() != len(all_rows) or len(counts) != len(prompt_ids):
-            raise RuntimeError(f"allocator returned counts {counts.tolist()} for {len(prompt_ids)} prompts and budget {len(all_rows)}")
-        rows = [dict(by_id[pid]) for pid, c in zip(prompt_ids, counts.tolist()) for _ in range(c)]
+        rank, local = self.accelerator.process_index, len(inputs)
+        prompt_ids, counts, rows = self._plan_generation(inputs)
         self._batch_ids = [row[PROMPT_ID] for row in rows]
         self._last_plan = (prompt_ids, counts)
-        local = len(inputs)
         overhead = time.perf_counter() - t0
 
         output = super()._generate_and_score_completions(rows[rank * local : (rank + 1) * local])
 
         t1 = time.perf_counter()
-        rewards = self._scalar_rewards(self._rewards_per_func)
-        adv = self._advantages(rewards, self._batch_ids)
+        rpf = self._rewards_per_func.detach().double().cpu().numpy()
+        self._check_reward_failures(rpf)
+        weights = self.reward_weights.detach().double().cpu().numpy()
+        rewards = scalar_rewards(rpf, weights)
+        advantages = trl_advantages(rpf, weights, self._batch_ids, scale_rewards=self.scale_rewards,
+                                    aggregation=self.multi_objective_aggregation)
         device = output["advantages"].device
-        output["advantages"] = torch.as_tensor(adv.advantages[rank * local : (rank + 1) * local], dtype=torch.float32, device=device)
-        self._replace_logged_advantages(adv.advantages)
-        observed = self.allocator.observe(self._batch_ids, rewards) or {}
+        output["advantages"] = torch.as_tensor(advantages[rank * local : (rank + 1) * local], dtype=torch.float32, device=device)
+        self._replace_logged_advantages(advantages)
+        # Unscorable rollouts (every reward function returned None) say nothing about the prompt.
+        scored = ~np.isnan(rewards)
+        ids = [pid for pid, ok in zip(self._batch_ids, scored) if ok]
+        adv = self._group_stats(rewards[scored], ids)
+        observed = (self.allocator.observe(ids, rewards[scored]) or {}) if ids else self.allocator.metrics()
         overhead += time.perf_counter() - t1
         self._overhead_s += overhead
-        self._log_step_metrics(counts, rewards, adv, observed, plan)
+        self._log_step_metrics(counts, rewards[scored], adv, observed)
         return output
 
-    def _advantages(self, rewards: np.ndarray, group_ids: list):
-        """Group-id advantages with TRL's ``scale_rewards`` semantics and TRL's eps (1e-4)."""
+    def _group_stats(self, rewards: np.ndarray, ids: list):
         from cobarl.advantages import group_advantages
 
-        if self.scale_rewards == "batch":
-            adv = group_advantages(rewards, group_ids, scale="none", eps=TRL_EPS)
-            std = float(np.std(rewards, ddof=1)) if len(rewards) > 1 else 0.0
-            return dataclasses.replace(adv, advantages=adv.advantages / (std + TRL_EPS))
-        return group_advantages(rewards, group_ids, scale=self.scale_rewards, eps=TRL_EPS)
+        return group_advantages(rewards, ids, scale="none") if ids else None
 
-    def _scalar_rewards(self, rewards_per_func: torch.Tensor) -> np.ndarray:
-        """Weighted sum over reward functions (as TRL does); a rollout no function could score is an error."""
-        rpf = rewards_per_func.detach().float().cpu()
-        unscorable = torch.isnan(rpf).all(dim=1)
-        if unscorable.any():
-            i = int(unscorable.nonzero()[0, 0])
-            pid = self._batch_ids[i]
-            raise ValueError(
-                f"reward is NaN for rollout {i} of prompt {pid!r} (no reward function returned a number); "
-                "fix the verifier or the ground truth of that prompt"
+    def _check_reward_failures(self, rewards_per_func: np.ndarray) -> None:
+        """Count this step's failed reward calls (guard failures + None/NaN returns); abort when nearly all failed."""
+        calls = rewards_per_func.size
+        failed = self._reward_failures + int(np.isnan(rewards_per_func).sum())
+        self._step_failures = (failed, calls)
+        if calls and failed / calls >= self.args.reward_failure_limit:
+            details = "; ".join(filter(None, (getattr(f, "last_failure", "") for f in self.reward_funcs)))
+            raise RuntimeError(
+                f"reward functions failed on {failed} of {calls} calls this step (>= reward_failure_limit "
+                f"{self.args.reward_failure_limit:g}): training on these rewards would be meaningless"
+                + (f"; last failure: {details}" if details else "")
+                + ". Check the reward function (signature f(completion, answer), return type, time limit) "
+                "against a few completions."
             )
-        weights = self.reward_weights.detach().float().cpu()
-        return (rpf * weights.unsqueeze(0)).nansum(dim=1).double().numpy()
 
     def _replace_logged_advantages(self, advantages: np.ndarray) -> None:
         logged = self._logs.get("advantages") if isinstance(self._logs, dict) else None
@@ -324,24 +437,27 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             logged.pop()
         logged.extend(advantages.tolist())
 
-    def _log_step_metrics(self, counts, rewards, adv, observed, plan) -> None:
+    def _log_step_metrics(self, counts, rewards, adv, observed) -> None:
         from cobarl import budget_metrics
 
         m = self._metrics["train"]
         values = {k: float(v) for k, v in observed.items() if isinstance(v, (int, float, np.floating, np.integer))}
-        if "budget/mean" not in values:  # a custom allocator object may not report its budgets
+        if "budget/mean" not in values:  # non-main ranks, or a custom allocator object that does not report budgets
             values.update(budget_metrics(counts))
-        values.update(adv.metrics())
-        values["rollout/count"] = float(len(rewards))
-        values["reward/mean"] = float(np.mean(rewards))
-        values["reward/std"] = float(np.std(rewards))
-        values["adv/abs_mean"] = float(np.mean(np.abs(adv.advantages)))
+        if adv is not None:
+            values.update(adv.metrics())
+        failed, calls = self._step_failures
+        values["rollout/count"] = float(counts.sum())
+        values["reward/failures"] = float(failed)
+        values["reward/failure_frac"] = failed / calls if calls else 0.0
+        values["reward/mean"] = float(np.mean(rewards)) if len(rewards) else float("nan")
+        values["reward/std"] = float(np.std(rewards)) if len(rewards) else float("nan")
         values["perf/overhead_s"] = self._overhead_s
         for k, v in values.items():
             m[k].append(v)
-        if m.get("frac_reward_zero_std"):
+        if m.get("frac_reward_zero_std") and adv is not None:
             m["frac_reward_zero_std"][-1] = adv.num_degenerate_groups / max(adv.num_groups, 1)
-        self._rollouts_since_log += len(rewards)
+        self._rollouts_since_log += int(counts.sum())
 
     # 4. timing and periodic eval --------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch):
@@ -359,7 +475,9 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             logs["perf/overhead_frac"] = self._overhead_s / elapsed if elapsed > 0 else 0.0
             self._step_t0, self._rollouts_since_log = None, 0
             self._last_logged_step = self.state.global_step
-            if self.eval_fn is not None and self.eval_every and self.state.global_step % self.eval_every == 0:
+            # Only the main process evaluates: the others would repeat the same work for a log they never write.
+            if (self.eval_fn is not None and self.eval_every and self.state.global_step % self.eval_every == 0
+                    and self.accelerator.is_main_process):
                 try:
                     logs.update({f"eval/{k}": float(v) for k, v in self.eval_fn(self.model).items()})
                 finally:
@@ -367,20 +485,48 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         super().log(logs, start_time)
 
     # 3. checkpoint state ------------------------------------------------------------------------------
+    def _generate_every(self) -> int:
+        return self.args.steps_per_generation * self.num_iterations
+
     def _save_checkpoint(self, model, trial):
+        ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        # A checkpoint inside a generation (num_iterations > 1) keeps the generated batch: resuming must
+        # reuse it, not re-plan and re-observe it. Each rank keeps its own slice.
+        mid_generation = self._step % self._generate_every() != 0 and self._buffered_inputs is not None
+        if mid_generation:
+            torch.save(self._buffered_inputs, ckpt / (buffer_file(self.accelerator.process_index) + ".tmp"))
+            os.replace(ckpt / (buffer_file(self.accelerator.process_index) + ".tmp"),
+                       ckpt / buffer_file(self.accelerator.process_index))
         if self.args.should_save:
             # Written before TRL's files, so a checkpoint with trainer_state.json always has it too.
-            ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            ckpt.mkdir(parents=True, exist_ok=True)
-            state = {"global_step": self.state.global_step, "allocator": self.allocator.state_dict()}
+            state = {"version": 2, "global_step": self.state.global_step, "micro_step": self._step,
+                     "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
+                     "allocator": self.allocator.state_dict()}
             _write_json_atomic(ckpt / STATE_FILE, state)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None:
-            load_allocator_state(self.allocator, checkpoint)
-            self._last_logged_step = self.state.global_step
+        if checkpoint is None:
+            return
+        state = load_allocator_state(self.allocator, checkpoint)
+        self._last_logged_step = self.state.global_step
+        # TRL counts micro-steps from 0 after a resume; generation and buffer slicing depend on it.
+        self._step = int(state.get("micro_step", self.state.global_step * self.args.gradient_accumulation_steps))
+        if state.get("mid_generation"):
+            saved_world = state.get("world_size", 1)
+            if saved_world != self.accelerator.num_processes:
+                raise RuntimeError(
+                    f"{checkpoint} was written inside a generation by {saved_world} process(es); it can only be resumed "
+                    f"with the same number of processes (now {self.accelerator.num_processes})"
+                )
+            path = Path(checkpoint) / buffer_file(self.accelerator.process_index)
+            self._buffered_inputs = torch.load(path, map_location=self.accelerator.device, weights_only=False)
+
+
+def buffer_file(rank: int) -> str:
+    return f"cobarl_buffer_rank{rank}.pt"
 
 
 def load_allocator_state(allocator, checkpoint: str | os.PathLike) -> dict:
@@ -393,16 +539,3 @@ def load_allocator_state(allocator, checkpoint: str | os.PathLike) -> dict:
     state = json.loads(path.read_text())
     allocator.load_state_dict(state["allocator"])
     return state
-
-
-def last_complete_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The highest ``checkpoint-N`` in ``run_dir`` that has both TRL's and cobarl's state files."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    found = []
-    for p in run_dir.glob("checkpoint-*"):
-        suffix = p.name.split("-", 1)[1]
-        if p.is_dir() and suffix.isdigit() and (p / STATE_FILE).is_file() and (p / "trainer_state.json").is_file():
-            found.append((int(suffix), p))
-    return max(found)[1] if found else None

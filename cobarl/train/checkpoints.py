@@ -1,0 +1,130 @@
+"""Which checkpoint a run resumes from: the newest one whose files are all present and intact.
+
+A kill during a save (or a full disk) leaves a checkpoint with missing or truncated files. Loading
+it fails deep inside torch or transformers with a message that names no file, or -- for a missing
+``optimizer.pt`` -- silently resumes with a fresh optimizer. So before resuming, every file a
+resume reads is checked cheaply (without loading tensors): JSON parses, safetensors headers match
+the file size, torch zip archives have their central directory. A bad checkpoint is reported by
+file, set aside (renamed so neither TRL's rotation nor a later resume picks it up), and the
+previous complete one is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+STATE_FILE = "cobarl_state.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "adapter_model.safetensors", "adapter_model.bin")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """``checkpoint-N`` directories of ``run_dir``, newest first."""
+    found = []
+    for p in Path(run_dir).glob("checkpoint-*"):
+        suffix = p.name.split("-", 1)[1]
+        if p.is_dir() and suffix.isdigit():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"{path} is not valid JSON ({e})"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error) as e:
+        return f"{path} has no readable safetensors header ({e})"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + n + end:
+        return f"{path} is truncated ({size} bytes; its header describes {8 + n + end})"
+    return None
+
+
+def _zip_problem(path: Path) -> str | None:
+    if not zipfile.is_zipfile(path):
+        return f"{path} is truncated or not a torch archive"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return f"{path} is missing"
+    if path.suffix == ".json":
+        return _json_problem(path)
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return _zip_problem(path)
+    return None
+
+
+def _weights_problem(ckpt: Path) -> str | None:
+    present = [name for name in WEIGHT_FILES if (ckpt / name).is_file()]
+    if not present:
+        return f"{ckpt} holds no model weights (none of {', '.join(WEIGHT_FILES)})"
+    if present[0] == "model.safetensors.index.json":
+        index = json.loads((ckpt / present[0]).read_text())
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            problem = _file_problem(ckpt / shard)
+            if problem:
+                return problem
+    return _file_problem(ckpt / present[0])
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """The first missing or damaged file of ``ckpt`` (a message naming it), or None if it is complete."""
+    ckpt = Path(ckpt)
+    for name in (STATE_FILE, "trainer_state.json"):
+        problem = _file_problem(ckpt / name)
+        if problem:
+            return problem
+    problem = _weights_problem(ckpt)
+    if problem:
+        return problem
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    world = int(state.get("world_size", 1))
+    rng = ["rng_state.pth"] if world == 1 else [f"rng_state_{r}.pth" for r in range(world)]
+    needed = ["optimizer.pt", "scheduler.pt", *rng]
+    if state.get("mid_generation"):
+        needed += [f"cobarl_buffer_rank{r}.pt" for r in range(world)]
+    for name in needed:
+        problem = _file_problem(ckpt / name)
+        if problem:
+            return problem
+    return None
+
+
+def last_complete_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of ``run_dir`` with every file present and intact (no side effects)."""
+    return next((c for c in checkpoints(Path(run_dir)) if checkpoint_problem(c) is None), None)
+
+
+def select_checkpoint(run_dir: Path, *, log: Callable[[str], None], set_aside: bool) -> Path | None:
+    """Newest complete checkpoint; each newer damaged one is reported by file and, when ``set_aside``
+    (the main process), renamed to ``damaged-ckpt-N-<time>`` so a new save of step N is not confused with it."""
+    for ckpt in checkpoints(run_dir):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        log(f"cobarl train: checkpoint {ckpt.name} cannot be resumed: {problem}; falling back to the previous one")
+        if set_aside:
+            target = ckpt.with_name(f"damaged-ckpt-{ckpt.name.split('-', 1)[1]}-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(ckpt, target)
+            log(f"cobarl train: moved {ckpt} aside to {target}")
+    return None

@@ -1,0 +1,131 @@
+"""Two processes (``torchrun --nproc_per_node 2``, gloo, CPU): exact global budget, one plan for all ranks.
+
+The test launches this file under torchrun; each rank runs `cobarl.train.run.run` with a
+*stochastic* callable allocator (seeded differently on each rank, so independent planning would
+disagree) and records every plan it used and its final allocator state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROLLOUTS, PROMPTS, STEPS = 16, 4, 3
+
+
+def parity_reward(completion: str, answer: str) -> float:
+    """Mixed outcomes even for a random model."""
+    return float(len(completion) % 2 == len(answer) % 2)
+
+
+def stochastic_allocation(pass_rates, total_budget, min_budget, max_budget):
+    """Random counts from a per-process RNG: two ranks planning on their own would disagree."""
+    rng = stochastic_allocation.rng
+    counts = np.full(len(pass_rates), min_budget, dtype=np.int64)
+    for i in rng.choice(len(pass_rates), size=total_budget - counts.sum()):
+        counts[i] += 1
+    over = counts > max_budget  # push any excess onto prompts with room, deterministically
+    spare = int((counts[over] - max_budget).sum())
+    counts[over] = max_budget
+    for i in np.argsort(counts):
+        take = min(spare, max_budget - counts[i])
+        counts[i] += take
+        spare -= take
+    return counts
+
+
+def worker(model_dir: str, out_dir: str) -> None:
+    import torch
+
+    from cobarl.allocator import Allocator, AllocatorConfig
+    from cobarl.train.config import make_config
+    from cobarl.train.run import run
+    from cobarl.train.trainer import AdaptiveGRPOTrainer
+
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    stochastic_allocation.rng = np.random.default_rng(1000 + rank)
+    plans, inner = [], AdaptiveGRPOTrainer._plan_generation
+
+    def recording(self, inputs):
+        ids, counts, rows = inner(self, inputs)
+        plans.append({"ids": [int(i) for i in ids], "counts": counts.tolist(), "rows": len(rows), "local": len(inputs),
+                      "step": self.state.global_step})
+        return ids, counts, rows
+
+    AdaptiveGRPOTrainer._plan_generation = recording
+    config = make_config(dict(
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=2,
+        prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
+        max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu",
+        reward="test_train_multiprocess:parity_reward",
+    ))
+    alloc = Allocator(AllocatorConfig(strategy=stochastic_allocation, min_budget=2, max_budget=8))
+    summary = run(config, log=lambda _: None, allocator=alloc)
+    result = {"plans": plans, "state": alloc.state_dict(), "summary": summary.__dict__ if summary else None}
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result, default=str))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    pytest.importorskip("trl")
+    from cobarl.models.tiny import build_model, build_tokenizer
+
+    tmp = tmp_path_factory.mktemp("mp")
+    model_dir = tmp / "model"
+    tok = build_tokenizer()
+    build_model(tok, seed=0).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    res = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), __file__, str(model_dir), str(tmp)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return tmp, [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_every_optimizer_step_spends_the_global_budget(two_process_run):
+    tmp, ranks = two_process_run
+    for r in ranks:
+        assert len(r["plans"]) == STEPS  # one allocation per optimizer step, not one per rank or micro-step
+        for plan in r["plans"]:
+            assert sum(plan["counts"]) == plan["rows"] == ROLLOUTS and plan["local"] == ROLLOUTS // 2
+    rows = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]  # written once (main process), not once per rank
+    assert all(row["rollout/count"] == ROLLOUTS for row in rows)
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert summary["rollouts"] == STEPS * ROLLOUTS and summary["processes"] == 2 and summary["allocations"] == STEPS
+    assert ranks[0]["summary"]["steps"] == STEPS and ranks[1]["summary"] is None
+    from cobarl.train.checkpoints import checkpoint_problem
+
+    assert checkpoint_problem(tmp / "run" / "checkpoint-3") is None  # both ranks' RNG states are there
+
+
+def test_ranks_share_one_plan_and_end_with_identical_allocator_state(two_process_run):
+    _, (r0, r1) = two_process_run
+    assert [p["ids"] for p in r0["plans"]] == [p["ids"] for p in r1["plans"]]
+    assert [p["counts"] for p in r0["plans"]] == [p["counts"] for p in r1["plans"]]
+    assert any(len(set(p["counts"])) > 1 for p in r0["plans"])  # the stochastic allocator did act
+    assert json.dumps(r0["state"]["stats"], sort_keys=True) == json.dumps(r1["state"]["stats"], sort_keys=True)
+    assert json.dumps(r0["state"]["tracker"], sort_keys=True) == json.dumps(r1["state"]["tracker"], sort_keys=True)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], sys.argv[2])
