@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cobarl import metrics as M
+
 SCALES = ("group", "none")
 
 
@@ -42,9 +44,9 @@ class GroupAdvantages:
 
     def metrics(self) -> dict[str, float]:
         return {
-            "rollout/effective_ratio": self.effective_ratio,
-            "rollout/degenerate_groups": float(self.num_degenerate_groups),
-            "rollout/groups": float(self.num_groups),
+            M.ROLLOUT_EFFECTIVE_RATIO: self.effective_ratio,
+            M.ROLLOUT_DEGENERATE_GROUPS: float(self.num_degenerate_groups),
+            M.ROLLOUT_GROUPS: float(self.num_groups),
         }
 
 

@@ -56,6 +56,11 @@ ROLLOUT_EFFECTIVE_RATIO = _metric(
     "rollout/effective_ratio", "share of step t's rollouts in groups with both outcomes (a non-zero GRPO gradient)"
 )
 ROLLOUT_MIXED_GROUPS = _metric("rollout/mixed_groups", "share of step t's groups with both outcomes")
+ROLLOUT_GROUPS = _metric("rollout/groups", "groups (prompts) rolled out in step t")
+ROLLOUT_DEGENERATE_GROUPS = _metric(
+    "rollout/degenerate_groups", "groups of step t with one rollout or all rewards equal (advantage 0)"
+)
+ROLLOUT_UNPLANNED = _metric("rollout/unplanned", "rollouts of step t whose prompt had no plan (verl refills; should be 0)")
 REWARD_MEAN = _metric("reward/mean", "mean reward of step t's rollouts")
 REWARD_STD = _metric("reward/std", "standard deviation of step t's rewards")
 REWARD_FAILURES = _metric("reward/failures", "reward-function calls that failed (raised, timed out, not finite) in step t")

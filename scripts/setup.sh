@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv (once) and install cobarl with the extras the CLI and tests use.
 #
-#   bash scripts/setup.sh                 # train + report + math + test extras
+#   bash scripts/setup.sh                 # train + report + math + test + peft extras
 #   COBARL_EXTRAS=train bash scripts/setup.sh
 #
 # torch: if the venv already imports torch (e.g. created with --system-site-packages on a GPU
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${COBARL_VENV:-.venv}
-EXTRAS=${COBARL_EXTRAS:-train,report,math,test}
+EXTRAS=${COBARL_EXTRAS:-train,report,math,test,peft}
 
 if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"

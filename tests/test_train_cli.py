@@ -56,6 +56,14 @@ def test_cli_end_to_end_and_resume(tmp_path, tiny_model_dir):
     for key in ("budget/mean", "capability/alpha", "capability/beta", "capability/failure_rate",
                 "rollout/effective_ratio", "reward/mean", "perf/step_s", "perf/rollouts_per_s"):
         assert key in rows[-1], key
+    from cobarl.metrics import SCHEMA
+
+    ours = {k for r in rows for k in r if "/" in k and k.split("/")[0] in ("budget", "capability", "rollout", "reward", "perf", "eval")}
+    assert ours <= set(SCHEMA), ours - set(SCHEMA)  # TRL's own keys (reward_std, rewards/...) pass through as they are
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("initial_heldout_accuracy", "final_heldout_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert "eval/heldout_greedy_accuracy" in summary["accuracy_before"]
     assert (run_dir / "checkpoint-3" / "cobarl_state.json").is_file()
 
     # parameters changed

@@ -91,7 +91,7 @@ class TrainConfig:
     )
     save_steps: int = _opt(25, "Write a checkpoint every this many steps (and at the end).")
     save_total_limit: int = _opt(2, "Keep at most this many checkpoints.")
-    eval_every: int = _opt(0, "Also log held-out accuracy (eval/accuracy) every this many steps; 0: only before/after.")
+    eval_every: int = _opt(0, "Also log held-out greedy accuracy (eval/heldout_greedy_accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")
     report_to: str = _opt(
         "none", "Trackers for TRL's logs, comma-separated (tensorboard, wandb, trackio, ...), or none."

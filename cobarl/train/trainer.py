@@ -479,7 +479,7 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             if (self.eval_fn is not None and self.eval_every and self.state.global_step % self.eval_every == 0
                     and self.accelerator.is_main_process):
                 try:
-                    logs.update({f"eval/{k}": float(v) for k, v in self.eval_fn(self.model).items()})
+                    logs.update({k: float(v) for k, v in self.eval_fn(self.model).items()})
                 finally:
                     self.model.train()
         super().log(logs, start_time)
