@@ -4,7 +4,6 @@ options on resume, torn metrics lines, failing or hanging rewards."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading

@@ -24,8 +24,8 @@ from cobarl.train.checkpoints import last_complete_checkpoint  # noqa: E402
 from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets  # noqa: E402
 from cobarl.train.run import METRICS_FILE, build_trainer, make_callbacks, read_metrics  # noqa: E402
+from cobarl.io import STATE_FILE  # noqa: E402
 from cobarl.train.trainer import (  # noqa: E402
-    STATE_FILE,
     AdaptiveGRPOConfig,
     AdaptiveGRPOTrainer,
     PromptBatchSampler,

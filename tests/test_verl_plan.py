@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from cobarl import Allocator, AllocatorConfig, group_outcomes
+from cobarl import Allocator, AllocatorConfig
 from cobarl.integrations.verl_plan import (
     STATE_FILE,
     SharedState,

@@ -14,7 +14,6 @@ needs GPUs) only records calls and checkpoint paths; ``checkpoint_manager`` weig
 
 import asyncio
 import random
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +36,7 @@ from verl.trainer.ppo.v1 import get_trainer_cls  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 import cobarl.integrations.verl as cv  # noqa: E402
-from cobarl.integrations.verl_plan import ROLLOUT_N_KEY, STATE_FILE, get_state, load_state, reset_registry  # noqa: E402
+from cobarl.integrations.verl_plan import STATE_FILE, get_state, load_state, reset_registry  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "verl"

@@ -38,7 +38,6 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 
 try:
     import ray

@@ -19,7 +19,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-STATE_FILE = "cobarl_state.json"
+from cobarl.io import STATE_FILE
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "adapter_model.safetensors", "adapter_model.bin")
 

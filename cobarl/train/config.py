@@ -440,15 +440,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dump_yaml(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config atomically (temp file + rename)."""
-    import os
-
+    """Write the resolved config atomically (:func:`cobarl.io.write_text`)."""
     import yaml
 
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    from cobarl.io import write_text
+
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 # Options that do not change what a run computes: they may differ on --resume without a diff.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cobarl import metrics as M
+from cobarl.io import write_json, write_text
 from cobarl.rewards.registry import GuardedReward, load_reward
 from cobarl.train.checkpoints import last_complete_checkpoint, select_checkpoint
 from cobarl.train.config import TrainConfig, batch_layout, config_diff, dump_yaml, load_yaml, make_config
@@ -194,9 +195,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     keep = [row for row in _parse_lines(path.read_text()) if row.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -437,9 +436,7 @@ def _set_threads(config: TrainConfig, device: str) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=2)
 
 
 def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=None) -> RunSummary | None:

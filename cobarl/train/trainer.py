@@ -37,7 +37,6 @@ token counts once, so a prompt with more rollouts carries proportionally more we
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -53,9 +52,10 @@ from torch.utils.data import Sampler
 import trl
 from trl import GRPOConfig, GRPOTrainer
 
+from cobarl.io import load_state, save_state, write_atomic
+
 SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
 BROKEN_TRL = (Version("1.15.0"),)  # its chunked log-prob path fails on CPU-only torch
-STATE_FILE = "cobarl_state.json"
 PROMPT_ID = "prompt_id"
 TRL_EPS = 1e-4  # TRL divides by (std + 1e-4)
 
@@ -254,15 +254,6 @@ class PromptBatchSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.num_prompts // self.prompts_per_step) * self.rows_per_step * self.repeat_count
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class AdaptiveGRPOTrainer(GRPOTrainer):
@@ -495,15 +486,14 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         # reuse it, not re-plan and re-observe it. Each rank keeps its own slice.
         mid_generation = self._step % self._generate_every() != 0 and self._buffered_inputs is not None
         if mid_generation:
-            torch.save(self._buffered_inputs, ckpt / (buffer_file(self.accelerator.process_index) + ".tmp"))
-            os.replace(ckpt / (buffer_file(self.accelerator.process_index) + ".tmp"),
-                       ckpt / buffer_file(self.accelerator.process_index))
+            write_atomic(ckpt / buffer_file(self.accelerator.process_index),
+                         lambda f: torch.save(self._buffered_inputs, f), binary=True)
         if self.args.should_save:
             # Written before TRL's files, so a checkpoint with trainer_state.json always has it too.
             state = {"version": 2, "global_step": self.state.global_step, "micro_step": self._step,
                      "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
                      "allocator": self.allocator.state_dict()}
-            _write_json_atomic(ckpt / STATE_FILE, state)
+            save_state(ckpt, state)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
@@ -530,12 +520,10 @@ def buffer_file(rank: int) -> str:
 
 
 def load_allocator_state(allocator, checkpoint: str | os.PathLike) -> dict:
-    path = Path(checkpoint) / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the checkpoint was not written by AdaptiveGRPOTrainer or is incomplete; "
-            "resume from an earlier checkpoint"
-        )
-    state = json.loads(path.read_text())
+    try:
+        state = load_state(checkpoint)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}: it was not written by AdaptiveGRPOTrainer or is incomplete; "
+                                "resume from an earlier checkpoint") from None
     allocator.load_state_dict(state["allocator"])
     return state
