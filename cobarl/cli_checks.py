@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,15 +58,16 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
 
 
 def writable_dir(path: Path, what: str = "output") -> None:
-    """Create folder ``path`` if needed and write a scratch file in it; ValueError naming it otherwise.
+    """ValueError naming the problem unless folder ``path`` exists and is writable or can be created.
 
     Called before a long run so that a bad ``-o``/``--output-dir`` fails now, not after the work.
+    Creates nothing: a run that then fails on another option leaves no empty folder behind.
     """
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"cannot write {what} into {path}: it exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot write {what} into {path}: {err.strerror or err}") from None
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists():  # the nearest existing ancestor is where the folder would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write {what} into {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {what} into {path}: {existing} is not writable")

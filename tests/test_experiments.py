@@ -246,7 +246,7 @@ def test_bad_strategy_and_setting_combinations_get_a_message(monkeypatch, capsys
 def test_unwritable_output_dir_is_refused_before_any_run(monkeypatch, capsys):
     monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
     assert main([*TINY_ARGS, "--output-dir", "/dev/null/report"]) == 2
-    assert "cannot write the report into /dev/null/report" in capsys.readouterr().err
+    assert "cannot write the report into /dev/null/report: /dev/null is not a folder" in capsys.readouterr().err
 
 
 def _must_not_run(*args, **kwargs):
@@ -322,7 +322,7 @@ def test_ctrl_c_before_any_run_finished_writes_nothing(monkeypatch, capsys, tmp_
     monkeypatch.setattr("cobarl.experiments.cli.run_compare", interrupted)
     assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "cmp")]) == 130
     assert "nothing written" in capsys.readouterr().err
-    assert not list((tmp_path / "cmp").iterdir())
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_importing_the_report_module_leaves_the_umask_alone(monkeypatch):
