@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cobarl import metrics as M
 from cobarl.experiments.compare import CompareOptions, RunResult
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.simulator import BUCKETS, PASS_RATE_BINS, PHASES
 
-ACCURACY_KEYS = ("eval/heldout_accuracy", "eval/accuracy")
+ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY, "eval/accuracy")
 FILES = ("summary.json", "metrics.csv", "report.md")
 PLOTS = (
     "accuracy_vs_rollouts.png",
@@ -124,18 +125,18 @@ def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: st
 
 def _default_target(baseline_runs: list[RunResult], acc: str) -> float:
     """90 % of the way from the baseline's initial to its mean final accuracy."""
-    initial = mean_ci([r.summary.get("initial_heldout_accuracy", math.nan) for r in baseline_runs])["mean"]
+    initial = mean_ci([r.summary.get(M.SUMMARY_INITIAL_ACCURACY, math.nan) for r in baseline_runs])["mean"]
     final = mean_ci([_final(r, acc) for r in baseline_runs])["mean"]
     return float(initial + 0.9 * (final - initial)) if math.isfinite(initial) else final
 
 
 def _run_metrics(run: RunResult, acc: str | None, target: float | None) -> dict[str, float]:
-    eff = _series(run, "rollout/effective_ratio")
+    eff = _series(run, M.ROLLOUT_EFFECTIVE_RATIO)
     has_eff = bool(np.isfinite(eff).any())
     return {
         "final_heldout_accuracy": _final(run, acc) if acc else math.nan,
-        "final_train_solved": _final(run, "eval/train_solved"),
-        "final_train_accuracy": _final(run, "eval/train_accuracy"),
+        "final_train_solved": _final(run, M.EVAL_TRAIN_SOLVED),
+        "final_train_accuracy": _final(run, M.EVAL_TRAIN_ACCURACY),
         "effective_ratio": float(np.nanmean(eff)) if has_eff else math.nan,
         "effective_ratio_last_third": float(np.nanmean(eff[2 * eff.size // 3 :])) if has_eff else math.nan,
         "rollouts": _final(run, "rollouts"),
@@ -284,7 +285,7 @@ def _band_lines(ax, data: _PlotData, key: str, *, smooth: int = 1, x_key: str | 
 
 
 def _accuracy_figure(plt, data: _PlotData):
-    keys = [k for k in (data.accuracy, "eval/train_solved") if k and data.has(k)]
+    keys = [k for k in (data.accuracy, M.EVAL_TRAIN_SOLVED) if k and data.has(k)]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False, layout="constrained")
@@ -298,10 +299,10 @@ def _accuracy_figure(plt, data: _PlotData):
 
 
 def _effective_ratio_figure(plt, data: _PlotData):
-    if not data.has("rollout/effective_ratio"):
+    if not data.has(M.ROLLOUT_EFFECTIVE_RATIO):
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    _band_lines(ax, data, "rollout/effective_ratio", smooth=data.smooth)
+    _band_lines(ax, data, M.ROLLOUT_EFFECTIVE_RATIO, smooth=data.smooth)
     ax.set_xlabel("step")
     ax.set_ylabel("share of rollouts in mixed groups")
     ax.set_title(f"Effective-gradient ratio (moving average over {data.smooth} steps)")
@@ -309,7 +310,7 @@ def _effective_ratio_figure(plt, data: _PlotData):
     return fig
 
 
-_CAPABILITY = {"capability/alpha": "alpha_t", "capability/beta": "beta_t", "capability/failure_rate": "failure rate F_t"}
+_CAPABILITY = {M.CAPABILITY_ALPHA: "alpha_t", M.CAPABILITY_BETA: "beta_t", M.CAPABILITY_FAILURE_RATE: "failure rate F_t"}
 
 
 def _capability_figure(plt, data: _PlotData):
