@@ -16,6 +16,7 @@ import tracemalloc
 import numpy as np
 
 import cobarl
+from cobarl.cli_checks import integer
 
 # (prompts, total budget, methods): the paper's Table 4 setting, and "internet scale".
 SETTINGS = {
@@ -75,20 +76,30 @@ def bench_allocate(settings: list[str], repeats: int, seed: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cobarl bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    alloc = sub.add_parser("allocate", help="allocation solvers: threshold (default) vs heap vs DP")
-    alloc.add_argument("--settings", default="paper,internet", help="comma list of: " + ", ".join(SETTINGS))
-    alloc.add_argument("--repeats", type=int, default=21, help="runs per timing of the default solver (median)")
-    alloc.add_argument("--seed", type=int, default=0)
-    alloc.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
-    args = parser.parse_args(argv)
-    settings = [s for s in args.settings.split(",") if s]
+def _settings(text: str) -> list[str]:
+    """``--settings``: a comma list of `SETTINGS` names."""
+    settings = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in settings if s not in SETTINGS]
-    if unknown:
-        parser.error(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
-    rows = bench_allocate(settings, args.repeats, args.seed)
+    if unknown or not settings:
+        given = f"unknown setting(s) {', '.join(unknown)}" if unknown else "no setting given"
+        raise argparse.ArgumentTypeError(f"{given}; valid: {', '.join(SETTINGS)}")
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cobarl bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True, metavar="allocate")
+    alloc = sub.add_parser("allocate", help="allocation solvers: threshold (default) vs heap vs DP")
+    alloc.add_argument("--settings", type=_settings, default="paper,internet", help="comma list of: " + ", ".join(SETTINGS))
+    alloc.add_argument("--repeats", type=integer(1), default=21, help="runs per timing of the default solver (median)")
+    alloc.add_argument("--seed", type=integer(0), default=0)
+    alloc.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rows = bench_allocate(args.settings, args.repeats, args.seed)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -173,7 +173,9 @@ def test_cli_errors_and_checkpoint_resolution(tmp_path, monkeypatch, capsys, cac
     assert "unreachable" in capsys.readouterr().err
     assert main(["--benchmarks", str(tmp_path / "nope.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["--k", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["--k", "0"])
+    assert exit_.value.code == 2 and "argument --k: must be >= 1, got 0" in capsys.readouterr().err
     # a training run directory -> its highest checkpoint with weights
     model = cache_dir / f"{DEFAULT_MODEL_NAME}-seed0"
     run = tmp_path / "run"
@@ -183,3 +185,53 @@ def test_cli_errors_and_checkpoint_resolution(tmp_path, monkeypatch, capsys, cac
     assert resolve_eval_model(str(run)) == str(run / "checkpoint-10")
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         resolve_eval_model(str(tmp_path / "run" / "checkpoint-12"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperature", "nan"], "argument --temperature: must be a finite number, got 'nan'"),
+        (["--top-p", "0"], "argument --top-p: must be > 0"),
+        (["--top-p", "1.5"], "argument --top-p: must be <= 1"),
+        (["--verify-timeout", "inf"], "argument --verify-timeout: must be a finite number"),
+        (["--limit", "0"], "argument --limit: must be >= 1"),
+        (["--batch-size", "many"], "argument --batch-size: expected an integer, got 'many'"),
+    ],
+)
+def test_bad_numeric_options_get_a_message(capsys, args, message):
+    from cobarl.evaluate.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("/dev/null/r.json", "cannot write the results into /dev/null: /dev/null is not a folder"),
+        ("{tmp}", "is a folder; give a file path such as"),
+    ],
+)
+def test_output_path_is_checked_before_the_evaluation(tmp_path, monkeypatch, capsys, output, message):
+    from cobarl.evaluate import cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the evaluation started although its results could not be written")
+
+    monkeypatch.setattr(cli, "parse_benchmark", must_not_run)
+    monkeypatch.setattr(cli, "resolve_eval_model", must_not_run)
+    assert cli.main(["-o", output.format(tmp=tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from cobarl.evaluate import cli
+
+    monkeypatch.setattr(cli, "resolve_eval_model", lambda *a, **k: pytest.fail("the model was resolved"))
+    assert cli.main(["--device", "cuda", "-o", str(tmp_path / "r.json")]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

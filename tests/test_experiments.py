@@ -16,7 +16,7 @@ from cobarl.allocator import AllocatorConfig
 from cobarl.experiments import CompareOptions, SimConfig, SimOptions, parse_strategies, parse_strategy, run_compare, simulate
 from cobarl.experiments.cli import main
 from cobarl.experiments.compare import BackendUnavailable
-from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_atomic, write_report
+from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_report
 from cobarl.experiments.simulator import (
     BUCKETS,
     Learner,
@@ -130,7 +130,7 @@ def test_report_files_are_produced_and_well_formed(tmp_path):
     out = tmp_path / "cmp"
     rc = main([*TINY_ARGS, "--strategies", "uniform,coba,knapsack-rl,coba@0.5", "--output-dir", str(out)])
     assert rc == 0
-    for name in (*FILES, "report.html", *PLOTS):
+    for name in (*FILES, *PLOTS):
         assert (out / name).is_file(), name
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,9 +160,9 @@ def test_parallel_results_equal_serial():
     assert [(r.label, r.seed, r.rows) for r in serial] == [(r.label, r.seed, r.rows) for r in parallel]
 
 
-def test_real_backend_missing_gives_clear_error(monkeypatch, capsys):
+def test_real_backend_missing_gives_clear_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "cobarl.train.run", types.ModuleType("cobarl.train.run"))
-    assert main([*TINY_ARGS, "--backend", "real", "--strategies", "uniform", "--output-dir", "/nonexistent/x"]) == 2
+    assert main([*TINY_ARGS, "--backend", "real", "--strategies", "uniform", "--output-dir", str(tmp_path)]) == 2
     assert "run_training" in capsys.readouterr().err
 
 
@@ -186,19 +186,6 @@ def test_real_backend_contract(monkeypatch, tmp_path):
     assert summary["strategies"]["uniform"]["rollouts"]["mean"] == 192
 
 
-def test_write_atomic_keeps_old_file_on_error(tmp_path):
-    path = tmp_path / "f.txt"
-    path.write_text("old")
-
-    def boom(f):
-        f.write("new")
-        raise RuntimeError("fail")
-
-    with pytest.raises(RuntimeError):
-        write_atomic(path, boom)
-    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
-
-
 def test_backend_unavailable_is_runtime_error():
     assert issubclass(BackendUnavailable, RuntimeError)
 
@@ -208,3 +195,144 @@ def test_heap_and_exact_coba_give_the_same_run():
     a, _ = _rows("coba")
     b, _ = _rows("coba-heap")
     assert a == b
+
+
+# --- cobarl compare: bad options, Ctrl-C, report module ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "nan"], "argument --lr: must be a finite number, got 'nan'"),
+        (["--transfer", "inf"], "argument --transfer: must be a finite number"),
+        (["--skill-std", "-1"], "argument --skill-std: must be >= 0"),
+        (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
+        (["--seeds", "x"], "argument --seeds: expected an integer, got 'x'"),
+        (["--workers", "0"], "argument --workers: must be >= 1"),
+        (["--rollouts-per-prompt", "0"], "argument --rollouts-per-prompt: must be > 0"),
+        (["--target-accuracy", "nan"], "argument --target-accuracy: must be a finite number"),
+        (["--target-accuracy", "1.5"], "argument --target-accuracy: must be <= 1"),
+    ],
+)
+def test_bad_numeric_options_stop_before_any_run(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    with pytest.raises(SystemExit) as exit_:
+        main([*TINY_ARGS, *args, "--output-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategies", "coba:kappa=1"], "--strategies 'coba:kappa=1': kappa must be a finite number > 2"),
+        (["--strategies", "coba:success=foo"], "--strategies 'coba:success=foo': success rule 'foo' is not understood"),
+        (["--strategies", "coba:tau=abc"], "--strategies: could not convert string to float: 'abc'"),
+        (["--strategies", "cobra"], "--strategies: unknown strategy 'cobra'"),
+        (["--seed-list", "3,x"], "--seed-list takes comma-separated integers"),
+        (["--prompts-per-step", "65"], "--prompts-per-step 65 exceeds --train-prompts 64"),
+        (["--baseline", "nope"], "baseline 'nope' is not one of the strategies run"),
+    ],
+)
+def test_bad_strategy_and_setting_combinations_get_a_message(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    assert main([*TINY_ARGS, *args, "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unwritable_output_dir_is_refused_before_any_run(monkeypatch, capsys):
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    assert main([*TINY_ARGS, "--output-dir", "/dev/null/report"]) == 2
+    assert "cannot write the report into /dev/null/report: /dev/null is not a folder" in capsys.readouterr().err
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the comparison started although an option was bad")
+
+
+class _InterruptAfter:
+    """Progress bar that presses Ctrl-C once ``n`` runs have finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def update(self, k: int = 1) -> None:
+        self.n -= k
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+    def set_postfix_str(self, s: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_runs_and_keeps_the_finished_ones(monkeypatch, workers):
+    import multiprocessing
+
+    from cobarl.experiments import compare
+
+    monkeypatch.setattr(compare, "_progress", lambda total, enabled: _InterruptAfter(2))
+    opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=tuple(range(6)), steps=40,
+                          prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM, workers=workers)
+    with pytest.raises(compare.CompareInterrupted) as stop:
+        compare.run_compare(opts)
+    runs = stop.value.runs
+    assert len(runs) == 2 and all(r.rows for r in runs)
+    # the queued runs were cancelled and the running ones ended, not waited for
+    assert multiprocessing.active_children() == []
+    for run in runs:  # what was kept is what an uninterrupted run gives
+        spec = next(s for s in opts.strategies if s.label == run.label)
+        assert run.rows == compare.simulated_backend(spec, run.seed, opts).rows
+
+
+def test_ctrl_c_in_the_cli_writes_the_finished_runs_and_exits_130(monkeypatch, capsys, tmp_path):
+    from cobarl.experiments.compare import CompareInterrupted
+
+    opts = CompareOptions(strategies=tuple(parse_strategies(["uniform"])), seeds=(0,), steps=12,
+                          prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM, workers=1)
+    finished = run_compare(opts, progress=False)
+
+    def interrupted(options, progress=True):
+        raise CompareInterrupted(finished)
+
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", interrupted)
+    out = tmp_path / "cmp"
+    assert main([*TINY_ARGS, "--strategies", "uniform,coba", "--output-dir", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "1 of 4 runs finished" in err and f"{out}/report.md" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["incomplete"] == {"finished_runs": 1, "planned_runs": 4,
+                                     "missing": ["uniform seed 1", "coba seed 0", "coba seed 1"]}
+    assert list(summary["strategies"]) == ["uniform"] and summary["strategies"]["uniform"]["seeds"] == [0]
+    assert "Interrupted: 1 of 4 runs finished" in (out / "report.md").read_text()
+    with open(out / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 12
+
+
+def test_ctrl_c_before_any_run_finished_writes_nothing(monkeypatch, capsys, tmp_path):
+    from cobarl.experiments.compare import CompareInterrupted
+
+    def interrupted(options, progress=True):
+        raise CompareInterrupted([])
+
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", interrupted)
+    assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "cmp")]) == 130
+    assert "nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_importing_the_report_module_leaves_the_umask_alone(monkeypatch):
+    import importlib
+    import os
+
+    from cobarl.experiments import report
+
+    def no_umask(mask):
+        raise AssertionError("report.py changed the umask at import time")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    importlib.reload(report)

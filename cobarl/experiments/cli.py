@@ -14,15 +14,21 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from cobarl.allocator import Allocator
+from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.experiments.compare import (
     BACKENDS,
     DEFAULT_STRATEGIES,
     PRESETS,
     BackendUnavailable,
+    CompareInterrupted,
     CompareOptions,
+    RunResult,
     default_workers,
     parse_strategies,
     run_compare,
@@ -31,13 +37,15 @@ from cobarl.experiments.report import write_report
 from cobarl.experiments.simulator import SimConfig
 
 _SIM = SimConfig()
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), also when the finished runs were written."""
 
 
 def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run several rollout-allocation strategies on the same task with the same seeds and write "
-        "summary.json, metrics.csv, plots and report.md.",
+        "summary.json, metrics.csv, plots and report.md. Ctrl-C stops at once and writes the finished runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -49,33 +57,43 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
         "Examples: coba:kappa=7, coba@0.5 (half budget).",
     )
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
-    p.add_argument("--seeds", type=int, default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
+    p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
     p.add_argument("--seed-list", type=str, default=None, help="Explicit comma-separated seeds, e.g. 3,7,11.")
-    p.add_argument("--steps", type=int, default=200, help="Training steps per run.")
-    p.add_argument("--prompts-per-step", type=int, default=64, help="M, prompts per step.")
-    p.add_argument("--rollouts-per-prompt", type=float, default=16, help="G, rollouts per prompt on average (sets the budget).")
-    p.add_argument("--budget-multiplier", type=float, default=1.0, help="Scale every strategy's budget, e.g. 0.5 for half budget.")
+    p.add_argument("--steps", type=integer(1), default=200, help="Training steps per run.")
+    p.add_argument("--prompts-per-step", type=integer(1), default=64, help="M, prompts per step.")
+    p.add_argument("--rollouts-per-prompt", type=number(0, above=True), default=16,
+                   help="G, rollouts per prompt on average (sets the budget).")
+    p.add_argument("--budget-multiplier", type=number(0, above=True), default=1.0,
+                   help="Scale every strategy's budget, e.g. 0.5 for half budget.")
     p.add_argument("--baseline", default=None, help="Label the gaps are measured against (default: uniform if run).")
-    p.add_argument("--target-accuracy", type=float, default=None,
+    p.add_argument("--target-accuracy", type=number(0, 1), default=None,
                    help="Held-out accuracy for 'rollouts to target' (default: 90%% of the baseline's gain).")
     p.add_argument("--output-dir", default=None, help="Report folder (default: runs/compare-<timestamp>).")
-    p.add_argument("--workers", type=int, default=default_workers(), help="Parallel processes.")
+    p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
     sim = p.add_argument_group("simulator (--backend simulated)")
-    sim.add_argument("--train-prompts", type=int, default=_SIM.train_prompts, help="Prompts in the train split.")
-    sim.add_argument("--heldout-prompts", type=int, default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
-    sim.add_argument("--clusters", type=int, default=_SIM.clusters, help="Clusters of related prompts.")
-    sim.add_argument("--skill-mean", type=float, default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
-    sim.add_argument("--skill-std", type=float, default=_SIM.skill_std, help="Spread of initial cluster skills.")
-    sim.add_argument("--difficulty-std", type=float, default=_SIM.difficulty_std, help="Spread of prompt difficulties.")
-    sim.add_argument("--lr", type=float, default=_SIM.lr, help="Logit step per unit of GRPO signal.")
-    sim.add_argument("--transfer", type=float, default=_SIM.transfer, help="Share of a prompt's step given to its cluster.")
+    sim.add_argument("--train-prompts", type=integer(1), default=_SIM.train_prompts, help="Prompts in the train split.")
+    sim.add_argument("--heldout-prompts", type=integer(1), default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
+    sim.add_argument("--clusters", type=integer(1), default=_SIM.clusters, help="Clusters of related prompts.")
+    sim.add_argument("--skill-mean", type=number(), default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
+    sim.add_argument("--skill-std", type=number(0), default=_SIM.skill_std, help="Spread of initial cluster skills.")
+    sim.add_argument("--difficulty-std", type=number(0), default=_SIM.difficulty_std, help="Spread of prompt difficulties.")
+    sim.add_argument("--lr", type=number(0), default=_SIM.lr, help="Logit step per unit of GRPO signal.")
+    sim.add_argument("--transfer", type=number(0, 1), default=_SIM.transfer, help="Share of a prompt's step given to its cluster.")
     return p
 
 
+def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    if not args.seed_list:
+        return tuple(range(args.seeds))
+    try:
+        return tuple(int(s) for s in args.seed_list.split(","))
+    except ValueError:
+        raise ValueError(f"--seed-list takes comma-separated integers, e.g. 3,7,11; got {args.seed_list!r}") from None
+
+
 def options_from_args(args: argparse.Namespace) -> CompareOptions:
-    seeds = tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds))
     sim = SimConfig(
         train_prompts=args.train_prompts,
         heldout_prompts=args.heldout_prompts,
@@ -86,9 +104,13 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         lr=args.lr,
         transfer=args.transfer,
     )
+    try:
+        strategies = tuple(parse_strategies(args.strategies))
+    except ValueError as err:
+        raise ValueError(f"--strategies: {err}") from None
     return CompareOptions(
-        strategies=tuple(parse_strategies(args.strategies)),
-        seeds=seeds,
+        strategies=strategies,
+        seeds=_seeds(args),
         steps=args.steps,
         prompts_per_step=args.prompts_per_step,
         rollouts_per_prompt=args.rollouts_per_prompt,
@@ -101,30 +123,75 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
     )
 
 
+def check_options(options: CompareOptions) -> None:
+    """What would otherwise fail inside a run, after others have started: each arm's allocator
+    settings, and the simulator's batch size."""
+    for spec in options.strategies:
+        try:
+            Allocator(spec.allocator_config(options.steps))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"--strategies {spec.label!r}: {err}") from None
+    if options.backend == "simulated" and options.prompts_per_step > options.sim.train_prompts:
+        raise ValueError(f"--prompts-per-step {options.prompts_per_step} exceeds --train-prompts "
+                         f"{options.sim.train_prompts}: each step takes distinct train prompts")
+
+
 def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
     args = build_parser(prog).parse_args(argv)
+    out = Path(args.output_dir or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     try:
         options = options_from_args(args)
+        check_options(options)
+        writable_dir(out, "the report")
     except (ValueError, TypeError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.output_dir or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
+        return _error(prog, err)
     command = " ".join(["cobarl compare", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
     try:
         runs = run_compare(options, progress=not args.no_progress)
-    except BackendUnavailable as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - start
+    except CompareInterrupted as stop:
+        return _keep_finished(stop.runs, options, out, command=command, prog=prog)
+    except (BackendUnavailable, ValueError, TypeError) as err:  # a run refused its settings
+        return _error(prog, err)
     summary = write_report(runs, options, out, command=command, plots=not args.no_plots)
-    print(f"{len(runs)} runs in {elapsed:.1f} s; report in {out}/report.md", file=sys.stderr)
+    print(f"{len(runs)} runs in {time.perf_counter() - start:.1f} s; report in {out}/report.md", file=sys.stderr)
+    _print_table(summary)
+    return 0
+
+
+def _error(prog: str, err: Exception) -> int:
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _print_table(summary: dict[str, Any]) -> None:
     for label, e in summary["strategies"].items():
         acc, eff = e["final_heldout_accuracy"], e["effective_ratio"]
         if acc["mean"] is not None:
             print(f"  {label:24s} held-out acc {acc['mean']:.4f} ± {acc['half_width'] or 0:.4f}   "
                   f"effective ratio {eff['mean']:.3f} ± {eff['half_width'] or 0:.3f}", file=sys.stderr)
-    return 0
+
+
+def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *, command: str, prog: str) -> int:
+    """After Ctrl-C: the report of the finished runs (no plots, to stop quickly); exit status 130."""
+    planned = len(options.strategies) * len(options.seeds)
+    if not runs:
+        print(f"{prog}: interrupted before any run finished; nothing written", file=sys.stderr)
+        return INTERRUPTED
+    done = {r.label for r in runs}
+    kept = tuple(s for s in options.strategies if s.label in done)
+    partial = replace(options, strategies=kept, baseline=options.baseline if options.baseline in done else None)
+    finished = {(r.label, r.seed) for r in runs}
+    missing = [f"{s.label} seed {seed}" for s in options.strategies for seed in options.seeds if (s.label, seed) not in finished]
+    try:
+        write_report(runs, partial, out, command=command, plots=False,
+                     incomplete={"finished_runs": len(runs), "planned_runs": planned, "missing": missing})
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted again while writing {out}; it may lack some files", file=sys.stderr)
+        return INTERRUPTED
+    print(f"{prog}: interrupted; {len(runs)} of {planned} runs finished, their report (no plots) is in "
+          f"{out}/report.md", file=sys.stderr)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Strategies are given as specs ``NAME[:key=value,...][@MULTIPLIER]``, e.g. ``coba
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -321,11 +322,20 @@ def _run_one(backend: str, spec: StrategySpec, seed: int, options: CompareOption
     return BACKENDS[backend](spec, seed, options)
 
 
+class CompareInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_compare`; ``runs`` holds the runs that had finished, in job order."""
+
+    def __init__(self, runs: list[RunResult]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
 def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunResult]:
     """Every strategy x seed, in parallel over ``options.workers`` processes.
 
     Results come back sorted by (strategy order, seed) whatever the completion order, so the
-    output files do not depend on scheduling.
+    output files do not depend on scheduling. Ctrl-C stops the runs at once and raises
+    `CompareInterrupted` with the finished ones.
     """
     if options.backend == "real":
         real_backend_function()  # fail before starting anything
@@ -334,19 +344,49 @@ def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunRe
     bar = _progress(len(jobs), progress)
     results: dict[tuple[str, int], RunResult] = {}
     workers = max(1, min(options.workers, len(jobs)))
-    if workers == 1:
-        for spec, seed in jobs:
-            results[(spec.label, seed)] = _run_one(options.backend, spec, seed, options)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_run_one, options.backend, spec, seed, options): (spec.label, seed) for spec, seed in jobs}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.set_postfix_str(f"{futures[fut][0]} seed {futures[fut][1]}")
+    try:
+        if workers == 1:
+            for spec, seed in jobs:
+                results[(spec.label, seed)] = _run_one(options.backend, spec, seed, options)
                 bar.update(1)
-    bar.close()
+        else:
+            _run_parallel(jobs, options, workers, results, bar)
+    except KeyboardInterrupt:
+        raise CompareInterrupted([results[(s.label, seed)] for s, seed in jobs if (s.label, seed) in results]) from None
+    finally:
+        bar.close()
     return [results[(spec.label, seed)] for spec, seed in jobs]
+
+
+def _run_parallel(jobs: list, options: CompareOptions, workers: int, results: dict, bar) -> None:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    try:
+        futures = {pool.submit(_run_one, options.backend, spec, seed, options): (spec.label, seed) for spec, seed in jobs}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            bar.set_postfix_str(f"{futures[fut][0]} seed {futures[fut][1]}")
+            bar.update(1)
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+
+
+def _ignore_sigint() -> None:
+    # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what to keep.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now: ``shutdown`` alone lets running runs
+    finish, and leaving its ``with`` block waits for every queued one (Python < 3.14 has no
+    ``terminate_workers``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
 
 
 def default_workers() -> int:
