@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,14 @@ STATE_FILE = "cobarl_state.json"
 def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    # Mode 0666 filtered by the umask, like any new file (mkstemp would make it 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -64,10 +65,3 @@ def load_state(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is missing: this checkpoint has no cobarl allocator state") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
-
-
-def _current_umask() -> int:
-    # os.umask can only be read by setting it; restore at once. Done per write, not at import.
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
