@@ -26,7 +26,7 @@ from cobarl.experiments.compare import CompareOptions, RunResult
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.simulator import BUCKETS, PASS_RATE_BINS, PHASES
 
-ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY, "eval/accuracy")
+ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY,)
 FILES = ("summary.json", "metrics.csv", "report.md")
 PLOTS = (
     "accuracy_vs_rollouts.png",
