@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -34,19 +35,23 @@ def test_verl_layout_jsonl_and_parquet(tmp_path):
 
     from datasets import Dataset
 
-    Dataset.from_list([rows[0], {**rows[0], "reward_model": {"style": "rule", "ground_truth": "3"}}]).to_parquet(
-        str(tmp_path / "d.parquet"))
+    # The raw DAPO release repeats every prompt ~100 times: one prompt, one id, whatever the copies.
+    third = {**rows[0], "prompt": [{"role": "user", "content": "3+3="}], "reward_model": {"ground_truth": "6"}}
+    Dataset.from_list([rows[0], third, rows[0], third, rows[0]]).to_parquet(str(tmp_path / "d.parquet"))
     ds = load_dataset_file(tmp_path / "d.parquet")
-    assert ds["answer"] == ["2", "3"]
+    assert ds["answer"] == ["2", "6"] and ds["prompt_id"] == [0, 1]
+    train, held_out = split_held_out(ds, 1)
+    assert not {str(p) for p in train["prompt"]} & {str(p) for p in held_out["prompt"]}
 
 
 @pytest.mark.parametrize(
     "row, field",
-    [({"reward_model": {"ground_truth": "2"}}, "'prompt'"), ({"prompt": "1+1="}, "'reward_model.ground_truth'")],
+    [({"reward_model": {"ground_truth": "2"}}, "missing the problem text ('problem', 'question' or 'prompt')"),
+     ({"prompt": "1+1="}, "missing the ground truth ('answer', 'final_answer', 'reward_model.ground_truth'")],
 )
 def test_missing_field_is_named(tmp_path, row, field):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "0+0=", "answer": "0"}, row])
-    with pytest.raises(ValueError, match=f"row 1: missing required field {field}".replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(f"row 1: {field}")):
         load_dataset_file(path)
 
 

@@ -49,8 +49,9 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 """The instruction of Qwen2.5-Math / DeepSeek-R1 style evaluations (answer in ``\\boxed{}``)."""
 
-TEMPLATES = ("raw", "boxed", "dapo")
-"""``raw``: the problem as is; ``boxed``: problem + `BOXED_INSTRUCTION`; ``dapo``: DAPO's "Answer:" wrapper."""
+TEMPLATES = ("raw", "boxed", "dapo", "as-is")
+"""``raw``: the problem as is; ``boxed``: problem + `BOXED_INSTRUCTION`; ``dapo``: DAPO's "Answer:" wrapper;
+``as-is``: the file's own ``prompt`` field unchanged (a string or a chat list; training on verl/DAPO files)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class MathProblem:
     answer: str  # ground truth as LaTeX-ish text, e.g. "\\frac{14}{3}" or "3, 5"
     source: str  # benchmark or dataset name, e.g. "math500", "dapo"
     difficulty: int | None = None  # e.g. MATH level 1..5 when the source has one
+    raw_prompt: Any = None  # the row's own 'prompt' field as stored (string or chat list), if it had one
 
 
 # --- hub benchmarks --------------------------------------------------------------------------------
@@ -273,7 +275,8 @@ def rows_to_problems(
         if rid in seen_ids:  # ids must stay unique (they key per-problem results); disambiguate
             rid = f"{rid}#{i}"
         seen_ids.add(rid)
-        out.append(MathProblem(id=rid, prompt=prompt, answer=answer, source=source, difficulty=_difficulty(row)))
+        out.append(MathProblem(id=rid, prompt=prompt, answer=answer, source=source, difficulty=_difficulty(row),
+                               raw_prompt=row.get("prompt")))
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -447,8 +450,11 @@ def to_dataset(problems: Sequence[MathProblem], *, template: str = "raw", chat: 
     """
     from datasets import Dataset
 
-    prompts: list[Any] = [chat_messages(p.prompt, template, system=system) if chat else
-                          instruction_text(p.prompt, template) for p in problems]
+    if template == "as-is":
+        prompts: list[Any] = [p.raw_prompt if p.raw_prompt is not None else p.prompt for p in problems]
+    else:
+        prompts = [chat_messages(p.prompt, template, system=system) if chat else instruction_text(p.prompt, template)
+                   for p in problems]
     columns: dict[str, list] = {
         "prompt_id": list(range(len(problems))),
         "prompt": prompts,

@@ -1,6 +1,7 @@
 """Training data for `cobarl train`: the embedded arithmetic task or a local verl/DAPO-layout file.
 
-Every loader returns a `datasets.Dataset` with three columns the trainer relies on:
+Every loader returns a `datasets.Dataset` with three columns the trainer relies on (files go through
+:func:`cobarl.data.load_math`, the one dataset path):
 
 - ``prompt``: a string, or a chat list of ``{"role", "content"}`` messages (TRL applies the template);
 - ``answer``: the ground truth as a string (what the verifier compares against);
@@ -12,14 +13,11 @@ plus ``difficulty`` when the source has one. Files in the verl/DAPO layout keep 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-
-from cobarl.data.math import read_rows
 
 
 def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
@@ -42,65 +40,29 @@ def embedded_datasets(*, train_size: int, eval_size: int, seed: int) -> tuple[Da
     return problems_to_dataset(train), problems_to_dataset(held_out)
 
 
-def _ground_truth(row: dict) -> Any:
-    rm = row.get("reward_model")
-    if isinstance(rm, dict) and rm.get("ground_truth") is not None:
-        return rm["ground_truth"]
-    for key in ("answer", "ground_truth"):
-        if row.get(key) is not None:
-            return row[key]
-    return None
-
-
-def _check_prompt(prompt: Any, where: str) -> Any:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-    raise ValueError(f"{where}: field 'prompt' must be a string or a list of {{role, content}} messages, got {prompt!r:.80}")
-
-
 def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:
-    """Read a local .parquet/.jsonl in the verl/DAPO layout into the trainer's columns.
+    """Read a local .parquet/.jsonl in the verl/DAPO (or a benchmark's) layout into the trainer's columns.
+
+    Goes through :func:`cobarl.data.load_math`, like every other loader: rows repeating a prompt
+    are dropped (the raw DAPO-Math-17K release holds each prompt ~100 times, which would split one
+    prompt's statistics over ~100 ids and leak training prompts into a held-out split), ids are
+    stable (first-occurrence order), and the prompt reaches the model exactly as the file stores it.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a row misses ``prompt`` or the ground truth (the message names the field and row),
-            or the file is empty.
+        ValueError: a row misses the prompt or the ground truth (the message names the field and row),
+            the file is empty, or it mixes string and chat prompts.
     """
-    path = Path(path).expanduser()
-    rows = read_rows(path)
-    if not rows:
-        raise ValueError(f"dataset {path} has no rows")
-    prompts, answers, difficulty = [], [], []
-    for i, row in enumerate(rows):
-        where = f"dataset {path}, row {i}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
-        if row.get("prompt") is None:
-            raise ValueError(f"{where}: missing required field 'prompt' (found fields: {', '.join(sorted(row))})")
-        answer = _ground_truth(row)
-        if answer is None:
-            raise ValueError(
-                f"{where}: missing required field 'reward_model.ground_truth' (or 'answer'); "
-                f"found fields: {', '.join(sorted(row))}"
-            )
-        prompts.append(_check_prompt(row["prompt"], where))
-        answers.append(answer if isinstance(answer, str) else json.dumps(answer) if isinstance(answer, (list, dict)) else str(answer))
-        difficulty.append(row.get("difficulty"))
-        if limit is not None and len(prompts) >= limit:
-            break
-    if len({isinstance(p, str) for p in prompts}) > 1:
-        first_chat = next(i for i, p in enumerate(prompts) if not isinstance(p, str))
-        first_str = next(i for i, p in enumerate(prompts) if isinstance(p, str))
+    from cobarl.data.math import load_math, to_dataset
+
+    problems = load_math(Path(path).expanduser(), limit=limit)
+    kinds = [isinstance(p.raw_prompt if p.raw_prompt is not None else p.prompt, str) for p in problems]
+    if len(set(kinds)) > 1:
         raise ValueError(
-            f"dataset {path}: field 'prompt' mixes strings (row {first_str}) and chat lists (row {first_chat}); "
-            "use one form for every row"
+            f"dataset {path}: field 'prompt' mixes strings (row {kinds.index(True)}) and chat lists "
+            f"(row {kinds.index(False)}); use one form for every row"
         )
-    columns: dict[str, list] = {"prompt_id": list(range(len(prompts))), "prompt": prompts, "answer": answers}
-    if all(isinstance(d, int) for d in difficulty):
-        columns["difficulty"] = difficulty
-    return Dataset.from_dict(columns)
+    return to_dataset(problems, template="as-is")
 
 
 def split_held_out(dataset: Dataset, eval_size: int) -> tuple[Dataset, Dataset]:
