@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cobarl.answers import last_boxed
+
 from cobarl.data import math as mdata
 from cobarl.data import (
     BENCHMARKS,
@@ -14,7 +16,6 @@ from cobarl.data import (
     chat_messages,
     format_prompt,
     instruction_text,
-    last_boxed,
     load_math,
     rows_to_problems,
 )

@@ -12,7 +12,8 @@ pytest.importorskip("datasets")
 from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out  # noqa: E402
 from cobarl.rewards import resolve_reward  # noqa: E402
-from cobarl.train.run import make_reward_func, resolve_model_path, truncate_metrics  # noqa: E402
+from cobarl.models.load import resolve_model_path  # noqa: E402
+from cobarl.train.run import make_reward_func, truncate_metrics  # noqa: E402
 
 
 def write_jsonl(path, rows):

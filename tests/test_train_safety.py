@@ -17,7 +17,7 @@ pytest.importorskip("trl")
 
 from test_train_trainer import make_trainer, small_config  # noqa: E402
 
-from cobarl.rewards.registry import GuardedReward, load_reward  # noqa: E402
+from cobarl.rewards import GuardedReward, load_reward  # noqa: E402
 from cobarl.train.checkpoints import checkpoint_problem, last_complete_checkpoint, select_checkpoint  # noqa: E402
 from cobarl.train.cli import config_from_args, main  # noqa: E402
 from cobarl.train.config import batch_layout, dump_yaml, make_config  # noqa: E402

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cobarl.answers import last_boxed
+
 SUFFIXES = (".parquet", ".jsonl", ".json")
 
 DAPO_PREFIX = (
@@ -112,30 +114,6 @@ def _answer_text(value: Any) -> str | None:
     if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
         text = text.strip("$").strip()
     return text
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced.
-
-    >>> last_boxed(r"so $x = \\boxed{\\frac{1}{2}}$.")
-    '\\\\frac{1}{2}'
-    >>> last_boxed("no box") is None
-    True
-    """
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth, begin = 1, i
-    while i < len(text):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[begin:i].strip()
-        i += 1
-    return None
 
 
 def strip_dapo_wrapper(text: str) -> str:

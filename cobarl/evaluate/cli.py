@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_eval_model(model: str | None, *, seed: int = 0) -> str:
     """A model directory, a run directory (-> its highest ``checkpoint-N`` with weights), or a hub name."""
-    from cobarl.train.run import resolve_model_path
+    from cobarl.models.load import resolve_model_path
 
     if model is not None:
         path = Path(model).expanduser()
@@ -145,7 +145,7 @@ def _reward_choice(benchmark: str, args: argparse.Namespace) -> str:
 def _load_rewards(benchmarks: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
     """One reward per benchmark; benchmarks with the same choice share one (a single math-verify pool)."""
     from cobarl.rewards.math import MathVerifier
-    from cobarl.rewards.registry import load_reward
+    from cobarl.rewards import load_reward
 
     shared: dict[str, Any] = {}
     for choice in {_reward_choice(name, args) for name in benchmarks}:
@@ -179,7 +179,7 @@ def _load_generator(model_path: str, device: str, args: argparse.Namespace) -> t
         return VLLMGenerator(model_path, seed=args.seed), AutoTokenizer.from_pretrained(model_path), backend
     from transformers.utils import logging as hf_logging
 
-    from cobarl.train.run import load_policy
+    from cobarl.models.load import load_policy
 
     hf_logging.disable_progress_bar()
     model, tokenizer = load_policy(model_path)

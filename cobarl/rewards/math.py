@@ -53,7 +53,7 @@ from functools import lru_cache
 from pathlib import Path
 from queue import Queue
 
-from cobarl.rewards.registry import RewardTimeout, RewardWarnings, call_with_timeout
+from cobarl.rewards.guard import RewardTimeout, RewardWarnings, call_with_timeout
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds per answer (parsing both sides and comparing) before it scores 0.0."""
@@ -112,7 +112,7 @@ def verify_inline(completion: str, answer: str) -> float:
     region = _answer_region(completion)
     gold = list(_parse_gold(answer))
     if not gold:  # an answer math-verify cannot read: fall back to comparing the text
-        from cobarl.data.math import last_boxed
+        from cobarl.answers import last_boxed
 
         boxed = last_boxed(region)
         return float(boxed is not None and _normalise(boxed) == _normalise(answer))
@@ -483,7 +483,7 @@ def _invalid_input(completion: object, answer: object) -> str | None:
 
 def _same_single_box(completion: str, answer: str) -> bool:
     """Fast path, no worker: the answer region has one box and it holds the very text of the answer."""
-    from cobarl.data.math import last_boxed
+    from cobarl.answers import last_boxed
 
     region = completion.rsplit(_THINK_END, 1)[-1]
     if region.count("\\boxed{") + region.count("\\fbox{") != 1:

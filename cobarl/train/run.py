@@ -28,10 +28,11 @@ from typing import Any
 
 from cobarl import metrics as M
 from cobarl.io import write_json, write_text
-from cobarl.rewards.registry import GuardedReward, load_reward
+from cobarl.rewards import GuardedReward, load_reward
 from cobarl.train.checkpoints import last_complete_checkpoint, select_checkpoint
 from cobarl.train.config import TrainConfig, batch_layout, config_diff, dump_yaml, load_yaml, make_config
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out
+from cobarl.models.load import load_policy, resolve_model_path
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -82,43 +83,6 @@ def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct
 
 
 # --- model ---------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("COBARL_CACHE", Path.home() / ".cache" / "cobarl"))
-
-
-def resolve_model_path(model: str | None, *, seed: int = 0) -> str:
-    """Local path or hub name of the policy; ``None`` builds (once) and caches the embedded tiny model."""
-    if model is None:
-        from cobarl.models.tiny import ensure_default_model
-
-        return str(ensure_default_model(cache_dir(), seed=seed))
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model path {path} has no config.json; expected a save_pretrained directory")
-        return str(path)
-    looks_local = model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or model.endswith("/")
-    if looks_local:
-        raise FileNotFoundError(f"model path does not exist: {path}")
-    return model  # a hub name; from_pretrained reports whether it can be fetched
-
-
-def load_policy(name_or_path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
-    except OSError as e:
-        raise FileNotFoundError(
-            f"could not load model {name_or_path!r} (not a local directory, and not fetchable from the hub"
-            f"{' while HF_HUB_OFFLINE=1' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}): {e}"
-        ) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
 
 
 # --- evaluation ----------------------------------------------------------------------------------
