@@ -162,7 +162,7 @@ def test_parallel_results_equal_serial():
 def test_real_backend_missing_gives_clear_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "cobarl.train.run", types.ModuleType("cobarl.train.run"))
     assert main([*TINY_ARGS, "--backend", "real", "--strategies", "uniform", "--output-dir", str(tmp_path)]) == 2
-    assert "run_training" in capsys.readouterr().err
+    assert "needs the `train` extras" in capsys.readouterr().err
 
 
 def test_real_backend_contract(monkeypatch, tmp_path):
@@ -174,9 +174,9 @@ def test_real_backend_contract(monkeypatch, tmp_path):
                 for k in range(3)]
         return {"rows": rows, "summary": {"initial_heldout_accuracy": 0.05, "final_heldout_accuracy": 0.2}}
 
-    fake = types.ModuleType("cobarl.train.run")
-    fake.run_training = run_training
-    monkeypatch.setitem(sys.modules, "cobarl.train.run", fake)
+    from cobarl.experiments import real
+
+    monkeypatch.setattr(real, "run_training", run_training)
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba@0.5"])), seeds=(0,), steps=3,
                           prompts_per_step=8, rollouts_per_prompt=8, backend="real")
     runs = run_compare(opts, progress=False)

@@ -111,7 +111,7 @@ def test_config_precedence_yaml_then_flags(tmp_path):
 
 def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     """`cobarl compare --backend real` calls run_training: per-step rows with the report's metric names."""
-    from cobarl.train.run import run_training
+    from cobarl.experiments.real import run_training
 
     torch.set_num_threads(1)
     out = run_training(
@@ -143,12 +143,12 @@ def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
                                  "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--no-progress"])
     assert from_compare == from_cli
 
-    import cobarl.train.run as train_run
+    import cobarl.experiments.real as real
 
     def must_not_run(options):
         raise AssertionError("a run started before every config was validated")
 
-    monkeypatch.setattr(train_run, "run_training", must_not_run)
+    monkeypatch.setattr(real, "run_training", must_not_run)
     bad = CompareOptions(strategies=(parse_strategy("uniform"), parse_strategy("coba:kappa=1")), seeds=(0,), steps=3,
                          prompts_per_step=8, rollouts_per_prompt=4, backend="real")
     with pytest.raises(ValueError, match=r"(?s)coba:kappa=1.*kappa must be"):

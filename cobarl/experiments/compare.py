@@ -4,7 +4,7 @@ A *backend* is a function ``(spec, seed, options) -> RunResult``: the per-step m
 final summary of one training run. Two are built in:
 
 * ``simulated``: :mod:`cobarl.experiments.simulator` (no LLM; many seeds in seconds);
-* ``real``: ``cobarl.train.run.run_training(config) -> dict`` (the ``cobarl train`` trainer).
+* ``real``: ``cobarl.experiments.real.run_training(config) -> dict`` (the ``cobarl train`` trainer).
 
 Strategies are given as specs ``NAME[:key=value,...][@MULTIPLIER]``, e.g. ``coba``,
 ``fixed-beta-1.5-10.5``, ``coba:kappa=7`` or ``coba@0.5`` (half the rollouts of the others).
@@ -282,7 +282,7 @@ def check_real_runs(options: CompareOptions) -> None:
 
 
 def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
-    """One ``cobarl train`` run via ``cobarl.train.run.run_training(options) -> dict``.
+    """One ``cobarl train`` run via ``cobarl.experiments.real.run_training(options) -> dict``.
 
     The options (`real_run_options`) go through the same `cobarl.train.config.make_config` as the
     ``cobarl train`` command line; the result holds ``rows``: one dict per step with ``step`` and
@@ -302,14 +302,17 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
 
 
 def real_backend_function() -> Callable[[dict], dict]:
+    """`cobarl.experiments.real.run_training`, once the trainer it drives is known to import."""
     try:
-        from cobarl.train.run import run_training  # type: ignore[attr-defined]
+        from cobarl.train.run import run  # noqa: F401 -- the trainer and the `train` extras
     except ImportError as err:
         raise BackendUnavailable(
-            "the real backend needs cobarl.train.run.run_training (and the `train` extras: "
-            f"pip install 'cobarl[train]'); it could not be imported: {err}"
+            "the real backend runs cobarl train, which needs the `train` extras (pip install 'cobarl[train]'); "
+            f"it could not be imported: {err}"
         ) from None
-    return run_training
+    from cobarl.experiments import real
+
+    return real.run_training
 
 
 BACKENDS: dict[str, Callable[[StrategySpec, int, CompareOptions], RunResult]] = {

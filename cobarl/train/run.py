@@ -562,27 +562,3 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
     return trainer
-
-
-def run_training(options: dict) -> dict:
-    """The ``cobarl compare --backend real`` entry point: one run, per-step rows and a summary.
-
-    ``options`` are `TrainConfig` option values, flat as on the command line (``allocator`` is the
-    strategy name, ``kappa``, ``tau``, ... are AllocatorConfig fields), built with the same
-    `make_config` as ``cobarl train``; ``allocator_overrides`` (AllocatorConfig fields of the
-    strategy spec) are merged in.
-    """
-    options = dict(options)
-    # Parallel workers may start runs within the same second: give each its own directory.
-    options.setdefault(
-        "output_dir",
-        str(RUNS_ROOT / f"real-{options.get('allocator', 'coba')}-seed{options.get('seed', 0)}-"
-            f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"),
-    )
-    options.update(options.pop("allocator_overrides", None) or {})
-    config = make_config(options)
-    summary = run(config, log=lambda _: None)
-    rows = read_metrics(Path(summary.run_dir) / METRICS_FILE)
-    if rows:  # the final evaluation runs after the last logged step
-        rows[-1].update(summary.accuracy_after)
-    return {"rows": rows, "summary": asdict(summary)}
