@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cobarl import metrics as M
 from cobarl.io import write_json, write_text
 from cobarl.rewards import GuardedReward, load_reward
@@ -90,38 +92,25 @@ def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct
 
 def held_out_accuracy(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
                       temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
-    """Mean verifier score on ``dataset`` (greedy when ``temperature == 0``), overall and per difficulty."""
-    import torch
+    """Mean verifier score on ``dataset`` (greedy when ``temperature == 0``), overall and per difficulty.
 
-    model_was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    prompts = [p for p in dataset["prompt"] for _ in range(num_samples)]
-    answers = [a for a in dataset["answer"] for _ in range(num_samples)]
-    levels = [d for d in (dataset["difficulty"] if "difficulty" in dataset.column_names else [None] * len(dataset))
-              for _ in range(num_samples)]
+    Generates through the project's one loop (`cobarl.models.generate.HFGenerator`), with prompts
+    rendered and tokenized as TRL renders them for training (chat template for chat prompts, no
+    added special tokens), and T = ``temperature`` with no top-k / top-p cut, as the rollouts are.
+    """
+    from cobarl.models.generate import HFGenerator
+
     texts = [p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-             for p in prompts]
-    scores: list[float] = []
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    try:
-        with torch.no_grad():
-            for lo in range(0, len(texts), batch_size):
-                enc = tokenizer(texts[lo : lo + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items()}
-                sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
-                decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                scores.extend(float(verifier(c, a)) for c, a in zip(decoded, answers[lo : lo + batch_size]))
-    finally:
-        tokenizer.padding_side = side
-        model.train(model_was_training)
-    result = {"accuracy": sum(scores) / max(len(scores), 1)}
-    for level in sorted({lv for lv in levels if lv is not None}):
-        s = [x for x, lv in zip(scores, levels) if lv == level]
-        result[f"accuracy/level_{level}"] = sum(s) / len(s)
+             for p in dataset["prompt"]]
+    generator = HFGenerator(model, tokenizer, batch_size=batch_size, add_special_tokens=False)
+    samples = generator.generate(texts, n=num_samples, temperature=temperature, top_p=1.0,
+                                 max_tokens=max_new_tokens, seed=seed)
+    scores = [float(np.mean([verifier(c, a) for c in cs])) for cs, a in zip(samples, dataset["answer"])]
+    result = {"accuracy": float(np.mean(scores)) if scores else 0.0}
+    if "difficulty" in dataset.column_names:
+        levels = dataset["difficulty"]
+        for level in sorted(set(levels)):
+            result[f"accuracy/level_{level}"] = float(np.mean([s for s, lv in zip(scores, levels) if lv == level]))
     return result
 
 
