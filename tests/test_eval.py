@@ -140,6 +140,7 @@ def cache_dir(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_cobarl_eval_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "res" / "results.json"
     env = {**os.environ, "COBARL_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",

@@ -45,6 +45,7 @@ SMALL = ["--max-steps", "3", "--save-steps", "2", "--prompts-per-step", "4", "--
          "--learning-rate", "1e-2", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_and_resume(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     res = cli("--model", str(tiny_model_dir), "--output-dir", str(run_dir), "--reward", "test_train_cli:parity_reward", *SMALL)
@@ -82,6 +83,7 @@ def test_cli_end_to_end_and_resume(tmp_path, tiny_model_dir):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 5
 
 
+@pytest.mark.slow
 def test_cli_refuses_clearly(tmp_path, tiny_model_dir):
     res = cli("--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "r1"), *SMALL)
     assert res.returncode != 0 and "model path does not exist" in res.stderr

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (see the README for the quick loop)
+
 REPO = Path(__file__).resolve().parents[1]
 ROLLOUTS, PROMPTS, STEPS = 16, 4, 3
 

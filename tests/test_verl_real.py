@@ -39,6 +39,8 @@ import cobarl.integrations.verl as cv  # noqa: E402
 from cobarl.integrations.verl_plan import STATE_FILE, get_state, load_state, reset_registry  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (see the README for the quick loop)
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "verl"
 N_PROMPTS = 8  # = train_batch_size: every step after the first sees known prompts
 
