@@ -274,7 +274,7 @@ class Allocator:
             raise ValueError(f"prompt id {dup!r} appears twice in one plan; plan each prompt once and give it a larger budget")
         c = self.config
         method = c.strategy if callable(c.strategy) else c.defaults.method
-        pass_rates, known = self.pass_rates(ids), self.seen(ids)
+        pass_rates, seen = self.pass_rates(ids), self.seen(ids)
         self._plan_params = self.params()
         self.last = allocate(
             pass_rates,
@@ -283,10 +283,10 @@ class Allocator:
             max_budget=c.max_budget,
             value=self.value(),
             method=method,
-            known=known,
+            seen=seen,
         )
         # The estimates the plan was made from, for reports (budget vs estimated pass rate).
-        self.last.diagnostics.update(pass_rates=pass_rates, known=known)
+        self.last.diagnostics.update(pass_rates=pass_rates, seen=seen)
         return self.last
 
     def observe(self, group_ids: Sequence[Any], rewards: np.ndarray) -> dict[str, float]:

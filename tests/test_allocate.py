@@ -73,12 +73,12 @@ def test_greedy_equals_brute_force_on_tiny_instances(problem, value):
 @given(problems(), st.sampled_from(ALL_METHODS))
 def test_invariants_hold_for_every_method(problem, method):
     p, total, lo, hi = problem
-    known = p != 0.25  # exercise the "never seen" paths of the reference policies
-    res = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, method=method, known=known)
+    seen = p != 0.25  # exercise the "never seen" paths of the reference policies
+    res = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, method=method, seen=seen)
     assert res.counts.dtype == np.int64
     assert res.counts.sum() == total
     assert res.counts.min() >= lo and res.counts.max() <= hi
-    again = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, method=method, known=known)
+    again = cobarl.allocate(p, total, min_budget=lo, max_budget=hi, method=method, seen=seen)
     np.testing.assert_array_equal(res.counts, again.counts)
 
 
@@ -123,7 +123,7 @@ def test_knapsack_rl_unseen_prompts_share_the_p0_surplus():
     # The public code reads an unseen prompt's rate as 0, so unseen prompts get the nominal n AND
     # a share of the surplus meant for p = 0 prompts (method notes B.3; public output [5, 5, 11, 11]).
     p = np.array([0.0, 0.5, 0.0, 0.0])
-    res = cobarl.allocate(p, 32, min_budget=2, max_budget=128, method="knapsack-rl", known=np.array([1, 1, 0, 0], bool))
+    res = cobarl.allocate(p, 32, min_budget=2, max_budget=128, method="knapsack-rl", seen=np.array([1, 1, 0, 0], bool))
     np.testing.assert_array_equal(res.counts, [5, 5, 11, 11])
     # cost ln 0.1 / ln 0.5 = 3.32 -> 3 for the knapsack; 32 - 20 - 3 = 9 spread over three "zero" prompts.
     assert res.diagnostics["fallback"] == 9
@@ -147,12 +147,12 @@ def test_knapsack_rl_uncapped_public_surplus_is_capped():
 
 
 def test_knapsack_rl_nominal_budget_for_unseen_prompts():
-    known = np.array([True, False, False])
-    res = cobarl.allocate([1.0, 0.0, 0.0], 30, min_budget=2, max_budget=16, method="knapsack-rl", known=known, nominal_budget=8)
+    seen = np.array([True, False, False])
+    res = cobarl.allocate([1.0, 0.0, 0.0], 30, min_budget=2, max_budget=16, method="knapsack-rl", seen=seen, nominal_budget=8)
     # seen p = 1 at 2, unseen at 8 each, then the no-effective rule spreads 12 over the two unseen.
     np.testing.assert_array_equal(res.counts, [2, 14, 14])
     # A nominal budget that cannot fit (the public code fails its final check): unseen prompts get what fits.
-    res = cobarl.allocate([1.0, 0.0, 0.0], 30, max_budget=16, method="knapsack-rl", known=known, nominal_budget=16)
+    res = cobarl.allocate([1.0, 0.0, 0.0], 30, max_budget=16, method="knapsack-rl", seen=seen, nominal_budget=16)
     np.testing.assert_array_equal(res.counts, [2, 14, 14])
     assert res.diagnostics["nominal"] == 14
 
@@ -186,7 +186,7 @@ def test_coba_reference_spends_what_the_public_code_leaves_unspent():
 
 
 def test_coba_reference_all_unseen_is_uniform():
-    res = cobarl.allocate(np.full(4, 0.5), 34, method="coba-reference", known=np.zeros(4, dtype=bool))
+    res = cobarl.allocate(np.full(4, 0.5), 34, method="coba-reference", seen=np.zeros(4, dtype=bool))
     np.testing.assert_array_equal(res.counts, [9, 9, 8, 8])
 
 
@@ -226,7 +226,7 @@ def test_min_budget_two_means_no_singletons():
         (dict(pass_rates=[0.1], total_budget=8, method=None), "unknown method None"),
         (dict(pass_rates=[0.1], total_budget=8, value="beta"), "unknown value function 'beta'; valid: coba, knapsack"),
         (dict(pass_rates=[[0.1]], total_budget=8), "must be 1-D"),
-        (dict(pass_rates=[0.1, 0.2], total_budget=8, known=np.ones(3, dtype=bool)), "known must be a bool array"),
+        (dict(pass_rates=[0.1, 0.2], total_budget=8, seen=np.ones(3, dtype=bool)), "seen must be a bool array"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(kwargs, message):

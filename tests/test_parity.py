@@ -33,7 +33,7 @@ def _coba(rec: dict) -> np.ndarray:
     value = cobarl.CobaValue(alpha=rec["alpha"], beta=rec["beta"], tau="adaptive")
     return cobarl.allocate(
         p, rec["total_budget"], min_budget=rec["min_budget"], max_budget=rec["max_budget"],
-        value=value, method="coba-reference", known=seen,
+        value=value, method="coba-reference", seen=seen,
     ).counts
 
 
@@ -41,7 +41,7 @@ def _knapsack(rec: dict) -> np.ndarray:
     p, seen = _inputs(rec)
     return cobarl.allocate(
         p, rec["total_budget"], min_budget=rec["min_budget"], max_budget=rec["max_budget"],
-        method="knapsack-rl", known=seen, nominal_budget=rec["n"],
+        method="knapsack-rl", seen=seen, nominal_budget=rec["n"],
     ).counts
 
 

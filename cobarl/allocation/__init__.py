@@ -82,7 +82,7 @@ class Allocation:
         objective: ``sum(value(counts, pass_rates))`` for the value used.
         method: the method that produced the counts (``"auto"`` resolved).
         diagnostics: solver details (iterations, wall time, categories of the reference paths);
-            `Allocator.plan` adds the `pass_rates` and `known` arrays the plan was made from.
+            `Allocator.plan` adds the `pass_rates` and `seen` arrays the plan was made from.
     """
 
     counts: np.ndarray
@@ -116,7 +116,7 @@ def budget_problem(num_prompts: int, total_budget: int, min_budget: int, max_bud
     return None
 
 
-def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -> tuple[np.ndarray, np.ndarray]:
+def _validate(pass_rates, total_budget, min_budget, max_budget, method, seen) -> tuple[np.ndarray, np.ndarray]:
     """Check every input before any work; errors name the offending value and the fix."""
     if not (isinstance(method, str) and method in METHODS) and not callable(method):
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)} (or a callable)")
@@ -145,9 +145,9 @@ def _validate(pass_rates, total_budget, min_budget, max_budget, method, known) -
     problem = budget_problem(m, total_budget, min_budget, max_budget)
     if problem:
         raise ValueError(problem)
-    mask = np.ones(m, dtype=bool) if known is None else np.asarray(known)
+    mask = np.ones(m, dtype=bool) if seen is None else np.asarray(seen)
     if mask.shape != (m,) or mask.dtype != bool:
-        raise ValueError(f"known must be a bool array of shape ({m},), got {mask.dtype} {mask.shape}")
+        raise ValueError(f"seen must be a bool array of shape ({m},), got {mask.dtype} {mask.shape}")
     return p, mask
 
 
@@ -159,7 +159,7 @@ def allocate(
     max_budget: int = 128,
     value: object | str | None = None,
     method: str | Callable = "auto",
-    known: np.ndarray | None = None,
+    seen: np.ndarray | None = None,
     nominal_budget: int | None = None,
 ) -> Allocation:
     """Split ``total_budget`` rollouts over prompts by their estimated pass rates.
@@ -180,7 +180,7 @@ def allocate(
             * ``"uniform"``: plain GRPO;
             * ``"knapsack-rl"`` / ``"coba-reference"``: the public code paths of the two papers;
             * a callable ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
-        known: ``[M]`` bool, False for prompts never seen (only the reference paths treat them
+        seen: ``[M]`` bool, False for prompts never seen (only the reference paths treat them
             differently: the nominal budget for Knapsack-RL, p = 0.5 for CoBA-RL).
         nominal_budget: the per-prompt budget ``n`` of plain GRPO, which ``"knapsack-rl"`` gives
             unseen prompts (default ``total_budget // M``; the public code's ``rollout.n``).
@@ -191,7 +191,7 @@ def allocate(
     >>> res.counts, int(res.counts.sum())
     (array([5, 5, 2]), 12)
     """
-    p, mask = _validate(pass_rates, total_budget, min_budget, max_budget, method, known)
+    p, mask = _validate(pass_rates, total_budget, min_budget, max_budget, method, seen)
     v = as_value(value) if value is not None or method != "knapsack-rl" else KnapsackValue()
     lo, hi, m = int(min_budget), int(max_budget), p.size
     name = method if isinstance(method, str) else getattr(method, "__name__", "callable")

@@ -52,7 +52,7 @@ def _even(counts: np.ndarray, idx, amount: int) -> None:
 # --- CoBA-RL: BetaAllocator.allocate ----------------------------------------------------------------
 
 def coba_reference(
-    value: Callable, p: np.ndarray, budget: int, lo: int, hi: int, known: np.ndarray
+    value: Callable, p: np.ndarray, budget: int, lo: int, hi: int, seen: np.ndarray
 ) -> tuple[np.ndarray, dict]:
     """CoBA-RL's public ``BetaAllocator.allocate``.
 
@@ -66,9 +66,9 @@ def coba_reference(
       ``M * hi``) is spread evenly over prompts below ``hi`` (cobarl's contract).
     """
     m = p.shape[0]
-    if not known.any():
+    if not seen.any():
         return uniform(m, budget), {"exploration": 0, "exploration_share": 0.0, "unspent": 0}
-    p = np.where(known, p, 0.5)
+    p = np.where(seen, p, 0.5)
     counts = np.full(m, lo, dtype=np.int64)
     free = budget - lo * m
     hard = np.flatnonzero(p < 0.05)
@@ -136,7 +136,7 @@ _LOG_MISS = float(np.log(1 - 0.9))
 
 
 def knapsack_rl(
-    p: np.ndarray, budget: int, lo: int, hi: int, known: np.ndarray, nominal: int
+    p: np.ndarray, budget: int, lo: int, hi: int, seen: np.ndarray, nominal: int
 ) -> tuple[np.ndarray, dict]:
     """Knapsack-RL's public ``sampling_budget_by_knapsack`` as its runs call it.
 
@@ -160,14 +160,14 @@ def knapsack_rl(
     public code divides by zero) the knapsack gets the whole budget.
     """
     m = p.shape[0]
-    effective = known & (p > 0) & (p < 1)
-    zero = np.flatnonzero(~known | (p == 0))
+    effective = seen & (p > 0) & (p < 1)
+    zero = np.flatnonzero(~seen | (p == 0))
     eff = np.flatnonzero(effective)
-    unseen = int((~known).sum())
+    unseen = int((~seen).sum())
     if unseen and lo * (m - unseen) + nominal * unseen > budget:
         # The public code over-commits here and fails its final check; unseen prompts get what fits.
         nominal = (budget - lo * (m - unseen)) // unseen
-    counts = np.where(known, lo, nominal).astype(np.int64)
+    counts = np.where(seen, lo, nominal).astype(np.int64)
     remaining = budget - int(counts.sum())
     info: dict = {"effective": int(eff.size), "fallback": 0, "overflow": 0, "nominal": nominal}
     if remaining > 0 and eff.size == 0:

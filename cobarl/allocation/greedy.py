@@ -60,7 +60,7 @@ def _count_above(bound, m: int, t: float, lo: int, hi: int, exact: bool = True) 
                 break
             c = c - down + up
         return c
-    left = np.zeros(m, dtype=np.int64)  # gains at b < lo + left are known > t
+    left = np.zeros(m, dtype=np.int64)  # gains at b < lo + left are seen > t
     right = np.full(m, width, dtype=np.int64)
     while np.any(left < right):
         mid = (left + right) // 2

@@ -278,7 +278,7 @@ class _SimRun:
         allocator_metrics = self.allocator.observe(group_ids, rewards)
         self.learner.step(batch, grpo_signal(adv.advantages, rewards, slot, p))
         self.rollouts += int(counts.sum())
-        self._tally_budget(step, counts, plan.diagnostics["pass_rates"], plan.diagnostics["known"])
+        self._tally_budget(step, counts, plan.diagnostics["pass_rates"], plan.diagnostics["seen"])
         p_train, p_held = self.learner.pass_rates(self.train), self.learner.pass_rates(self.heldout)
         return {
             "step": step + 1,
