@@ -44,6 +44,34 @@ def stochastic_allocation(pass_rates, total_budget, min_budget, max_budget):
     return counts
 
 
+def resume_worker(model_dir: str, out_dir: str, mode: str) -> None:
+    """A deterministic (coba) 2-process run, from scratch (``full``) or resumed (``resume``)."""
+    import torch
+
+    from cobarl.train.config import make_config
+    from cobarl.train.run import run
+    from cobarl.train.trainer import AdaptiveGRPOTrainer
+
+    torch.set_num_threads(1)
+    plans, inner = [], AdaptiveGRPOTrainer._plan_generation
+
+    def recording(self, inputs):
+        ids, counts, rows = inner(self, inputs)
+        plans.append({"step": self.state.global_step, "ids": [int(i) for i in ids], "counts": counts.tolist()})
+        return ids, counts, rows
+
+    AdaptiveGRPOTrainer._plan_generation = recording
+    config = make_config(dict(
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=1, seed=3,
+        prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
+        max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu", resume=mode == "resume",
+        reward="test_train_multiprocess:parity_reward",
+    ))
+    run(config, log=lambda _: None)
+    rank = int(os.environ["RANK"])
+    Path(out_dir, f"{mode}-rank{rank}.json").write_text(json.dumps({"plans": plans}))
+
+
 def worker(model_dir: str, out_dir: str) -> None:
     import torch
 
@@ -82,24 +110,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-    pytest.importorskip("trl")
+def _tiny_model(tmp: Path) -> Path:
     from cobarl.models.tiny import build_model, build_tokenizer
 
-    tmp = tmp_path_factory.mktemp("mp")
     model_dir = tmp / "model"
     tok = build_tokenizer()
     build_model(tok, seed=0).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    return model_dir
+
+
+def _torchrun(tmp: Path, *args: str) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     res = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), __file__, str(model_dir), str(tmp)],
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), __file__, *args],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    pytest.importorskip("trl")
+    tmp = tmp_path_factory.mktemp("mp")
+    _torchrun(tmp, str(_tiny_model(tmp)), str(tmp))
     return tmp, [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
@@ -129,5 +165,31 @@ def test_ranks_share_one_plan_and_end_with_identical_allocator_state(two_process
     assert json.dumps(r0["state"]["tracker"], sort_keys=True) == json.dumps(r1["state"]["tracker"], sort_keys=True)
 
 
+def test_two_process_resume_is_exact(tmp_path):
+    """Killed after step 2 (its newest checkpoint gone), resumed with the same launch: the same
+    plan for step 3 and the same final allocator state on both ranks as the uninterrupted run."""
+    pytest.importorskip("trl")
+    import shutil
+
+    model_dir = str(_tiny_model(tmp_path))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    full.mkdir()
+    _torchrun(full, model_dir, str(full), "full")
+    shutil.copytree(full / "run", cut / "run")
+    shutil.rmtree(cut / "run" / "checkpoint-3")
+    (cut / "run" / "summary.json").unlink()
+    _torchrun(cut, model_dir, str(cut), "resume")
+    for rank in (0, 1):
+        before = json.loads((full / f"full-rank{rank}.json").read_text())["plans"]
+        after = json.loads((cut / f"resume-rank{rank}.json").read_text())["plans"]
+        assert [p["step"] for p in after] == [2]  # only step 3 was redone (planned at global step 2)
+        assert after[0]["ids"] == before[2]["ids"] and after[0]["counts"] == before[2]["counts"]
+    saved = [json.loads((d / "run" / "checkpoint-3" / "cobarl_state.json").read_text())["allocator"] for d in (full, cut)]
+    assert saved[0] == saved[1]
+
+
 if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2])
+    if len(sys.argv) > 3:
+        resume_worker(sys.argv[1], sys.argv[2], sys.argv[3])
+    else:
+        worker(sys.argv[1], sys.argv[2])

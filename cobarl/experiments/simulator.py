@@ -7,7 +7,7 @@ The model, stated once (see the README section "Simulator: what it captures and 
     logit             z_i = s_c(i) + u_i - d_i           (u_i: prompt-specific skill, 0 at step 0)
     policy            rollout j of prompt i succeeds with p_i = sigmoid(z_i)  (reward 1, else 0)
 
-One step (paper order, method-notes A.6): take the next M prompts of a shuffled pass over the
+One step (the paper's order: allocate, roll out, observe): take the next M prompts of a shuffled pass over the
 train split, ask the allocator for budgets B_i (sum = M * G * budget multiplier), sample B_i
 Bernoulli(p_i) rewards, compute GRPO advantages A_j with :func:`cobarl.group_advantages` (any
 group size, std-normalised, 0 for all-equal groups), feed the rewards to the allocator, then take

@@ -36,6 +36,7 @@ token counts once, so a prompt with more rollouts carries proportionally more we
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -497,7 +498,11 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.args.world_size > 1 and self.args.device.type == "cpu":
+            with _cpu_map_location():
+                super()._load_optimizer_and_scheduler(checkpoint)
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
         state = load_allocator_state(self.allocator, checkpoint)
@@ -513,6 +518,26 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
                 )
             path = Path(checkpoint) / buffer_file(self.accelerator.process_index)
             self._buffered_inputs = torch.load(path, map_location=self.accelerator.device, weights_only=False)
+
+
+@contextlib.contextmanager
+def _cpu_map_location():
+    """With several CPU processes transformers loads the optimizer with ``map_location=args.device``,
+    a ``cpu:N`` device that ``torch.load`` cannot restore to ("don't know how to restore data
+    location ... cpu:0"); map it to plain ``"cpu"`` while the checkpoint loads."""
+    original = torch.load
+
+    def load(*args, **kwargs):
+        where = kwargs.get("map_location")
+        if isinstance(where, torch.device) and where.type == "cpu":
+            kwargs["map_location"] = "cpu"
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def buffer_file(rank: int) -> str:
