@@ -40,13 +40,6 @@ def test_answer_equivalences(verifier, case):
     assert verifier(case["completion"], case["answer"]) == float(case["expected"]), case
 
 
-def test_equivalence_table_covers_the_tricky_kinds():
-    notes = " ".join(c["note"] for c in CASES)
-    for kind in ("fraction", "decimal", "unit", "interval", "multiple answers", "'Answer:'", "box"):
-        assert kind in notes, kind
-    assert sum(c["expected"] == 0 for c in CASES) >= 8  # and enough negatives
-
-
 def test_math_reward_public_function_and_threads():
     assert math_reward(r"so \boxed{\frac{1}{2}}", "0.5") == 1.0
     assert math_reward("Answer: 7", "8") == 0.0

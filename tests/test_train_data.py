@@ -97,7 +97,7 @@ def test_model_path_checks(tmp_path):
 def test_config_errors_are_specific():
     with pytest.raises(ValueError, match="unknown allocator 'nope'; valid allocators: uniform, coba"):
         make_config({"allocator": "nope"})
-    with pytest.raises(ValueError, match=r"budget cannot be met: rollouts_per_step=15 < .* 2 x 8 = 16"):
+    with pytest.raises(ValueError, match=r"budget cannot be met with --rollouts-per-step 15 over --prompts-per-step 8: total_budget=15 is below 8 prompts x min_budget=2 = 16"):
         make_config({"rollouts_per_step": 15, "prompts_per_step": 8})
     with pytest.raises(ValueError, match="vLLM server mode"):
         TrainConfig(use_vllm=True, vllm_mode="server")

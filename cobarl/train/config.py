@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cobarl.allocation import budget_problem
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 
 # The allocator names `cobarl train` accepts; a Python caller may also pass a callable to the trainer.
@@ -282,12 +283,11 @@ def _check_budget(c: TrainConfig):
     if r < 1:
         yield f"rollouts_per_step must be >= 1, got {r}"
         return
-    if a.min_budget is not None and r < a.min_budget * p:
-        yield (f"budget cannot be met: rollouts_per_step={r} < min_budget x prompts_per_step = "
-               f"{a.min_budget} x {p} = {a.min_budget * p}; raise --rollouts-per-step or lower --prompts-per-step")
-    if a.max_budget is not None and r > a.max_budget * p:
-        yield (f"budget cannot be met: rollouts_per_step={r} > max_budget x prompts_per_step = "
-               f"{a.max_budget} x {p} = {a.max_budget * p}; raise --max-budget or --prompts-per-step")
+    if a.min_budget is not None and a.max_budget is not None:
+        problem = budget_problem(p, r, a.min_budget, a.max_budget)
+        if problem:
+            yield (f"budget cannot be met with --rollouts-per-step {r} over --prompts-per-step {p}: {problem} "
+                   "(--min-budget / --max-budget bound each prompt)")
     if c.micro_batch_size is not None and c.micro_batch_size >= 1 and r % c.micro_batch_size:
         yield f"rollouts_per_step ({r}) must be a multiple of micro_batch_size ({c.micro_batch_size})"
 
