@@ -52,7 +52,8 @@ class TrainConfig:
     )
     dataset: str | None = _opt(
         None, "Local .parquet/.jsonl in the verl/DAPO layout: `prompt` (string or chat list) and the "
-        "ground truth in `reward_model.ground_truth` or `answer`. Default: the embedded arithmetic task."
+        "ground truth in `reward_model.ground_truth` or `answer` (read by cobarl.data.load_math: repeated "
+        "prompts are dropped, ids are stable). Default: the embedded arithmetic task."
     )
     eval_dataset: str | None = _opt(
         None, "Held-out .parquet/.jsonl (same layout). Default: the embedded held-out split, or the last "
