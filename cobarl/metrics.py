@@ -72,6 +72,12 @@ EVAL_HELDOUT_ACCURACY = _metric(
     "held-out accuracy after step t: sampled accuracy averaged over k samples (real back-end) or the "
     "expected pass rate (simulator)",
 )
+EVAL_VALIDATION_ACCURACY = _metric(
+    "eval/validation_accuracy",
+    "accuracy after step t on the validation split: prompts disjoint from the train and held-out splits, "
+    "used only to choose settings (cobarl compare --grid selects on it, never on held-out); the expected "
+    "pass rate, as for held-out (simulator; the real back-end does not log it)",
+)
 EVAL_HELDOUT_GREEDY = _metric("eval/heldout_greedy_accuracy", "held-out accuracy of greedy decoding after step t")
 EVAL_TRAIN_ACCURACY = _metric("eval/train_accuracy", "mean pass rate over the training prompts after step t (simulator)")
 EVAL_TRAIN_SOLVED = _metric("eval/train_solved", "share of training prompts with pass rate > 0.5 after step t (simulator)")

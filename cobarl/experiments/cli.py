@@ -6,6 +6,7 @@ Examples::
     cobarl compare --strategies uniform,coba,coba@0.5 --seeds 10 --output-dir runs/half
     cobarl compare --budget-multiplier 0.5           # every strategy at half budget
     python -m cobarl.experiments --strategies all --steps 100
+    cobarl compare --strategies coba --grid "kappa=7,11,15;max_budget=32,64,128"   # tuning sweep
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from cobarl.experiments.compare import (
     CompareOptions,
     RunResult,
     default_workers,
+    expand_grid,
+    parse_grid,
     parse_strategies,
     run_compare,
 )
@@ -51,10 +54,21 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p.add_argument(
         "--strategies",
         nargs="+",
-        default=[",".join(DEFAULT_STRATEGIES)],
+        default=None,
         help="Comma/space-separated specs NAME[:key=value,...][@MULTIPLIER]; 'default' = the issue's list, "
         f"'all' = every preset. Presets: {', '.join(PRESETS)}; also any allocator strategy and fixed-beta-A-B. "
-        "Examples: coba:kappa=7, coba@0.5 (half budget).",
+        "Examples: coba:kappa=7, coba@0.5 (half budget). Default: the issue's list; with --grid: coba "
+        "(a sweep takes exactly one, its base configuration).",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="OPTION=V1,V2,...[;OPTION=...]",
+        help="Tuning sweep over allocator options (AllocatorConfig fields: kappa, tau, max_budget, min_budget, "
+        "window, ...) of the one --strategies spec: every combination of the values, on the same seeds, plus the "
+        "base configuration; the report chooses by validation accuracy (a split apart from held-out). Repeat it "
+        "or separate options with ';', e.g. --grid 'kappa=7,11,15;max_budget=32,128'. Simulated back-end only.",
     )
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
     p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
@@ -75,6 +89,8 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     sim = p.add_argument_group("simulator (--backend simulated)")
     sim.add_argument("--train-prompts", type=integer(1), default=_SIM.train_prompts, help="Prompts in the train split.")
     sim.add_argument("--heldout-prompts", type=integer(1), default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
+    sim.add_argument("--validation-prompts", type=integer(1), default=_SIM.validation_prompts,
+                     help="Validation prompts (same clusters, apart from train and held-out); --grid chooses on them.")
     sim.add_argument("--clusters", type=integer(1), default=_SIM.clusters, help="Clusters of related prompts.")
     sim.add_argument("--skill-mean", type=number(), default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
     sim.add_argument("--skill-std", type=number(0), default=_SIM.skill_std, help="Spread of initial cluster skills.")
@@ -97,6 +113,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
     sim = SimConfig(
         train_prompts=args.train_prompts,
         heldout_prompts=args.heldout_prompts,
+        validation_prompts=args.validation_prompts,
         clusters=args.clusters,
         skill_mean=args.skill_mean,
         skill_std=args.skill_std,
@@ -104,11 +121,23 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         lr=args.lr,
         transfer=args.transfer,
     )
+    default = ["coba"] if args.grid else [",".join(DEFAULT_STRATEGIES)]
     try:
-        strategies = tuple(parse_strategies(args.strategies))
+        strategies = tuple(parse_strategies(args.strategies or default))
     except ValueError as err:
         raise ValueError(f"--strategies: {err}") from None
+    grid = None
+    if args.grid:
+        if len(strategies) != 1:
+            raise ValueError(f"--grid sweeps the options of one strategy, its base configuration; --strategies gave "
+                             f"{len(strategies)}: {', '.join(s.label for s in strategies)}")
+        try:
+            specs, grid = expand_grid(strategies[0], parse_grid(args.grid), args.steps)
+        except ValueError as err:
+            raise ValueError(f"--grid {err}") from None
+        strategies = tuple(specs)
     return CompareOptions(
+        grid=grid,
         strategies=strategies,
         seeds=_seeds(args),
         steps=args.steps,
@@ -119,7 +148,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         sim=sim,
         workers=args.workers,
         target_accuracy=args.target_accuracy,
-        baseline=args.baseline,
+        baseline=args.baseline or (grid.base if grid else None),
     )
 
 
@@ -156,6 +185,12 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
     summary = write_report(runs, options, out, command=command, plots=not args.no_plots)
     print(f"{len(runs)} runs in {time.perf_counter() - start:.1f} s; report in {out}/report.md", file=sys.stderr)
     _print_table(summary)
+    if summary.get("grid") and summary["grid"]["chosen"]:
+        g = summary["grid"]
+        c = g["configs"][g["chosen"]]
+        print(f"  chosen by validation accuracy: {g['chosen']}  validation {c['validation_accuracy']['mean']:.4f}  "
+              f"held-out {c['heldout_accuracy']['mean']:.4f}" + ("  (the base configuration)" if g["chosen_is_base"] else ""),
+              file=sys.stderr)
     return 0
 
 

@@ -8,10 +8,15 @@ final summary of one training run. Two are built in:
 
 Strategies are given as specs ``NAME[:key=value,...][@MULTIPLIER]``, e.g. ``coba``,
 ``fixed-beta-1.5-10.5``, ``coba:kappa=7`` or ``coba@0.5`` (half the rollouts of the others).
+
+A tuning sweep (``--grid "kappa=7,11,15;max_budget=32,128"``) is a comparison whose arms are the
+Cartesian product of allocator options over one base strategy (`expand_grid`), plus the base
+configuration itself; the report selects by validation accuracy, never by held-out accuracy.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -19,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cobarl import metrics as M
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 from cobarl.experiments.simulator import SimConfig, SimOptions, simulate
 
@@ -52,6 +58,7 @@ DEFAULT_STRATEGIES = (
     "explore-to-exploit",
 )
 _CONFIG_FIELDS = {f.name for f in fields(AllocatorConfig)}
+_FIXED_FIELDS = ("strategy", "total_steps")  # set by the spec and the run, not by key=value
 _NUMERIC = {"kappa", "gamma", "fixed_alpha", "fixed_beta"}
 _INTEGER = {"min_budget", "max_budget", "window", "stats_window", "total_steps"}
 
@@ -121,9 +128,8 @@ def parse_strategy(spec: str) -> StrategySpec:
     for item in filter(None, opts.split(",")):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not eq or key not in _CONFIG_FIELDS or key in ("strategy", "total_steps"):
-            allowed = sorted(k for k in _CONFIG_FIELDS if k not in ("strategy", "total_steps"))
-            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(allowed)}")
+        if not eq or key not in _CONFIG_FIELDS or key in _FIXED_FIELDS:
+            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(_option_names())}")
         overrides[key] = _parse_value(key, value.strip())
     multiplier = 1.0
     if mult:
@@ -134,6 +140,10 @@ def parse_strategy(spec: str) -> StrategySpec:
         if multiplier <= 0:
             raise ValueError(f"budget multiplier must be > 0 in {spec!r}")
     return StrategySpec(label=text, strategy=strategy, overrides=overrides, budget_multiplier=multiplier)
+
+
+def _option_names() -> list[str]:
+    return sorted(k for k in _CONFIG_FIELDS if k not in _FIXED_FIELDS)
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
@@ -158,6 +168,128 @@ def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
     return specs
 
 
+# --- tuning sweep (--grid) ------------------------------------------------------------------------
+
+SELECTION_METRIC = M.EVAL_VALIDATION_ACCURACY
+"""What a sweep selects on: accuracy on a validation split disjoint from train and held-out."""
+VALIDATION_BACKENDS = ("simulated",)
+"""Back-ends that log `SELECTION_METRIC`. ``cobarl train`` evaluates only its held-out split, so a
+sweep on the real back-end would have to select on held-out; it is refused instead."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The arms of a tuning sweep.
+
+    Attributes:
+        options: option -> its values, in the order given (AllocatorConfig field names).
+        points: arm label -> its value of every option, for every arm; in run order.
+        base: label of the base configuration (the strategy as given to ``--strategies``): a grid
+            point when one equals it, else an extra arm (`on_grid` tells which).
+        on_grid: labels of the arms that are grid points (all but an extra base arm).
+    """
+
+    options: dict[str, tuple[Any, ...]]
+    points: dict[str, dict[str, Any]]
+    base: str
+    on_grid: tuple[str, ...]
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``["kappa=7,11,15;max_budget=32,128"]`` (or one item per option) -> ``{option: values}``.
+
+    >>> parse_grid(["kappa=7,11;max-budget=32", "tau=adaptive,8"])
+    {'kappa': (7.0, 11.0), 'max_budget': (32,), 'tau': ('adaptive', 8.0)}
+    """
+    grid: dict[str, tuple[Any, ...]] = {}
+    for item in items:
+        for part in filter(None, (x.strip() for x in item.split(";"))):
+            key, eq, values = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or key not in _CONFIG_FIELDS or key in _FIXED_FIELDS:
+                raise ValueError(f"bad grid option {part!r}; write option=v1,v2,... with option in: {', '.join(_option_names())}")
+            if key in grid:
+                raise ValueError(f"option {key} is given twice")
+            texts = [v.strip() for v in values.split(",")]
+            if not all(texts):
+                raise ValueError(f"{key}: empty value in {part!r}; write {key}=v1,v2,...")
+            parsed = []
+            for text in texts:
+                try:
+                    parsed.append(_parse_value(key, text))
+                except ValueError:
+                    kind = "an integer" if key in _INTEGER else "a number"
+                    raise ValueError(f"{key}={text}: {key} takes {kind}" + (" or 'adaptive'" if key == "tau" else "")) from None
+            if len(set(parsed)) != len(parsed):
+                raise ValueError(f"{key}: a value repeats in {part!r}")
+            grid[key] = tuple(parsed)
+    if not grid:
+        raise ValueError("empty grid; write e.g. kappa=7,11,15;max_budget=32,128")
+    return grid
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def grid_label(base: StrategySpec, values: dict[str, Any]) -> str:
+    """The arm's label, itself a valid strategy spec: ``coba:kappa=11,max_budget=32`` (``@M`` kept)."""
+    name, _, rest = base.label.partition("@")
+    body, _, opts = name.partition(":")
+    items = [*filter(None, opts.split(",")), *(f"{k}={_fmt_value(v)}" for k, v in values.items())]
+    return f"{body}:{','.join(items)}" + (f"@{rest}" if rest else "")
+
+
+def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int) -> tuple[list[StrategySpec], Grid]:
+    """The Cartesian product of ``grid`` over ``base``, in the order given (last option fastest),
+    and the base configuration itself when no grid point equals it.
+
+    Every value is checked first on its own (the base with that one value), so a bad value is
+    reported by option; then every combination (e.g. ``min_budget`` above ``max_budget``).
+    """
+    if not isinstance(base.strategy, str):
+        raise ValueError("a grid needs a named strategy, not a callable")
+    typed = base.label.partition("@")[0].partition(":")[2]  # options written in the spec (not a preset's)
+    both = sorted(set(grid) & {item.partition("=")[0].strip().replace("-", "_") for item in typed.split(",") if item})
+    if both:
+        raise ValueError(f"{', '.join(both)} is set both in --strategies {base.label!r} and in the grid; set it in one place")
+    for key, values in grid.items():
+        for v in values:
+            try:
+                AllocatorConfig(strategy=base.strategy, total_steps=steps, **{**base.overrides, key: v})
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{key}={_fmt_value(v)}: {err}") from None
+    resolved = AllocatorConfig(strategy=base.strategy, total_steps=steps, **base.overrides).resolved()
+    base_values = {k: getattr(resolved, k) for k in grid}
+    specs: list[StrategySpec] = []
+    points: dict[str, dict[str, Any]] = {}
+    base_label = None
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+        label = grid_label(base, values)
+        spec = StrategySpec(label, base.strategy, {**base.overrides, **values}, base.budget_multiplier)
+        try:
+            spec.allocator_config(steps)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{label}: {err}") from None
+        specs.append(spec)
+        points[label] = values
+        if base_label is None and all(_same(values[k], base_values[k]) for k in grid):
+            base_label = label
+    on_grid = tuple(points)
+    if base_label is None:  # the base configuration is not a grid point: run it as well, first
+        base_label = base.label
+        specs.insert(0, base)
+        points = {base_label: base_values, **points}
+    return specs, Grid(options=dict(grid), points=points, base=base_label, on_grid=on_grid)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return float(a) == float(b)
+
+
 @dataclass(frozen=True)
 class CompareOptions:
     """Everything one comparison needs (the CLI fills it).
@@ -177,6 +309,7 @@ class CompareOptions:
             the initial accuracy to the baseline's mean final accuracy).
         baseline: label of the arm the gaps are measured against (default: ``uniform`` if run).
         real_options: extra keys passed to ``run_training`` (real backend only).
+        grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
     """
 
     strategies: tuple[StrategySpec, ...]
@@ -191,10 +324,18 @@ class CompareOptions:
     target_accuracy: float | None = None
     baseline: str | None = None
     real_options: dict[str, Any] = field(default_factory=dict)
+    grid: Grid | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.grid is not None and self.backend not in VALIDATION_BACKENDS:
+            raise ValueError(
+                f"--grid needs a validation split apart from the held-out set, and the {self.backend} back-end has none "
+                f"(cobarl train evaluates only its held-out split; selecting there would select on held-out). "
+                f"Run the sweep with --backend {VALIDATION_BACKENDS[0]}, or compare a few chosen configurations with "
+                "--strategies 'coba,coba:kappa=7,...' and choose on a validation set of your own"
+            )
         if self.steps < 1 or self.prompts_per_step < 1 or not self.seeds:
             raise ValueError("need steps >= 1, prompts_per_step >= 1 and at least one seed")
         if self.rollouts_per_prompt <= 0 or self.budget_multiplier <= 0:

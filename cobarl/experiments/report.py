@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.compare import CompareOptions, RunResult
+from cobarl.experiments.compare import SELECTION_METRIC, CompareOptions, RunResult
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.simulator import BUCKETS, PASS_RATE_BINS, PHASES
 
@@ -35,6 +35,13 @@ PLOTS = (
     "budget_vs_pass_rate.png",
     "transitions.png",
 )
+GRID_HEATMAP = "grid_heatmap.png"
+"""Validation accuracy over the two options of a two-option sweep."""
+
+
+def grid_plot_name(option: str) -> str:
+    """The line plot of a sweep's validation accuracy against ``option``."""
+    return f"grid_{option}.png"
 
 
 # --- statistics ----------------------------------------------------------------------------------
@@ -118,6 +125,8 @@ def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: st
         "strategies": {s.label: _strategy_entry(s, options, by[s.label], per_run[s.label]) for s in options.strategies},
         "gaps_vs_baseline": _gaps(by, per_run, options.baseline_label),
     }
+    if options.grid is not None:
+        summary["grid"] = grid_summary(runs, options)
     if incomplete is not None:
         summary["incomplete"] = incomplete
     return _clean(summary)
@@ -183,6 +192,58 @@ def _gaps(by: dict[str, list[RunResult]], per_run: dict[str, list[dict]], base: 
             "rollouts_ratio": mean_ci([a["rollouts"] / b["rollouts"] for a, b in pairs]),
         }
     return gaps
+
+
+def grid_summary(runs: Sequence[RunResult], options: CompareOptions) -> dict[str, Any]:
+    """A sweep's table and its choice: the configuration with the highest mean final
+    validation accuracy (`SELECTION_METRIC`) over seeds; ties go to the earlier arm (the base first
+    when it is an extra arm). Held-out accuracy is reported per configuration but never used to
+    choose. Gaps against the base configuration are paired by seed.
+    """
+    grid = options.grid
+    assert grid is not None
+    by = {label: [r for r in runs if r.label == label] for label in grid.points}
+    by = {label: rs for label, rs in by.items() if rs}
+    val = {label: {r.seed: _final(r, SELECTION_METRIC) for r in rs} for label, rs in by.items()}
+    held = {label: {r.seed: _final(r, M.EVAL_HELDOUT_ACCURACY) for r in rs} for label, rs in by.items()}
+    base = grid.base if grid.base in by else None
+    configs: dict[str, dict[str, Any]] = {}
+    for label in by:
+        entry: dict[str, Any] = {
+            "values": grid.points[label],
+            "on_grid": label in grid.on_grid,
+            "is_base": label == grid.base,
+            "seeds": sorted(val[label]),
+            "validation_accuracy": mean_ci(list(val[label].values())),
+            "heldout_accuracy": mean_ci(list(held[label].values())),
+        }
+        if base is not None:
+            seeds = [sd for sd in val[label] if sd in val[base]]
+            entry["validation_gap_vs_base"] = mean_ci([val[label][sd] - val[base][sd] for sd in seeds])
+            entry["heldout_gap_vs_base"] = mean_ci([held[label][sd] - held[base][sd] for sd in seeds])
+        configs[label] = entry
+    ranked = sorted((label for label in configs if math.isfinite(configs[label]["validation_accuracy"]["mean"])),
+                    key=lambda label: -configs[label]["validation_accuracy"]["mean"])
+    for rank, label in enumerate(ranked, 1):
+        configs[label]["validation_rank"] = rank
+    chosen = ranked[0] if ranked else None
+    anchor = next((label for label in ranked if label in grid.on_grid), None)
+    gap = configs[chosen].get("validation_gap_vs_base") if chosen else None
+    return {
+        "selection_metric": SELECTION_METRIC,
+        "selection": "highest mean final validation accuracy over seeds; held-out accuracy is not used",
+        "options": {k: list(v) for k, v in grid.options.items()},
+        "base": grid.base,
+        "base_ran": base is not None,
+        "configs": configs,
+        "chosen": chosen,
+        "chosen_values": configs[chosen]["values"] if chosen else None,
+        "chosen_is_base": chosen is not None and chosen == grid.base,
+        # The CI of the chosen config's paired validation gap against the base excludes 0.
+        "chosen_beats_base": bool(gap and gap["n"] >= 2 and math.isfinite(gap["half_width"]) and gap["ci95"][0] > 0),
+        "plot_anchor": anchor,
+        "missing_metric": not ranked,
+    }
 
 
 # --- metrics.csv ---------------------------------------------------------------------------------
@@ -375,6 +436,99 @@ def _transitions_figure(plt, data: _PlotData):
     return fig
 
 
+def _grid_line_figure(plt, grid: dict[str, Any], option: str):
+    """Validation accuracy (mean and 95 % CI over seeds) against one option's values, the other
+    options at the best grid configuration's values; the base configuration as a dashed line."""
+    anchor = grid["plot_anchor"]
+    if anchor is None:
+        return None
+    fixed = {k: v for k, v in grid["configs"][anchor]["values"].items() if k != option}
+    xs, means, halves, labels = [], [], [], []
+    for k, value in enumerate(grid["options"][option]):
+        label = next((lab for lab, e in grid["configs"].items() if e["on_grid"] and e["values"][option] == value
+                      and all(e["values"][o] == v for o, v in fixed.items())), None)
+        if label is None:  # an arm that did not finish (interrupted sweep)
+            continue
+        acc = grid["configs"][label]["validation_accuracy"]
+        xs.append(k)
+        means.append(acc["mean"])
+        halves.append(acc["half_width"] if acc["half_width"] is not None else 0.0)
+        labels.append(label)
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    m, h = np.asarray(means, dtype=np.float64), np.asarray(halves, dtype=np.float64)
+    ax.plot(xs, m, marker="o", color="C0", lw=1.4, label="validation accuracy (mean, 95 % CI)")
+    ax.fill_between(xs, m - h, m + h, color="C0", alpha=0.18, lw=0)
+    if anchor in labels:
+        k = labels.index(anchor)
+        ax.plot([xs[k]], [m[k]], marker="*", ms=14, color="C3", ls="none",
+                label="chosen" if anchor == grid["chosen"] else "best grid point")
+    base = grid["configs"].get(grid["base"])
+    if base is not None and not base["on_grid"]:
+        ax.axhline(base["validation_accuracy"]["mean"], color="gray", ls="--", lw=1, label=f"base ({grid['base']})")
+    values = grid["options"][option]
+    ax.set_xticks(range(len(values)), [_value_text(v) for v in values])
+    ax.set_xlabel(option)
+    ax.set_ylabel(SELECTION_METRIC)
+    others = _values_text(fixed)
+    ax.set_title(f"Validation accuracy vs {option}" + (f"\n({others})" if others else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _grid_heatmap_figure(plt, grid: dict[str, Any]):
+    """Mean validation accuracy of every (option 1, option 2) cell of a two-option sweep."""
+    (o1, v1), (o2, v2) = grid["options"].items()
+    cell = np.full((len(v1), len(v2)), np.nan)
+    where: dict[str, tuple[int, int]] = {}
+    for label, e in grid["configs"].items():
+        if e["on_grid"] and e["validation_accuracy"]["mean"] is not None:
+            i, j = v1.index(e["values"][o1]), v2.index(e["values"][o2])
+            cell[i, j] = e["validation_accuracy"]["mean"]
+            where[label] = (i, j)
+    fig, ax = plt.subplots(figsize=(1.2 * len(v2) + 3, 0.9 * len(v1) + 2.2), layout="constrained")
+    im = ax.imshow(cell, cmap="viridis", aspect="auto")
+    for (i, j), value in np.ndenumerate(cell):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.4f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > np.nanmean(cell) else "white")
+    if grid["chosen"] in where:
+        i, j = where[grid["chosen"]]
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    ax.set_xticks(range(len(v2)), [_value_text(v) for v in v2])
+    ax.set_yticks(range(len(v1)), [_value_text(v) for v in v1])
+    ax.set_xlabel(o2)
+    ax.set_ylabel(o1)
+    fig.colorbar(im, ax=ax, label=f"{SELECTION_METRIC} (mean over seeds)")
+    ax.set_title("Validation accuracy (red box: chosen)", fontsize=10)
+    return fig
+
+
+def plot_grid(grid: dict[str, Any], out: Path) -> list[str]:
+    """The sweep's figures: one line plot per option, and a heat map when there are exactly two."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {grid_plot_name(o): (lambda o=o: _grid_line_figure(plt, grid, o)) for o in grid["options"]}
+    if len(grid["options"]) == 2:
+        figures[GRID_HEATMAP] = lambda: _grid_heatmap_figure(plt, grid)
+    return _save_figures(plt, figures, out)
+
+
+def _save_figures(plt, figures: dict[str, Callable], out: Path) -> list[str]:
+    written = []
+    for name, draw in figures.items():
+        fig = draw()
+        if fig is None:
+            continue
+        write_atomic(Path(out) / name, lambda f, fig=fig: fig.savefig(f, format="png", dpi=100), binary=True)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
 _FIGURES: dict[str, Callable] = dict(
     zip(PLOTS, (_accuracy_figure, _effective_ratio_figure, _capability_figure, _budget_figure, _transitions_figure))
 )
@@ -388,15 +542,7 @@ def plot_all(runs: Sequence[RunResult], options: CompareOptions, out: Path) -> l
     import matplotlib.pyplot as plt
 
     data = _plot_data(runs, options)
-    written = []
-    for name, draw in _FIGURES.items():
-        fig = draw(plt, data)
-        if fig is None:
-            continue
-        write_atomic(Path(out) / name, lambda f, fig=fig: fig.savefig(f, format="png", dpi=100), binary=True)
-        plt.close(fig)
-        written.append(name)
-    return written
+    return _save_figures(plt, {name: (lambda draw=draw: draw(plt, data)) for name, draw in _FIGURES.items()}, out)
 
 
 # --- report.md -----------------------------------------------------------------------------------
@@ -421,11 +567,95 @@ _CAPTIONS = {
 
 
 def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
-    """report.md: the setting, the results table, the paired gaps and the figures."""
-    lines = [*_setting_md(summary), *_results_md(summary), *_gaps_md(summary), "", "## Figures", ""]
+    """report.md: the setting, the sweep's choice (for a sweep), the results table, the paired
+    gaps and the figures."""
+    grid_plots = [name for name in plots if name.startswith("grid_")]
+    lines = [*_setting_md(summary)]
+    if summary.get("grid"):
+        lines += _grid_md(summary, grid_plots)
+    lines += [*_results_md(summary), *_gaps_md(summary), "", "## Figures", ""]
     for name in plots:
-        lines += [f"![{name}]({name})", "", _CAPTIONS.get(name, ""), ""]
+        if name not in grid_plots:
+            lines += [f"![{name}]({name})", "", _CAPTIONS.get(name, ""), ""]
     return "\n".join(lines) + "\n"
+
+
+def _value_text(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _values_text(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in values.items())
+
+
+def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
+    """The sweep: the choice by validation accuracy, then its held-out accuracy, the table of every
+    configuration and the per-option figures."""
+    g = s["grid"]
+    sim = s.get("simulator") or {}
+    n_val = sim.get("validation_prompts")
+    lines = ["", "## Tuning sweep: chosen configuration", ""]
+    lines += [
+        f"Grid: {'; '.join(f'{k} = ' + ', '.join(map(_value_text, v)) for k, v in g['options'].items())} "
+        f"({sum(e['on_grid'] for e in g['configs'].values())} configurations"
+        + (", plus the base configuration" if g["base_ran"] and not g["configs"][g["base"]]["on_grid"] else "")
+        + f"), every one on the same seeds {s['seeds']}. Base configuration: `{g['base']}`.",
+        "",
+        f"Selection: the highest mean final **validation accuracy** (`{g['selection_metric']}`) over seeds, measured on "
+        + (f"{n_val} " if n_val else "")
+        + "validation prompts that are neither trained on nor part of the held-out set. The held-out accuracy "
+        "played no part in the choice; it is reported after it.",
+        "",
+    ]
+    if g["missing_metric"] or g["chosen"] is None:
+        return [*lines, f"**No configuration logged `{g['selection_metric']}`: nothing was chosen.**"]
+    c = g["configs"][g["chosen"]]
+    gap_v, gap_h = c.get("validation_gap_vs_base"), c.get("heldout_gap_vs_base")
+    if g["chosen_is_base"]:
+        verdict = "The base configuration is the best on validation."
+    elif gap_v is None:
+        verdict = "The base configuration did not finish; no paired gap."
+    elif g["chosen_beats_base"]:
+        verdict = (f"Paired against the base on validation: {_pm(gap_v, 100, 2)} points; the 95 % CI excludes 0.")
+    else:
+        verdict = (f"Paired against the base on validation: {_pm(gap_v, 100, 2)} points; the 95 % CI contains 0, "
+                   "so at this number of seeds the chosen configuration is not distinguishable from the base.")
+    lines += [
+        f"**Chosen: `{g['chosen']}`** ({_values_text(c['values'])}): validation accuracy "
+        f"{_pm(c['validation_accuracy'], digits=4)}. {verdict}",
+        "",
+        f"Held-out accuracy of the chosen configuration (reported after the choice): {_pm(c['heldout_accuracy'], digits=4)}"
+        + (f"; paired against the base: {_pm(gap_h, 100, 2)} points." if gap_h is not None and not g["chosen_is_base"] else "."),
+        "",
+        "The best of several configurations on validation is biased upwards (it was picked for being high); the "
+        "held-out number is the unbiased estimate of the chosen configuration.",
+        "",
+        "| configuration | " + " | ".join(g["options"]) + " | validation acc | Δ validation vs base (points) | "
+        "held-out acc | Δ held-out vs base (points) | rank (validation) |",
+        "|---|" + "---|" * len(g["options"]) + "---|---|---|---|---|",
+    ]
+    for label, e in g["configs"].items():
+        name = f"`{label}`" + (" (base)" if e["is_base"] else "")
+        if label == g["chosen"]:
+            name = f"**{name}** ★"
+        values = [_value_text(e["values"][k]) for k in g["options"]]
+        gap = (lambda key: "—") if e["is_base"] else (lambda key: _pm(e.get(key), 100, 2))
+        lines.append(
+            f"| {name} | " + " | ".join(values) + f" | {_pm(e['validation_accuracy'], digits=4)} | "
+            f"{gap('validation_gap_vs_base')} | {_pm(e['heldout_accuracy'], digits=4)} | "
+            f"{gap('heldout_gap_vs_base')} | {e.get('validation_rank', 'n/a')} |"
+        )
+    lines += ["", "Accuracies: mean ± 95 % CI half-width over seeds; Δ: paired by seed against the base configuration."]
+    for name in plots:
+        option = name[len("grid_"):-len(".png")]
+        caption = (f"Validation accuracy (mean over seeds, 95 % CI) over the two options; red box: the chosen configuration."
+                   if name == GRID_HEATMAP else
+                   f"Validation accuracy against {option}, the other options at the values of the best grid configuration "
+                   f"(`{g['plot_anchor']}`); a dashed line marks the base configuration when it is not a grid point. The band "
+                   "is the spread over seeds, most of which every configuration shares (same task per seed): the paired "
+                   "Δ columns above are the sharper comparison.")
+        lines += ["", f"![{name}]({name})", "", caption]
+    return lines
 
 
 def _setting_md(s: dict[str, Any]) -> list[str]:
@@ -506,5 +736,7 @@ def write_report(
     write_text(out / "metrics.csv", metrics_csv(runs))
     write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     written = plot_all(runs, options, out) if plots else []
+    if plots and summary.get("grid") and summary["grid"]["chosen"] is not None:
+        written = plot_grid(summary["grid"], out) + written
     write_text(out / "report.md", report_markdown(summary, written))
     return summary

@@ -22,7 +22,9 @@ fraction ``transfer`` goes to the cluster skill (so every prompt of the cluster,
 moves by ``transfer * lr * g_i``) and the rest to u_i, so prompt i itself moves by ``lr * g_i``.
 
 Held-out prompts share the clusters but are never trained on; held-out accuracy is
-``mean sigmoid(z)`` over them (an expectation: no sampling noise).
+``mean sigmoid(z)`` over them (an expectation: no sampling noise). Validation prompts are a third
+split, drawn the same way from a separate random stream (so adding them changes no train or held-out
+draw): never trained on, disjoint from both, used only to choose settings (``cobarl compare --grid``).
 
 Common random numbers: for a seed, the task, the prompt order and the uniform draws behind every
 reward (``U[step, slot, j]``, rollout j of the prompt in batch slot ``slot``) are the same for all
@@ -50,7 +52,7 @@ PASS_RATE_BINS = ("0",) + tuple(f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in rang
 PHASES = ("early", "mid", "late")
 
 # Stream tags for np.random.default_rng([seed, tag, ...]); fixed so that runs are reproducible.
-_TASK, _ORDER, _ROLLOUT, _EVAL = 11, 12, 13, 14
+_TASK, _ORDER, _ROLLOUT, _EVAL, _VALIDATION = 11, 12, 13, 14, 15
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class SimConfig:
     Attributes:
         train_prompts: prompts in the training split.
         heldout_prompts: prompts never trained on, in the same clusters (evaluation only).
+        validation_prompts: a third split, never trained on, disjoint from train and held-out, in
+            the same clusters and drawn from the same distribution; ``cobarl compare --grid``
+            selects settings on it so the held-out split stays untouched for the final number.
         clusters: groups of related prompts that share a skill (transfer happens within a cluster).
         skill_mean, skill_std: initial cluster skills ~ N(mean, std^2) in logit units.
         difficulty_std: per-prompt difficulty ~ N(0, std^2). With the defaults the initial pass
@@ -76,6 +81,7 @@ class SimConfig:
 
     train_prompts: int = 1024
     heldout_prompts: int = 256
+    validation_prompts: int = 256
     clusters: int = 32
     skill_mean: float = -1.0
     skill_std: float = 1.0
@@ -85,8 +91,8 @@ class SimConfig:
     eval_rollouts: int = 16
 
     def __post_init__(self) -> None:
-        if self.train_prompts < 1 or self.heldout_prompts < 1 or self.clusters < 1:
-            raise ValueError("train_prompts, heldout_prompts and clusters must all be >= 1")
+        if min(self.train_prompts, self.heldout_prompts, self.validation_prompts, self.clusters) < 1:
+            raise ValueError("train_prompts, heldout_prompts, validation_prompts and clusters must all be >= 1")
         if not 0.0 <= self.transfer <= 1.0:
             raise ValueError(f"transfer must lie in [0, 1], got {self.transfer}")
         if self.lr < 0 or self.skill_std < 0 or self.difficulty_std < 0 or self.eval_rollouts < 1:
@@ -95,19 +101,25 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class Task:
-    """One sampled task. Prompts ``0..n_train-1`` are the train split, the rest are held out.
+    """One sampled task. Prompts ``0..n_train-1`` are the train split, the rest are held out; the
+    validation split is kept apart (its own arrays), so prompt ids and held-out indices are as
+    without it.
 
     Attributes:
         cluster: ``[P]`` cluster of each prompt.
         difficulty: ``[P]`` d_i.
         skill0: ``[C]`` initial cluster skills.
         n_train: size of the train split.
+        validation_cluster: ``[V]`` cluster of each validation prompt.
+        validation_difficulty: ``[V]`` d_i of each validation prompt.
     """
 
     cluster: np.ndarray
     difficulty: np.ndarray
     skill0: np.ndarray
     n_train: int
+    validation_cluster: np.ndarray
+    validation_difficulty: np.ndarray
 
 
 def make_task(config: SimConfig, seed: int) -> Task:
@@ -118,7 +130,11 @@ def make_task(config: SimConfig, seed: int) -> Task:
     cluster = np.concatenate([np.arange(n_train) % config.clusters, np.arange(n_all - n_train) % config.clusters])
     difficulty = rng.normal(0.0, config.difficulty_std, n_all)
     skill0 = rng.normal(config.skill_mean, config.skill_std, config.clusters)
-    return Task(cluster=cluster, difficulty=difficulty, skill0=skill0, n_train=n_train)
+    # The validation split comes from its own stream: the draws above are those of a task without it.
+    n_val = config.validation_prompts
+    validation_difficulty = np.random.default_rng([seed, _VALIDATION]).normal(0.0, config.difficulty_std, n_val)
+    return Task(cluster=cluster, difficulty=difficulty, skill0=skill0, n_train=n_train,
+                validation_cluster=np.arange(n_val) % config.clusters, validation_difficulty=validation_difficulty)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -141,6 +157,11 @@ class Learner:
     def pass_rates(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         t = self.task
         return sigmoid(self.skill[t.cluster[idx]] + self.own[idx] - t.difficulty[idx])
+
+    def validation_pass_rates(self) -> np.ndarray:
+        """``[V]`` pass rates of the validation prompts (never trained on: cluster skill only)."""
+        t = self.task
+        return sigmoid(self.skill[t.validation_cluster] - t.validation_difficulty)
 
     def step(self, prompts: np.ndarray, signal: np.ndarray) -> None:
         """Apply ``lr * signal[k]`` to the logit of ``prompts[k]`` (``transfer`` of it via the cluster)."""
@@ -284,6 +305,7 @@ class _SimRun:
             "step": step + 1,
             "rollouts": self.rollouts,
             M.EVAL_HELDOUT_ACCURACY: float(p_held.mean()),
+            M.EVAL_VALIDATION_ACCURACY: float(self.learner.validation_pass_rates().mean()),
             M.EVAL_TRAIN_ACCURACY: float(p_train.mean()),
             M.EVAL_TRAIN_SOLVED: float((p_train > 0.5).mean()),
             M.ROLLOUT_COUNT: float(counts.sum()),
