@@ -13,7 +13,16 @@ import pytest
 
 from cobarl.allocation.baselines import uniform as uniform_counts
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments import CompareOptions, SimConfig, SimOptions, parse_strategies, parse_strategy, run_compare, simulate
+from cobarl.experiments import (
+    CompareOptions,
+    RunResult,
+    SimConfig,
+    SimOptions,
+    parse_strategies,
+    parse_strategy,
+    run_compare,
+    simulate,
+)
 from cobarl.experiments.cli import main
 from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_report
 from cobarl.experiments.simulator import (
@@ -332,3 +341,170 @@ def test_importing_the_report_module_leaves_the_umask_alone(monkeypatch):
 
     monkeypatch.setattr(os, "umask", no_umask)
     importlib.reload(report)
+
+
+# --- tuning sweep: cobarl compare --grid -------------------------------------------------------
+
+
+def test_validation_split_leaves_the_train_and_heldout_draws_alone():
+    with_val = make_task(TINY_SIM, 5)
+    other = make_task(replace(TINY_SIM, validation_prompts=3), 5)
+    for name in ("cluster", "difficulty", "skill0"):
+        assert np.array_equal(getattr(with_val, name), getattr(other, name))
+    assert other.validation_difficulty.size == 3
+    # never trained on: with no transfer it keeps its initial accuracy while held-out does too
+    rows, _ = _rows("coba", options=replace(TINY, sim=replace(TINY_SIM, transfer=0.0)))
+    assert len({r["eval/validation_accuracy"] for r in rows}) == 1
+    rows, _ = _rows("coba")
+    assert rows[0]["eval/validation_accuracy"] != rows[-1]["eval/validation_accuracy"]  # it moves through clusters
+
+
+def test_parse_grid():
+    from cobarl.experiments.compare import parse_grid
+
+    assert parse_grid(["kappa=7,11;max-budget=32", "tau=adaptive,8"]) == {
+        "kappa": (7.0, 11.0), "max_budget": (32,), "tau": ("adaptive", 8.0)}
+    for bad, message in [
+        ("kapa=7", "bad grid option 'kapa=7'; write option=v1,v2,... with option in: .*kappa"),
+        ("kappa", "bad grid option"),
+        ("strategy=coba", "bad grid option"),
+        ("kappa=7;kappa=9", "option kappa is given twice"),
+        ("kappa=7,,9", "kappa: empty value"),
+        ("kappa=7,7", "kappa: a value repeats"),
+        ("max_budget=6.5", "max_budget=6.5: max_budget takes an integer"),
+        ("tau=x", "tau=x: tau takes a number or 'adaptive'"),
+        (";", "empty grid"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_grid([bad])
+
+
+def test_expand_grid_labels_order_and_base():
+    from cobarl.experiments.compare import expand_grid
+
+    specs, grid = expand_grid(parse_strategy("coba"), {"kappa": (7.0, 15.0), "max_budget": (32, 64)}, 10)
+    labels = ["coba", "coba:kappa=7,max_budget=32", "coba:kappa=7,max_budget=64",
+              "coba:kappa=15,max_budget=32", "coba:kappa=15,max_budget=64"]
+    assert [s.label for s in specs] == labels and list(grid.points) == labels
+    assert grid.base == "coba" and grid.on_grid == tuple(labels[1:])  # not a grid point: run as an extra arm
+    assert grid.points["coba"] == {"kappa": 11.0, "max_budget": 128}
+    for spec in specs[1:]:  # every label is itself a spec for the same configuration
+        assert parse_strategy(spec.label).overrides == spec.overrides
+    # a grid point equal to the base (defaults resolved: tau 8 for coba) is the base; nothing is run twice
+    specs, grid = expand_grid(parse_strategy("coba:gamma=5@0.5"), {"kappa": (7.0, 11.0), "tau": (8.0, "adaptive")}, 10)
+    assert len(specs) == 4 and grid.base == "coba:gamma=5,kappa=11,tau=8@0.5"
+    assert specs[0].overrides == {"gamma": 5.0, "kappa": 7.0, "tau": 8.0} and specs[0].budget_multiplier == 0.5
+    # a preset's own override (coba-reference: tau=adaptive) may be swept
+    specs, _ = expand_grid(parse_strategy("coba-reference"), {"tau": (4.0,)}, 10)
+    assert specs[-1].overrides == {"tau": 4.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid", "kappa=7,1"], "--grid kappa=1: kappa must be a finite number > 2"),
+        (["--grid", "window=0"], "--grid window=0: window must be an integer >= 1"),
+        (["--grid", "tau=-1"], "--grid tau=-1: tau must be a finite number > 0"),
+        (["--grid", "min_budget=4,16", "--grid", "max_budget=8,32"],
+         "--grid coba:min_budget=16,max_budget=8: min_budget (16) is larger than max_budget (8)"),
+        (["--grid", "max_budget=4"], "coba:max_budget=4: 8 rollouts per prompt on average is outside [min_budget, max_budget] = [2, 4]"),
+        (["--grid", "kapa=7"], "--grid bad grid option 'kapa=7'"),
+        (["--strategies", "uniform,coba", "--grid", "kappa=7"], "--grid sweeps the options of one strategy, its base configuration; --strategies gave 2"),
+        (["--strategies", "coba:kappa=7", "--grid", "kappa=9"], "kappa is set both in --strategies 'coba:kappa=7' and in the grid"),
+        (["--backend", "real", "--grid", "kappa=7"], "--grid needs a validation split apart from the held-out set, and the real back-end has none"),
+    ],
+)
+def test_bad_grid_is_refused_before_any_run(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    assert main([*TINY_ARGS, *args, "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _grid_options(grid_text: str, strategy: str = "coba", seeds=(0, 1)) -> CompareOptions:
+    from cobarl.experiments.compare import expand_grid, parse_grid
+
+    specs, grid = expand_grid(parse_strategy(strategy), parse_grid([grid_text]), 12)
+    return CompareOptions(strategies=tuple(specs), seeds=seeds, steps=12, prompts_per_step=8, rollouts_per_prompt=8,
+                          sim=TINY_SIM, workers=1, grid=grid, baseline=grid.base)
+
+
+def test_sweep_pairs_seeds_and_runs_each_configuration_as_labelled():
+    from cobarl.experiments.compare import simulated_backend
+
+    opts = _grid_options("kappa=7,15;max_budget=16,32")
+    runs = run_compare(opts, progress=False)
+    assert len(runs) == 5 * 2
+    for seed in (0, 1):
+        same_seed = [r for r in runs if r.seed == seed]
+        assert {r.label for r in same_seed} == set(opts.grid.points)
+        # the same task and held-out/validation prompts for every configuration of a seed
+        assert len({r.summary["initial_heldout_accuracy"] for r in same_seed}) == 1
+    run = next(r for r in runs if r.label == "coba:kappa=15,max_budget=16" and r.seed == 1)
+    direct, _ = simulate(AllocatorConfig(strategy="coba", kappa=15.0, max_budget=16, total_steps=12), 1, opts.sim_options())
+    assert run.rows == direct
+    assert simulated_backend(opts.strategies[0], 1, opts).rows == _rows("coba", seed=1)[0]  # the base arm
+
+
+def _fake_run(label, seed, validation, heldout):
+    rows = [{"step": 1, "rollouts": 64, "eval/heldout_accuracy": heldout, "eval/validation_accuracy": validation}]
+    return RunResult(label, seed, rows, {"initial_heldout_accuracy": 0.1})
+
+
+def test_selection_uses_validation_never_heldout():
+    from cobarl.experiments.report import summarise
+
+    opts = _grid_options("kappa=7,15")
+    # kappa=7 is best on validation, kappa=15 on held-out, by a wide margin on every seed
+    accuracy = {"coba": (0.50, 0.50), "coba:kappa=7": (0.60, 0.40), "coba:kappa=15": (0.45, 0.70)}
+    runs = [_fake_run(label, seed, v + 0.01 * seed, h + 0.01 * seed) for label, (v, h) in accuracy.items() for seed in (0, 1, 2)]
+    g = summarise(runs, replace(opts, seeds=(0, 1, 2)))["grid"]
+    assert g["chosen"] == "coba:kappa=7" and g["chosen_values"] == {"kappa": 7.0}
+    assert g["selection_metric"] == "eval/validation_accuracy"
+    assert [g["configs"][k]["validation_rank"] for k in accuracy] == [2, 1, 3]
+    assert g["configs"]["coba:kappa=7"]["validation_gap_vs_base"]["mean"] == pytest.approx(0.10)
+    assert g["configs"]["coba:kappa=7"]["heldout_gap_vs_base"]["mean"] == pytest.approx(-0.10)
+    assert g["chosen_beats_base"] and not g["chosen_is_base"]
+    # the base wins when it is best on validation, whatever held-out says
+    runs = [_fake_run(label, seed, 0.9 if label == "coba" else 0.5, 0.1 if label == "coba" else 0.9) for label in accuracy for seed in (0, 1)]
+    g = summarise(runs, opts)["grid"]
+    assert g["chosen"] == "coba" and g["chosen_is_base"] and not g["chosen_beats_base"]
+
+
+def test_selection_without_the_validation_metric_chooses_nothing():
+    from cobarl.experiments.report import report_markdown, summarise
+
+    opts = _grid_options("kappa=7")
+    runs = [RunResult(label, 0, [{"step": 1, "rollouts": 64, "eval/heldout_accuracy": 0.5}], {}) for label in opts.grid.points]
+    summary = summarise(runs, replace(opts, seeds=(0,)))
+    assert summary["grid"]["chosen"] is None and summary["grid"]["missing_metric"]
+    assert "nothing was chosen" in report_markdown(summary, [])
+
+
+def test_grid_report_files(monkeypatch, tmp_path):
+    from cobarl.experiments.report import GRID_HEATMAP, grid_plot_name
+
+    out = tmp_path / "grid"
+    rc = main([*TINY_ARGS, "--strategies", "coba", "--grid", "kappa=7,11", "--grid", "max_budget=16,32", "--output-dir", str(out)])
+    assert rc == 0
+    for name in (*FILES, *PLOTS, grid_plot_name("kappa"), grid_plot_name("max_budget"), GRID_HEATMAP):
+        assert (out / name).is_file(), name
+    assert (out / GRID_HEATMAP).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    g = summary["grid"]
+    assert summary["baseline"] == g["base"] == "coba"  # kappa 11 is on the grid, max_budget 128 is not
+    assert g["options"] == {"kappa": [7.0, 11.0], "max_budget": [16, 32]} and len(g["configs"]) == 5
+    assert all(e["seeds"] == [0, 1] for e in g["configs"].values())
+    best = max(g["configs"], key=lambda k: g["configs"][k]["validation_accuracy"]["mean"])
+    assert g["chosen"] == best
+    md = (out / "report.md").read_text()
+    assert f"**Chosen: `{best}`**" in md and "![grid_heatmap.png](grid_heatmap.png)" in md
+    assert md.index("Chosen:") < md.index("Held-out accuracy of the chosen configuration")
+    with open(out / "metrics.csv", newline="") as f:
+        assert "eval/validation_accuracy" in next(csv.DictReader(f))
+    # one option: line plot only
+    out1 = tmp_path / "one"
+    assert main([*TINY_ARGS, "--grid", "window=1,3", "--output-dir", str(out1)]) == 0
+    assert (out1 / grid_plot_name("window")).is_file() and not (out1 / GRID_HEATMAP).exists()
+    assert json.loads((out1 / "summary.json").read_text())["grid"]["base"] == "coba:window=1"

@@ -594,10 +594,13 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
     g = s["grid"]
     sim = s.get("simulator") or {}
     n_val = sim.get("validation_prompts")
+    planned = math.prod(len(v) for v in g["options"].values())
+    finished = sum(e["on_grid"] for e in g["configs"].values())
     lines = ["", "## Tuning sweep: chosen configuration", ""]
     lines += [
         f"Grid: {'; '.join(f'{k} = ' + ', '.join(map(_value_text, v)) for k, v in g['options'].items())} "
-        f"({sum(e['on_grid'] for e in g['configs'].values())} configurations"
+        f"({planned} configuration{'s' * (planned != 1)}"
+        + (f", {finished} of them finished" if finished < planned else "")
         + (", plus the base configuration" if g["base_ran"] and not g["configs"][g["base"]]["on_grid"] else "")
         + f"), every one on the same seeds {s['seeds']}. Base configuration: `{g['base']}`.",
         "",
