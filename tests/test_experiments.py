@@ -508,3 +508,13 @@ def test_grid_report_files(monkeypatch, tmp_path):
     assert main([*TINY_ARGS, "--grid", "window=1,3", "--output-dir", str(out1)]) == 0
     assert (out1 / grid_plot_name("window")).is_file() and not (out1 / GRID_HEATMAP).exists()
     assert json.loads((out1 / "summary.json").read_text())["grid"]["base"] == "coba:window=1"
+
+
+def test_a_spec_with_several_options_survives_the_comma_list():
+    # a sweep's labels (coba:tau=16,window=5) can be passed back to --strategies as they are
+    specs = parse_strategies(["coba:kappa=7,tau=adaptive@0.5,uniform", "coba:tau=16,window=5"])
+    assert [(s.label, s.overrides) for s in specs] == [
+        ("coba:kappa=7,tau=adaptive@0.5", {"kappa": 7.0, "tau": "adaptive"}), ("uniform", {}),
+        ("coba:tau=16,window=5", {"tau": 16.0, "window": 5})]
+    with pytest.raises(ValueError, match="unknown strategy 'tau=8'"):
+        parse_strategies(["uniform,tau=8"])

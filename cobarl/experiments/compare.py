@@ -147,12 +147,18 @@ def _option_names() -> list[str]:
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
-    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the issue's list."""
+    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the issue's list.
+
+    A part ``key=value`` after a comma continues the spec before it, so a spec's own option list
+    survives: ``coba:kappa=7,tau=adaptive,uniform`` is two specs.
+    """
     names: list[str] = []
     for item in items:
         for part in item.split(","):
             part = part.strip()
-            if part == "all":
+            if "=" in part and ":" not in part.partition("=")[0] and names and ":" in names[-1]:
+                names[-1] += f",{part}"
+            elif part == "all":
                 names.extend(PRESETS)
             elif part == "default":
                 names.extend(DEFAULT_STRATEGIES)

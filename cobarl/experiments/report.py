@@ -580,6 +580,11 @@ def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fresh_seeds(seeds: Sequence[int], n: int = 10) -> str:
+    start = max(seeds, default=-1) + 1
+    return ",".join(str(k) for k in range(start, start + n))
+
+
 def _value_text(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -630,8 +635,11 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
         f"Held-out accuracy of the chosen configuration (reported after the choice): {_pm(c['heldout_accuracy'], digits=4)}"
         + (f"; paired against the base: {_pm(gap_h, 100, 2)} points." if gap_h is not None and not g["chosen_is_base"] else "."),
         "",
-        "The best of several configurations on validation is biased upwards (it was picked for being high); the "
-        "held-out number is the unbiased estimate of the chosen configuration.",
+        "The best of several configurations on validation is biased upwards (it was picked for being high). The "
+        "held-out prompts played no part in the choice, but the seeds did: validation and held-out measure the same "
+        "trained runs, so luck in a run's training draws favours both. To confirm a choice, run it against the base "
+        f"on fresh seeds: `cobarl compare --strategies '{g['base']},{g['chosen']}' --baseline '{g['base']}' "
+        f"--seed-list {_fresh_seeds(s['seeds'])}` (with the same other options).",
         "",
         "| configuration | " + " | ".join(g["options"]) + " | validation acc | Δ validation vs base (points) | "
         "held-out acc | Δ held-out vs base (points) | rank (validation) |",
@@ -651,7 +659,7 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
     lines += ["", "Accuracies: mean ± 95 % CI half-width over seeds; Δ: paired by seed against the base configuration."]
     for name in plots:
         option = name[len("grid_"):-len(".png")]
-        caption = (f"Validation accuracy (mean over seeds, 95 % CI) over the two options; red box: the chosen configuration."
+        caption = (f"Validation accuracy (mean over seeds) over the two options; red box: the chosen configuration."
                    if name == GRID_HEATMAP else
                    f"Validation accuracy against {option}, the other options at the values of the best grid configuration "
                    f"(`{g['plot_anchor']}`); a dashed line marks the base configuration when it is not a grid point. The band "
