@@ -1,12 +1,11 @@
 """Arithmetic task generation and the exact-match verifier."""
 
-import random
 from collections import Counter
 
 import pytest
 
 from cobarl.rewards import exact_match_reward
-from cobarl.tasks.arithmetic import near_miss
+from cobarl.tasks.arithmetic import sign_dropped
 from cobarl.tasks import LEVELS, MAX_ANSWER_CHARS, Problem, is_eval_prompt, make_problems, make_splits
 
 
@@ -80,8 +79,16 @@ def test_exact_match_reward(completion, answer, expected):
     assert exact_match_reward(completion, answer) == expected
 
 
-def test_near_miss_is_off_by_one_and_short():
-    rng = random.Random(0)
-    for p in make_problems(300, seed=2):
-        wrong = near_miss(p.answer, rng)
-        assert abs(int(wrong) - int(p.answer)) == 1 and len(wrong) <= MAX_ANSWER_CHARS
+def test_levels_have_their_sign():
+    # Levels 0-2 never go below 0; levels 3 and 4 are always negative (where the warm-start's
+    # systematic mistake applies).
+    for p in make_problems(1000, seed=2):
+        assert (int(p.answer) < 0) == (p.difficulty in (3, 4)), p
+
+
+def test_sign_dropped_is_the_magnitude_and_only_for_negatives():
+    for p in make_problems(500, seed=2):
+        wrong = sign_dropped(p.answer)
+        assert wrong == str(abs(int(p.answer)))
+        assert (wrong != p.answer) == (p.difficulty in (3, 4))
+        assert len(wrong) <= MAX_ANSWER_CHARS

@@ -80,13 +80,13 @@ def test_warm_start_reduces_loss(tokenizer):
     assert stats["warm_start/loss_last"] < stats["warm_start/loss_first"] - 0.3
 
 
-def test_label_noise_teaches_near_misses(tokenizer):
-    # With every label replaced by a near miss, the memorised answer is off by one.
+def test_mistake_rate_teaches_the_systematic_mistake(tokenizer):
+    # With every label of its level replaced by the mistake, the memorised answer lacks its sign.
     model = build_model(tokenizer, seed=0)
-    problem = make_problems(1, seed=0, levels=(1,))
-    warm_start(model, tokenizer, problem, steps=60, seed=0, lr=1e-2, batch_size=4, label_noise={1: 1.0})
+    problem = make_problems(1, seed=0, levels=(3,))
+    warm_start(model, tokenizer, problem, steps=60, seed=0, lr=1e-2, batch_size=4, mistake_rate={3: 1.0})
     (completion,) = tiny.sample_completions(model, tokenizer, [problem[0].prompt], temperature=0)
-    assert abs(int(completion) - int(problem[0].answer)) == 1
+    assert problem[0].answer.startswith("-") and completion == problem[0].answer[1:]
 
 
 def test_sample_accuracy_keys_and_range(tokenizer):

@@ -3,15 +3,23 @@
 This is the embedded default task of ``cobarl train``: seedable, verifiable by exact
 match, and short enough for a character-level model on CPU. Difficulty levels:
 
-=====  ===========================================  =================
-level  form                                         example
-=====  ===========================================  =================
-0      one digit +/- one digit (result >= 0)        ``3+5=`` -> ``8``
-1      two digits +/- one digit                     ``47-8=`` -> ``39``
-2      two digits +/- two digits (may be negative)  ``23-58=`` -> ``-35``
-3      two digits * one digit                       ``37*6=`` -> ``222``
-4      two digits * one digit +/- two digits        ``37*6-15=`` -> ``207``
-=====  ===========================================  =================
+Every operand is one digit and every operator ``+`` or ``-``; a level is the number of
+operands and the sign of the result:
+
+=====  ===================================  ===================
+level  form                                 example
+=====  ===================================  ===================
+0      two operands, result >= 0            ``3+5=`` -> ``8``
+1      three operands, result >= 0          ``7-2+4=`` -> ``9``
+2      four operands, result >= 0           ``8-3+6-1=`` -> ``10``
+3      two or three operands, one ``-``,    ``2+3-9=`` -> ``-4``
+       result < 0
+4      three operands, two ``-``,           ``1-8-7=`` -> ``-14``
+       result < 0
+=====  ===================================  ===================
+
+Levels 3 and 4 are where the default model's warm-start teaches a systematic mistake,
+``sign_dropped`` (the magnitude without its minus sign), so RL has a rule to correct.
 
 Held-out prompts are chosen by a hash of the prompt text, not by the seed, so every
 train list and every eval list built here are disjoint, whatever their seeds and sizes
@@ -33,7 +41,7 @@ EVAL_FRACTION_DENOM = 4
 """One prompt in ``EVAL_FRACTION_DENOM`` (by CRC32 of its text) belongs to the eval pool."""
 
 MAX_ANSWER_CHARS = 3
-"""Longest answer any level produces (``-89`` .. ``990``); generation needs this + 1 EOS token."""
+"""Longest answer any level produces (``-18`` .. ``36``); generation needs this + 1 EOS token."""
 
 Split = Literal["train", "eval"]
 
@@ -52,38 +60,40 @@ class Problem:
     """Difficulty level in ``LEVELS`` (0 = easiest)."""
 
 
+def _signed_sum(
+    rng: random.Random, operands: Sequence[int], negative: bool, minuses: Sequence[int] | None = None
+) -> tuple[str, int]:
+    """``d1 o d2 o ... =`` over one-digit operands, each ``o`` drawn from ``+ -``, redrawn until
+    the value has the wanted sign (``< 0`` when ``negative``, else ``>= 0``) and, if given, the
+    number of ``-`` operators is in ``minuses``."""
+    while True:
+        n = rng.choice(operands)
+        digits = [rng.randint(0, 9) for _ in range(n)]
+        ops = [rng.choice("+-") for _ in range(n - 1)]
+        value = digits[0] + sum(d if o == "+" else -d for o, d in zip(ops, digits[1:]))
+        if (value < 0) == negative and (minuses is None or ops.count("-") in minuses):
+            text = str(digits[0]) + "".join(o + str(d) for o, d in zip(ops, digits[1:]))
+            return text + "=", value
+
+
 def _level0(rng: random.Random) -> tuple[str, int]:
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
-    if rng.random() < 0.5:
-        return f"{a}+{b}=", a + b
-    a, b = max(a, b), min(a, b)  # keep level 0 free of negative answers
-    return f"{a}-{b}=", a - b
+    return _signed_sum(rng, (2,), negative=False)
 
 
 def _level1(rng: random.Random) -> tuple[str, int]:
-    a, b = rng.randint(10, 99), rng.randint(0, 9)
-    if rng.random() < 0.5:
-        return f"{a}+{b}=", a + b
-    return f"{a}-{b}=", a - b
+    return _signed_sum(rng, (3,), negative=False)
 
 
 def _level2(rng: random.Random) -> tuple[str, int]:
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
-    if rng.random() < 0.5:
-        return f"{a}+{b}=", a + b
-    return f"{a}-{b}=", a - b
+    return _signed_sum(rng, (4,), negative=False)
 
 
 def _level3(rng: random.Random) -> tuple[str, int]:
-    a, b = rng.randint(10, 99), rng.randint(2, 9)
-    return f"{a}*{b}=", a * b
+    return _signed_sum(rng, (2, 3), negative=True, minuses=(1,))
 
 
 def _level4(rng: random.Random) -> tuple[str, int]:
-    a, b, c = rng.randint(10, 99), rng.randint(2, 9), rng.randint(10, 99)
-    if rng.random() < 0.5:
-        return f"{a}*{b}+{c}=", a * b + c
-    return f"{a}*{b}-{c}=", a * b - c
+    return _signed_sum(rng, (3,), negative=True, minuses=(2,))
 
 
 _GENERATORS: dict[int, Callable[[random.Random], tuple[str, int]]] = {
@@ -181,17 +191,18 @@ def make_problems(
     ]
 
 
-def near_miss(answer: str, rng: random.Random) -> str:
-    """A plausible wrong answer: ``answer`` off by one (last digit +/-1, with its carry or borrow).
+def sign_dropped(answer: str) -> str:
+    """The systematic mistake of the default warm-start: a negative answer without its minus sign.
 
-    The warm-start recipe of the default model replaces a fraction of its labels by these, so the
-    starting policy puts part of its mass on a generic, prompt-independent mistake -- the kind of
-    unreliability RL on verifiable rewards removes -- instead of only on memorised answers.
+    A rule, not noise: the same for every prompt of a kind, and it changes only the first token,
+    so RL that rewards the correct samples flips one shared decision ("a negative result starts
+    with ``-``"), which carries over to prompts it never trained on. Non-negative answers are
+    returned unchanged (there is nothing to drop).
 
-    >>> near_miss("19", random.Random(0)) in ("18", "20")
-    True
+    >>> sign_dropped("-16"), sign_dropped("35")
+    ('16', '35')
     """
-    return str(int(answer) + rng.choice((-1, 1)))
+    return answer[1:] if answer.startswith("-") else answer
 
 
 def make_splits(
