@@ -659,7 +659,7 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
     lines += ["", "Accuracies: mean ± 95 % CI half-width over seeds; Δ: paired by seed against the base configuration."]
     for name in plots:
         option = name[len("grid_"):-len(".png")]
-        caption = (f"Validation accuracy (mean over seeds) over the two options; red box: the chosen configuration."
+        caption = ("Validation accuracy (mean over seeds) over the two options; red box: the chosen configuration."
                    if name == GRID_HEATMAP else
                    f"Validation accuracy against {option}, the other options at the values of the best grid configuration "
                    f"(`{g['plot_anchor']}`); a dashed line marks the base configuration when it is not a grid point. The band "

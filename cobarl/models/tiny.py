@@ -239,7 +239,6 @@ def warm_start(
     }
 
 
-@torch.no_grad()
 def sample_completions(
     model: Qwen2ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -250,31 +249,15 @@ def sample_completions(
     batch_size: int = 256,
     seed: int | None = None,
 ) -> list[str]:
-    """One completion per prompt (left-padded batches); ``temperature=0`` means greedy.
+    """One completion per prompt through the project's generation loop (`HFGenerator`); ``temperature=0``
+    means greedy, T > 0 samples the raw policy (no top-k / top-p cut), as RL does."""
+    from cobarl.models.generate import HFGenerator
 
-    Completions are decoded with ``skip_special_tokens=True``, as TRL decodes them.
-    """
-    if seed is not None:
-        torch.manual_seed(seed)
-    model.eval()
-    out: list[str] = []
-    for lo in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[lo : lo + batch_size]), return_tensors="pt", padding=True)
-        # top_k=0 / top_p=1 override generation defaults so T=1 samples the raw policy, as RL does.
-        if temperature > 0:
-            sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-        else:
-            sampling = dict(do_sample=False)
-        generated = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-        new_tokens = generated[:, enc["input_ids"].shape[1] :]  # [B, <= max_new_tokens]
-        out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return out
+    samples = HFGenerator(model, tokenizer, batch_size=batch_size).generate(
+        list(prompts), n=1, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens,
+        seed=0 if seed is None else seed,
+    )
+    return [s[0] for s in samples]
 
 
 def sample_accuracy(
