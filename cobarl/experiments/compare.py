@@ -85,7 +85,10 @@ class StrategySpec:
 
     def describe(self) -> str:
         base = self.label.split("@")[0].split(":")[0]
-        text = PRESETS[base][2] if base in PRESETS else (f"allocator strategy {base!r}" if isinstance(self.strategy, str) else "custom callable")
+        if base in PRESETS:
+            text = PRESETS[base][2]
+        else:
+            text = STRATEGIES[self.strategy].summary if isinstance(self.strategy, str) else "custom callable"
         if self.budget_multiplier != 1.0:
             text += f", at {self.budget_multiplier:g}x budget"
         return text
