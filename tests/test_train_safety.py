@@ -27,6 +27,7 @@ from cobarl.train.run import (  # noqa: E402
     BatchReward,
     check_resume_config,
     interrupt_hint,
+    check_resume_step,
     prepare_run_dir,
     read_metrics,
     run,
@@ -174,6 +175,14 @@ def test_damaged_newest_checkpoint_falls_back_naming_the_file(checkpointed, tmp_
     assert chosen.name == "checkpoint-1"
     assert "model.safetensors is truncated" in messages[0]
     assert not (run_dir / "checkpoint-2").exists() and list(run_dir.glob("damaged-ckpt-2-*"))
+
+
+def test_resume_past_max_steps_is_refused(checkpointed):
+    # Killed after its last checkpoint but before the final evaluation: resuming would train one
+    # step more than --max-steps.
+    with pytest.raises(ValueError, match="checkpoint-2 already reached --max-steps 2"):
+        check_resume_step(checkpointed / "checkpoint-2", 2)
+    check_resume_step(checkpointed / "checkpoint-2", 3)
 
 
 @pytest.mark.parametrize("name", ["optimizer.pt", "cobarl_state.json", "trainer_state.json", "rng_state.pth"])

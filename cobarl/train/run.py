@@ -305,6 +305,18 @@ def check_resume_world(checkpoint: Path, world: int, allow: bool) -> None:
         )
 
 
+def check_resume_step(checkpoint: Path, max_steps: int) -> None:
+    """Refuse to resume from a checkpoint that already reached ``max_steps``: the trainer's loop would
+    run one more step past it (measured: 12 -> 13) instead of stopping."""
+    step = int(checkpoint.name.split("-")[1])
+    if step >= max_steps:
+        raise ValueError(
+            f"--resume: {checkpoint.name} already reached --max-steps {max_steps}, so training is complete (the run "
+            f"was stopped before its final evaluation); raise --max-steps to train further, or evaluate "
+            f"{checkpoint} with cobarl eval"
+        )
+
+
 def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None]) -> Path | None:
     """Decide what happens to ``run_dir``; returns the checkpoint to resume from (None: start at step 0).
 
@@ -318,6 +330,7 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
             log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
         else:
             check_resume_world(checkpoint, world, config.allow_config_change)
+            check_resume_step(checkpoint, config.max_steps)
         return checkpoint
     # Only the main process judges the directory: the others may look after it has written config.yaml.
     # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
