@@ -536,10 +536,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     ``terminate_workers``)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
+    # The pool's manager thread may still register a worker after the first look: look again.
+    processes += [p for p in (getattr(pool, "_processes", None) or {}).values() if p not in processes]
     for process in processes:
         process.terminate()
     for process in processes:
         process.join(10)
+        if process.is_alive():  # a worker slow to die on a loaded machine: no orphan either way
+            process.kill()
+            process.join()
 
 
 def default_workers() -> int:
