@@ -462,21 +462,11 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     if checkpoint is not None:
         say(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    _end_process_group()
     if not is_main:
         return None
     summary = summarise(config, run_dir, trainer, before, evaluate(trainer.model), started, checkpoint, world)
     _write_json(run_dir / "summary.json", asdict(summary))
     return summary
-
-
-def _end_process_group() -> None:
-    """Tear down torch.distributed once training is over: left to interpreter exit, gloo's threads
-    can abort a rank ("terminate called without an active exception", SIGABRT) and fail the launch."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def summarise(config, run_dir: Path, trainer, before, after, started: float, checkpoint, world: int) -> RunSummary:
