@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cobarl import group_advantages
 from cobarl.allocation.baselines import uniform as uniform_counts
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments import (
@@ -28,8 +29,11 @@ from cobarl.experiments.cli import main
 from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_report
 from cobarl.experiments.simulator import (
     BUCKETS,
+    AdamScale,
     Learner,
     batch_order,
+    gradient_noise,
+    grpo_signal,
     make_task,
     rollout_uniforms,
 )
@@ -76,6 +80,7 @@ def test_uniform_allocation_matches_a_direct_fixed_group_grpo_loop():
     m, g = opts.prompts_per_step, int(opts.rollouts_per_prompt)
     order = batch_order(3, task.n_train, m, opts.steps)
     heldout = np.arange(task.n_train, task.difficulty.size)
+    v = 0.0  # Adam's second moment, AdamW's beta2 = 0.999
     for step in range(opts.steps):
         batch = order[step]
         p = learner.pass_rates(batch)
@@ -85,12 +90,28 @@ def test_uniform_allocation_matches_a_direct_fixed_group_grpo_loop():
         std = r.std(axis=1, ddof=1, keepdims=True)
         mixed = r.max(axis=1) != r.min(axis=1)
         adv = np.where(mixed[:, None], (r - mean) / (std + 1e-6), 0.0)
-        # token-mean over M * G rollouts, times M: the per-prompt mean of A (y - p)
-        signal = (adv * (r - p[:, None])).sum(axis=1) / g
-        learner.step(batch, signal)
+        # token-mean gradient over N = M * G rollouts, divided by the RMS of its noise (1/N) sqrt(sum A^2)
+        grad = (adv * (r - p[:, None])).sum(axis=1) / (m * g)
+        v = 0.999 * v + 0.001 * (adv**2).sum() / (m * g) ** 2
+        v_hat = v / (1 - 0.999 ** (step + 1))
+        learner.step(batch, grad / np.sqrt(v_hat) if v_hat > 0 else 0 * grad)
         assert rows[step]["rollout/effective_ratio"] == pytest.approx(mixed.mean(), abs=1e-12)
         assert rows[step]["eval/heldout_accuracy"] == pytest.approx(learner.pass_rates(heldout).mean(), rel=1e-12)
         assert rows[step]["reward/mean"] == pytest.approx(r.mean(), abs=1e-12)
+
+
+def test_twice_the_rollouts_move_a_logit_sqrt2_as_far():
+    """Adam normalises by the gradient noise, which shrinks as 1/sqrt(N): the same outcome
+    proportions from twice the rollouts give the same gradient and a sqrt(2) larger step."""
+    rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0])  # two mixed groups of 4
+    p = np.array([0.4, 0.7])
+    steps = []
+    for copies in (1, 2):
+        r, s = np.tile(rewards.reshape(2, 4), copies).ravel(), np.repeat([0, 1], 4 * copies)
+        adv = group_advantages(r, s).advantages
+        steps.append(AdamScale()(gradient_noise(adv)) * grpo_signal(adv, r, s, p))
+    assert steps[1] == pytest.approx(np.sqrt(2) * steps[0], rel=1e-12)
+    assert AdamScale()(0.0) == 0.0  # no mixed group yet: no step (and no division by zero)
 
 
 def test_budget_contract_and_multiplier():

@@ -462,11 +462,27 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     if checkpoint is not None:
         say(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    _end_process_group()
     if not is_main:
         return None
     summary = summarise(config, run_dir, trainer, before, evaluate(trainer.model), started, checkpoint, world)
     _write_json(run_dir / "summary.json", asdict(summary))
     return summary
+
+
+def _end_process_group() -> None:
+    """End torch.distributed on every rank once training is over (the final evaluation runs on the
+    main process alone and needs no collective).
+
+    Left to interpreter exit, gloo's worker threads now and then aborted a rank ("terminate called
+    without an active exception", SIGABRT) and failed the launch. The barrier first: a rank that
+    tore its group down while the other was still finishing the last collective hung it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def summarise(config, run_dir: Path, trainer, before, after, started: float, checkpoint, world: int) -> RunSummary:
