@@ -182,6 +182,38 @@ def test_report_files_are_produced_and_well_formed(tmp_path):
     assert "cobarl compare" in md and "![transitions.png](transitions.png)" in md and "| `coba@0.5` |" in md
 
 
+def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_path, capsys):
+    """A simulated report relabelled "real" is mirrored run for run: the check must find a perfect
+    match (rank correlation 1, every sign agreeing, equal gaps); options it takes may not be given."""
+    real = tmp_path / "real"
+    arms = "uniform,coba,knapsack-rl,uniform@0.5"
+    assert main([*TINY_ARGS, "--strategies", arms, "--no-plots", "--output-dir", str(real)]) == 0
+    summary = json.loads((real / "summary.json").read_text())
+    (real / "summary.json").write_text(json.dumps({**summary, "backend": "real"}))
+    sim_only = ["--train-prompts", "64", "--heldout-prompts", "16", "--clusters", "4", "--workers", "1",
+                "--no-progress", "--no-plots"]
+    out = tmp_path / "sim"
+    assert main([*sim_only, "--against", str(real), "--output-dir", str(out)]) == 0
+    mirrored = json.loads((out / "summary.json").read_text())
+    assert list(mirrored["strategies"]) == arms.split(",") and mirrored["seeds"] == [0, 1]
+    check = mirrored["simulator_check"]
+    assert check["rank_correlation"] == {"final_heldout_accuracy": pytest.approx(1.0), "effective_ratio": pytest.approx(1.0)}
+    assert check["heldout_gap_sign_agreement"] == "3/3"
+    for arm in ("coba", "knapsack-rl", "uniform@0.5"):
+        side = check["per_arm"][arm]
+        assert side["simulated"] == side["real"]
+    md = (out / "report.md").read_text()
+    assert "## Simulator vs real back-end" in md and "| `uniform@0.5` |" in md
+    # refused before any run: an option --against takes, a report that is not a real one, no report
+    assert main([*sim_only, "--against", str(real), "--steps", "12", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--against takes --steps from the real comparison" in capsys.readouterr().err
+    assert main([*sim_only, "--against", str(out), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "backend 'real'" in capsys.readouterr().err
+    assert main([*sim_only, "--against", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_parallel_results_equal_serial():
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=(0, 1), steps=6,
                           prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM, workers=1)

@@ -7,11 +7,13 @@ Examples::
     cobarl compare --budget-multiplier 0.5           # every strategy at half budget
     python -m cobarl.experiments --strategies all --steps 100
     cobarl compare --strategies coba --grid "kappa=7,11,15;max_budget=32,64,128"   # tuning sweep
+    cobarl compare --against runs/real-cmp          # the simulator, checked against a real comparison
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -37,6 +39,7 @@ from cobarl.experiments.compare import (
     run_compare,
 )
 from cobarl.experiments.report import write_report
+from cobarl.experiments.sim_vs_real import real_comparison_settings
 from cobarl.experiments.simulator import SimConfig
 
 _SIM = SimConfig()
@@ -70,6 +73,14 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
         "base configuration; the report chooses by validation accuracy (a split apart from held-out). Repeat it "
         "or separate options with ';', e.g. --grid 'kappa=7,11,15;max_budget=32,128'. Simulated back-end only.",
     )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="REAL_DIR",
+        help="Check the simulator against a real comparison: run the simulator with the strategies, seeds, steps and "
+        "budgets of REAL_DIR/summary.json (a 'cobarl compare --backend real' report) and add the rank correlation "
+        "and the side-by-side gaps to this report. Those options then come from REAL_DIR and may not be given.",
+    )
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
     p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
     p.add_argument("--seed-list", type=str, default=None, help="Explicit comma-separated seeds, e.g. 3,7,11.")
@@ -95,7 +106,8 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     sim.add_argument("--skill-mean", type=number(), default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
     sim.add_argument("--skill-std", type=number(0), default=_SIM.skill_std, help="Spread of initial cluster skills.")
     sim.add_argument("--difficulty-std", type=number(0), default=_SIM.difficulty_std, help="Spread of prompt difficulties.")
-    sim.add_argument("--lr", type=number(0), default=_SIM.lr, help="Logit step per unit of GRPO signal.")
+    sim.add_argument("--lr", type=number(0), default=_SIM.lr,
+                     help="Adam learning rate on the logits: the step is lr x gradient / RMS of the gradient noise.")
     sim.add_argument("--transfer", type=number(0, 1), default=_SIM.transfer, help="Share of a prompt's step given to its cluster.")
     return p
 
@@ -165,16 +177,48 @@ def check_options(options: CompareOptions) -> None:
                          f"{options.sim.train_prompts}: each step takes distinct train prompts")
 
 
+# The options `--against` takes from the real comparison (their flags may not be given with it).
+_AGAINST_FLAGS = ("--strategies", "--seeds", "--seed-list", "--steps", "--prompts-per-step", "--rollouts-per-prompt",
+                  "--budget-multiplier", "--baseline", "--grid", "--backend")
+
+
+def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.ArgumentParser) -> tuple[str, dict] | None:
+    """For ``--against REAL_DIR``: copy the real comparison's settings into ``args``; returns
+    ``(REAL_DIR, its summary)``, or None without ``--against``."""
+    if args.against is None:
+        return None
+    tokens = {a.split("=", 1)[0] for a in argv}
+    given = [flag for flag in _AGAINST_FLAGS  # spelled out, or abbreviated to a value other than the default
+             if flag in tokens or getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
+    if given:
+        raise ValueError(f"--against takes {', '.join(given)} from the real comparison; leave {'it' if len(given) == 1 else 'them'} out")
+    path = Path(args.against) / "summary.json"
+    try:
+        real = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--against: cannot read {path} ({err}); pass the folder of a 'cobarl compare --backend real' report") from None
+    settings = real_comparison_settings(real)
+    args.strategies = [",".join(settings["strategies"])]
+    args.seed_list = ",".join(str(seed) for seed in settings["seeds"])
+    args.steps, args.prompts_per_step = settings["steps"], settings["prompts_per_step"]
+    args.rollouts_per_prompt, args.budget_multiplier = settings["rollouts_per_prompt"], settings["budget_multiplier"]
+    args.baseline = settings["baseline"]
+    return args.against, real
+
+
 def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     out = Path(args.output_dir or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     try:
+        against = apply_against(args, argv, parser)
         options = options_from_args(args)
         check_options(options)
         writable_dir(out, "the report")
     except (ValueError, TypeError) as err:
         return _error(prog, err)
-    command = " ".join(["cobarl compare", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
     start = time.perf_counter()
     try:
         runs = run_compare(options, progress=not args.no_progress)
@@ -182,9 +226,13 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
         return _keep_finished(stop.runs, options, out, command=command, prog=prog)
     except (BackendUnavailable, ValueError, TypeError) as err:  # a run refused its settings
         return _error(prog, err)
-    summary = write_report(runs, options, out, command=command, plots=not args.no_plots)
+    summary = write_report(runs, options, out, command=command, plots=not args.no_plots, against=against)
     print(f"{len(runs)} runs in {time.perf_counter() - start:.1f} s; report in {out}/report.md", file=sys.stderr)
     _print_table(summary)
+    if "simulator_check" in summary:
+        rc = summary["simulator_check"]["rank_correlation"]
+        print(f"  simulator vs real: rank correlation of held-out accuracy {rc['final_heldout_accuracy']}, "
+              f"of effective ratio {rc['effective_ratio']} (report.md has the gaps side by side)", file=sys.stderr)
     if summary.get("grid") and summary["grid"]["chosen"]:
         g = summary["grid"]
         c = g["configs"][g["chosen"]]

@@ -24,6 +24,7 @@ from scipy import stats
 from cobarl import metrics as M
 from cobarl.experiments.compare import SELECTION_METRIC, CompareOptions, RunResult
 from cobarl.io import write_atomic, write_text
+from cobarl.experiments.sim_vs_real import simulator_check
 from cobarl.experiments.simulator import BUCKETS, PASS_RATE_BINS, PHASES
 
 ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY,)
@@ -143,7 +144,10 @@ def _run_metrics(run: RunResult, acc: str | None, target: float | None) -> dict[
     eff = _series(run, M.ROLLOUT_EFFECTIVE_RATIO)
     has_eff = bool(np.isfinite(eff).any())
     return {
+        "initial_heldout_accuracy": float(run.summary.get(M.SUMMARY_INITIAL_ACCURACY) or math.nan),
         "final_heldout_accuracy": _final(run, acc) if acc else math.nan,
+        # The real back-end also measures greedy accuracy (the simulator has no decoding).
+        "final_heldout_greedy_accuracy": _final(run, M.EVAL_HELDOUT_GREEDY),
         "final_train_solved": _final(run, M.EVAL_TRAIN_SOLVED),
         "final_train_accuracy": _final(run, M.EVAL_TRAIN_ACCURACY),
         "effective_ratio": float(np.nanmean(eff)) if has_eff else math.nan,
@@ -184,6 +188,9 @@ def _gaps(by: dict[str, list[RunResult]], per_run: dict[str, list[dict]], base: 
             continue
         gaps[label] = {
             "final_heldout_accuracy": mean_ci([a["final_heldout_accuracy"] - b["final_heldout_accuracy"] for a, b in pairs]),
+            "final_heldout_greedy_accuracy": mean_ci(
+                [a["final_heldout_greedy_accuracy"] - b["final_heldout_greedy_accuracy"] for a, b in pairs]
+            ),
             "final_train_solved": mean_ci([a["final_train_solved"] - b["final_train_solved"] for a, b in pairs]),
             "effective_ratio": mean_ci([a["effective_ratio"] - b["effective_ratio"] for a, b in pairs]),
             "effective_ratio_relative_percent": mean_ci(
@@ -573,7 +580,10 @@ def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
     lines = [*_setting_md(summary)]
     if summary.get("grid"):
         lines += _grid_md(summary, grid_plots)
-    lines += [*_results_md(summary), *_gaps_md(summary), "", "## Figures", ""]
+    lines += [*_results_md(summary), *_gaps_md(summary)]
+    if summary.get("simulator_check"):
+        lines += _check_md(summary["simulator_check"])
+    lines += ["", "## Figures", ""]
     for name in plots:
         if name not in grid_plots:
             lines += [f"![{name}]({name})", "", _CAPTIONS.get(name, ""), ""]
@@ -701,49 +711,104 @@ def _results_md(s: dict[str, Any]) -> list[str]:
     lines = ["", "## Results (mean ± 95 % CI half-width over seeds)", ""]
     if target is not None:
         lines += [f"Target for *rollouts to target*: {acc} >= {target:.4f}", ""]
+    greedy = _has_greedy(s)
     lines += [
-        "| strategy | final held-out acc | final train solved | effective ratio | eff. ratio, last third | rollouts | rollouts to target (reached) |",
-        "|---|---|---|---|---|---|---|",
+        "| strategy | initial held-out acc | final held-out acc |" + (" final greedy acc |" if greedy else "")
+        + " final train solved | effective ratio | eff. ratio, last third | rollouts | rollouts to target (reached) |",
+        "|---|---|---|" + ("---|" if greedy else "") + "---|---|---|---|---|",
     ]
     for label, e in s["strategies"].items():
         rt = e.get("rollouts_to_target", {})
         lines.append(
-            f"| `{label}` | {_pm(e.get('final_heldout_accuracy'))} | {_pm(e.get('final_train_solved'))} | "
+            f"| `{label}` | {_pm(e.get('initial_heldout_accuracy'))} | {_pm(e.get('final_heldout_accuracy'))} | "
+            + (f"{_pm(e.get('final_heldout_greedy_accuracy'))} | " if greedy else "")
+            + f"{_pm(e.get('final_train_solved'))} | "
             f"{_pm(e.get('effective_ratio'))} | {_pm(e.get('effective_ratio_last_third'))} | "
             f"{_pm(e.get('rollouts'), digits=0)} | {_pm(rt, digits=0)} ({rt.get('reached', 0)}/{rt.get('runs', 0)}) |"
         )
     return lines
 
 
+def _has_greedy(s: dict[str, Any]) -> bool:
+    """Whether the runs measured greedy accuracy (the real back-end does, the simulator cannot)."""
+    return any((e.get("final_heldout_greedy_accuracy") or {}).get("mean") is not None for e in s["strategies"].values())
+
+
 def _gaps_md(s: dict[str, Any]) -> list[str]:
     if not s["gaps_vs_baseline"]:
         return []
+    greedy = _has_greedy(s)
     lines = [
         "",
         f"## Paired gaps against `{s['baseline']}` (same seeds; mean ± 95 % CI)",
         "",
-        "| strategy | Δ held-out acc (points) | Δ train solved (points) | Δ effective ratio (relative %) | rollouts / baseline |",
-        "|---|---|---|---|---|",
+        "| strategy | Δ held-out acc (points) |" + (" Δ greedy acc (points) |" if greedy else "")
+        + " Δ train solved (points) | Δ effective ratio (relative %) | rollouts / baseline |",
+        "|---|---|" + ("---|" if greedy else "") + "---|---|---|",
     ]
     for label, g in s["gaps_vs_baseline"].items():
         lines.append(
-            f"| `{label}` | {_pm(g['final_heldout_accuracy'], 100, 2)} | {_pm(g['final_train_solved'], 100, 2)} | "
+            f"| `{label}` | {_pm(g['final_heldout_accuracy'], 100, 2)} | "
+            + (f"{_pm(g.get('final_heldout_greedy_accuracy'), 100, 2)} | " if greedy else "")
+            + f"{_pm(g['final_train_solved'], 100, 2)} | "
             f"{_pm(g['effective_ratio_relative_percent'], 1, 1)} | {_pm(g['rollouts_ratio'], 1, 2)} |"
         )
     return [*lines, "", "A CI that contains 0 means no detectable difference at this number of seeds."]
 
 
+def _check_md(check: dict[str, Any]) -> list[str]:
+    """The simulator-vs-real section (`cobarl.experiments.sim_vs_real.simulator_check`)."""
+    rc, gains, base = check["rank_correlation"], check["baseline_gain"], check["baseline"]
+
+    def num(x: float | None, fmt: str) -> str:
+        return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+    lines = [
+        "",
+        f"## Simulator vs real back-end (`--against {check['real_report']}`)",
+        "",
+        "Same strategies, seeds, steps and budgets as the real comparison. The accuracies are on different tasks: "
+        "compare the order of the arms and their gaps relative to the baseline's own gain.",
+        "",
+        f"- Spearman rank correlation across the {len(check['arms'])} arms: final held-out accuracy "
+        f"**{num(rc['final_heldout_accuracy'], '+.2f')}**, effective-gradient ratio **{num(rc['effective_ratio'], '+.2f')}**",
+        f"- sign agreement of the held-out gaps against `{base}`: {check['heldout_gap_sign_agreement']}; real gaps "
+        f"whose CI excludes 0: {', '.join(f'`{a}`' for a in check['real_gaps_resolved']) or 'none'}",
+        f"- `{base}`'s own RL gain in held-out accuracy: simulated {num(100 * (gains['simulated'] or math.nan), '+.2f')} "
+        f"points, real {num(100 * (gains['real'] or math.nan), '+.2f')} points",
+        "",
+        "| strategy | Δ held-out, sim (pts) | Δ held-out, real (pts) | Δ / baseline gain, sim | Δ / baseline gain, real "
+        "| Δ effective ratio, sim (%) | Δ effective ratio, real (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in check["arms"]:
+        if label == base:
+            continue
+        sim, real = check["per_arm"][label]["simulated"], check["per_arm"][label]["real"]
+        lines.append(
+            f"| `{label}` | {_pm(sim['heldout_gap'], 100, 2)} | {_pm(real['heldout_gap'], 100, 2)} | "
+            f"{num(sim['heldout_gap_share_of_baseline_gain'], '+.2f')} | {num(real['heldout_gap_share_of_baseline_gain'], '+.2f')} | "
+            f"{_pm(sim['effective_ratio_gap_relative_percent'], 1, 1)} | {_pm(real['effective_ratio_gap_relative_percent'], 1, 1)} |"
+        )
+    return lines
+
+
 def write_report(
     runs: Sequence[RunResult], options: CompareOptions, out_dir: str | os.PathLike, *, command: str = "",
-    plots: bool = True, incomplete: dict[str, Any] | None = None,
+    plots: bool = True, incomplete: dict[str, Any] | None = None, against: tuple[str, dict] | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``out_dir`` (created if needed); returns the summary.
 
     ``incomplete``: see `summarise` (a comparison stopped early reports what had finished).
+    ``against``: ``(folder, summary)`` of a real comparison this simulated one mirrors; the
+    simulator check (`cobarl.experiments.sim_vs_real`) goes into summary.json and report.md.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs, options, command=command, incomplete=incomplete)
+    if against is not None:
+        summary["simulator_check"] = _clean(simulator_check(summary, against[1]))
+        summary["simulator_check"]["real_report"] = against[0]
     write_text(out / "metrics.csv", metrics_csv(runs))
     write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     written = plot_all(runs, options, out) if plots else []

@@ -1,0 +1,98 @@
+"""Check the simulator against real training: the same arms, seeds and budgets on both back-ends.
+
+``cobarl compare --against REAL_DIR`` reads a real comparison's ``summary.json``, runs the
+simulator with its strategies, seeds, steps and budgets, and puts this check into the simulated
+report. The two back-ends measure accuracy on different tasks, so raw accuracies are not
+comparable; what can match is the *order* of the arms and the *relative* size of their gaps:
+
+- rank correlation (Spearman) across arms of the final held-out accuracy and of the
+  effective-gradient ratio;
+- each arm's paired gap against the baseline, side by side, also as a share of the baseline's own
+  RL gain (final − initial), which puts both back-ends' gaps on one scale;
+- sign agreement of the held-out gaps, and which real gaps are resolved (CI excludes 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
+"""What ``--against`` takes from the real comparison, besides its strategy labels."""
+
+
+def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
+    """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json)."""
+    if real.get("backend") != "real":
+        raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.get('backend')!r}")
+    missing = [k for k in (*AGAINST_FIELDS, "strategies") if k not in real]
+    if missing:
+        raise ValueError(f"--against: summary.json lacks {', '.join(missing)}; is it a cobarl compare report?")
+    return {**{k: real[k] for k in AGAINST_FIELDS}, "strategies": list(real["strategies"])}
+
+
+def _mean(entry: dict | None) -> float:
+    v = (entry or {}).get("mean")
+    return math.nan if v is None else float(v)
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    """Rank correlation of the arms' means; None when it is undefined (< 3 arms, a constant side)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return None
+    return float(stats.spearmanr(x[ok], y[ok]).statistic)
+
+
+def _baseline_gain(summary: dict[str, Any]) -> float:
+    """The baseline's own RL gain in held-out accuracy (final − initial, mean over seeds)."""
+    e = summary["strategies"][summary["baseline"]]
+    return _mean(e.get("final_heldout_accuracy")) - _mean(e.get("initial_heldout_accuracy"))
+
+
+def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]:
+    """Compare two comparison summaries arm by arm (see the module docstring)."""
+    base = real["baseline"]
+    if sim.get("baseline") != base:
+        raise ValueError(f"the simulated and real comparisons have different baselines ({sim.get('baseline')!r} vs {base!r})")
+    arms = [label for label in real["strategies"] if label in sim["strategies"]]
+    gains = {"simulated": _baseline_gain(sim), "real": _baseline_gain(real)}
+    rows: dict[str, Any] = {}
+    for label in arms:
+        row: dict[str, Any] = {}
+        for name, s in (("simulated", sim), ("real", real)):
+            gap = s["gaps_vs_baseline"].get(label)  # None for the baseline itself
+            held = (gap or {}).get("final_heldout_accuracy")
+            row[name] = {
+                "final_heldout_accuracy": _mean(s["strategies"][label].get("final_heldout_accuracy")),
+                "effective_ratio": _mean(s["strategies"][label].get("effective_ratio")),
+                "heldout_gap": held,
+                "heldout_gap_share_of_baseline_gain": _mean(held) / gains[name] if held and gains[name] else math.nan,
+                "effective_ratio_gap_relative_percent": (gap or {}).get("effective_ratio_relative_percent"),
+            }
+        rows[label] = row
+    others = [label for label in arms if label != base]
+    signs = [(np.sign(_mean(rows[a]["simulated"]["heldout_gap"])), np.sign(_mean(rows[a]["real"]["heldout_gap"])))
+             for a in others]
+    resolved = [a for a in others if _excludes_zero(rows[a]["real"]["heldout_gap"])]
+    return {
+        "baseline": base,
+        "arms": arms,
+        "baseline_gain": gains,
+        "rank_correlation": {
+            key: _spearman([rows[a]["simulated"][key] for a in arms], [rows[a]["real"][key] for a in arms])
+            for key in ("final_heldout_accuracy", "effective_ratio")
+        },
+        "heldout_gap_sign_agreement": f"{sum(s == r for s, r in signs)}/{len(signs)}",
+        "real_gaps_resolved": resolved,
+        "per_arm": rows,
+    }
+
+
+def _excludes_zero(entry: dict | None) -> bool:
+    lo, hi = ((entry or {}).get("ci95") or [None, None])
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
