@@ -76,7 +76,8 @@ EVAL_VALIDATION_ACCURACY = _metric(
     "eval/validation_accuracy",
     "accuracy after step t on the validation split: prompts disjoint from the train and held-out splits, "
     "used only to choose settings (cobarl compare --grid selects on it, never on held-out); the expected "
-    "pass rate, as for held-out (simulator; the real back-end does not log it)",
+    "pass rate, as for held-out (simulator), or sampled avg@8 after the last step (cobarl train "
+    "--validation-size)",
 )
 EVAL_HELDOUT_GREEDY = _metric("eval/heldout_greedy_accuracy", "held-out accuracy of greedy decoding after step t")
 EVAL_TRAIN_ACCURACY = _metric("eval/train_accuracy", "mean pass rate over the training prompts after step t (simulator)")

@@ -249,6 +249,30 @@ def test_real_backend_contract(monkeypatch, tmp_path):
     assert summary["strategies"]["uniform"]["rollouts"]["mean"] == 192
 
 
+def test_real_backend_sweep_chooses_on_cobarl_trains_validation_split(monkeypatch, tmp_path):
+    """--grid on the real back-end asks every run for a validation split and chooses on it, not on held-out."""
+    seen = []
+
+    def run_training(config):
+        seen.append(config)
+        kappa = config.get("kappa", 11.0)
+        # held-out favours kappa=15, validation favours kappa=7: the choice must follow validation
+        final = {"eval/heldout_accuracy": 0.3 + 0.01 * kappa, "eval/validation_accuracy": 0.5 - 0.01 * kappa}
+        rows = [{"step": 1, "budget/total": 64.0, "rollout/effective_ratio": 0.5, **final}]
+        return {"rows": rows, "summary": {"initial_heldout_accuracy": 0.05}}
+
+    from cobarl.experiments import real
+
+    monkeypatch.setattr(real, "run_training", run_training)
+    out = tmp_path / "sweep"
+    assert main(["--backend", "real", "--strategies", "coba", "--grid", "kappa=7,15", "--seeds", "2", "--steps", "1",
+                 "--prompts-per-step", "8", "--rollouts-per-prompt", "8", "--workers", "1", "--no-progress",
+                 "--no-plots", "--validation-prompts", "64", "--output-dir", str(out)]) == 0
+    assert len(seen) == 3 * 2 and all(c["validation_size"] == 64 for c in seen)
+    grid = json.loads((out / "summary.json").read_text())["grid"]
+    assert grid["chosen_values"] == {"kappa": 7.0}
+
+
 def test_heap_and_exact_coba_give_the_same_run():
     # Algorithm 1 literally (max-heap) and the exact threshold solver must agree step by step.
     a, _ = _rows("coba")
@@ -469,7 +493,6 @@ def test_expand_grid_labels_order_and_base():
         (["--grid", "kapa=7"], "--grid bad grid option 'kapa=7'"),
         (["--strategies", "uniform,coba", "--grid", "kappa=7"], "--grid sweeps the options of one strategy, its base configuration; --strategies gave 2"),
         (["--strategies", "coba:kappa=7", "--grid", "kappa=9"], "kappa is set both in --strategies 'coba:kappa=7' and in the grid"),
-        (["--backend", "real", "--grid", "kappa=7"], "--grid needs a validation split apart from the held-out set, and the real back-end has none"),
     ],
 )
 def test_bad_grid_is_refused_before_any_run(monkeypatch, capsys, tmp_path, args, message):

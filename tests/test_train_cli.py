@@ -122,7 +122,7 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
             "allocator_overrides": {"fixed_alpha": 1.5, "fixed_beta": 10.5},
             "seed": 0, "max_steps": 2, "prompts_per_step": 4, "rollouts_per_prompt": 4, "progress": False,
             "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "max_budget": 8,
-            "train_size": 16, "eval_size": 8, "max_completion_length": 4, "save_steps": 2,
+            "train_size": 16, "eval_size": 8, "max_completion_length": 4, "save_steps": 2, "validation_size": 8,
         }
     )
     rows = out["rows"]
@@ -130,6 +130,7 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     assert all(r["budget/total"] == 16 for r in rows)
     assert rows[-1]["capability/alpha"] == 1.5 and "rollout/effective_ratio" in rows[-1]
     assert "eval/heldout_accuracy" in rows[-1]
+    assert 0 <= rows[-1]["eval/validation_accuracy"] <= 1  # what a real --grid chooses on
     assert out["summary"]["steps"] == 2
 
 

@@ -65,12 +65,17 @@ def test_missing_file_and_format(tmp_path):
 
 
 def test_embedded_and_held_out_split():
-    train, held_out = embedded_datasets(train_size=40, eval_size=10, seed=0)
+    train, held_out, _ = embedded_datasets(train_size=40, eval_size=10, seed=0)
     assert len(train) == 40 and len(held_out) == 10
     assert not set(train["prompt"]) & set(held_out["prompt"])
     assert len(set(train["prompt_id"]) | set(held_out["prompt_id"])) == 50
     a, b = split_held_out(train, 8)
     assert (len(a), len(b)) == (32, 8)
+    # a validation split leaves the other two as they were and overlaps neither
+    train2, held_out2, val = embedded_datasets(train_size=40, eval_size=10, seed=0, validation_size=12)
+    assert train2["prompt"] == train["prompt"] and held_out2["prompt"] == held_out["prompt"]
+    assert len(val) == 12 and not set(val["prompt"]) & (set(train["prompt"]) | set(held_out["prompt"]))
+    assert min(val["prompt_id"]) == 50 and len(set(val["prompt_id"])) == 12
 
 
 def test_reward_registry_accepts_name_callable_and_import_path():

@@ -79,7 +79,7 @@ def make_trainer(tmp_path: Path, config: TrainConfig | None = None, verifier=toy
     config = config or small_config(tmp_path)
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
-    train_ds, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(config, model, tok, train_ds, verifier, run_dir=run_dir, device="cpu",
@@ -210,7 +210,7 @@ def test_refuses_vllm_server_without_rollout_func(tmp_path):
     args = AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=8, prompts_per_step=2,
                               per_device_train_batch_size=8, use_cpu=True, bf16=False, report_to="none",
                               use_vllm=True, vllm_mode="server")
-    train_ds, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
     with pytest.raises(ValueError, match="vLLM server mode"):
         AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=lambda **k: [], args=args,
                             train_dataset=train_ds, processing_class=tok)
@@ -268,7 +268,7 @@ def test_advantages_equal_trls_own_when_groups_are_uniform(tmp_path, monkeypatch
         allocator="uniform", allocator_options={"max_budget": 8}, reward_weights=[1.0, 0.5],
         multi_objective_aggregation=aggregation, scale_rewards=scale, save_strategy="no", disable_tqdm=True,
     )
-    train_ds, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
     trainer = AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=[parity, length_or_none], args=args,
                                   train_dataset=train_ds, processing_class=tok)
     rec = Recorder(trainer)

@@ -71,7 +71,7 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
         help="Tuning sweep over allocator options (AllocatorConfig fields: kappa, tau, max_budget, min_budget, "
         "window, ...) of the one --strategies spec: every combination of the values, on the same seeds, plus the "
         "base configuration; the report chooses by validation accuracy (a split apart from held-out). Repeat it "
-        "or separate options with ';', e.g. --grid 'kappa=7,11,15;max_budget=32,128'. Simulated back-end only.",
+        "or separate options with ';', e.g. --grid 'kappa=7,11,15;max_budget=32,128'. Either back-end.",
     )
     p.add_argument(
         "--against",
@@ -97,11 +97,12 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
+    p.add_argument("--validation-prompts", type=integer(1), default=_SIM.validation_prompts,
+                   help="Validation prompts, apart from train and held-out; --grid chooses on them. Simulated: same "
+                   "clusters; real: cobarl train --validation-size (with --grid only).")
     sim = p.add_argument_group("simulator (--backend simulated)")
     sim.add_argument("--train-prompts", type=integer(1), default=_SIM.train_prompts, help="Prompts in the train split.")
     sim.add_argument("--heldout-prompts", type=integer(1), default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
-    sim.add_argument("--validation-prompts", type=integer(1), default=_SIM.validation_prompts,
-                     help="Validation prompts (same clusters, apart from train and held-out); --grid chooses on them.")
     sim.add_argument("--clusters", type=integer(1), default=_SIM.clusters, help="Clusters of related prompts.")
     sim.add_argument("--skill-mean", type=number(), default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
     sim.add_argument("--skill-std", type=number(0), default=_SIM.skill_std, help="Spread of initial cluster skills.")
@@ -161,6 +162,8 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         workers=args.workers,
         target_accuracy=args.target_accuracy,
         baseline=args.baseline or (grid.base if grid else None),
+        # Only a sweep reads validation accuracy; other real runs skip its evaluation.
+        real_options={"validation_size": args.validation_prompts} if grid and args.backend == "real" else {},
     )
 
 

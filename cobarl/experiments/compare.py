@@ -181,9 +181,6 @@ def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
 
 SELECTION_METRIC = M.EVAL_VALIDATION_ACCURACY
 """What a sweep selects on: accuracy on a validation split disjoint from train and held-out."""
-VALIDATION_BACKENDS = ("simulated",)
-"""Back-ends that log `SELECTION_METRIC`. ``cobarl train`` evaluates only its held-out split, so a
-sweep on the real back-end would have to select on held-out; it is refused instead."""
 
 
 @dataclass(frozen=True)
@@ -338,13 +335,6 @@ class CompareOptions:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-        if self.grid is not None and self.backend not in VALIDATION_BACKENDS:
-            raise ValueError(
-                f"--grid needs a validation split apart from the held-out set, and the {self.backend} back-end has none "
-                f"(cobarl train evaluates only its held-out split; selecting there would select on held-out). "
-                f"Run the sweep with --backend {VALIDATION_BACKENDS[0]}, or compare a few chosen configurations with "
-                "--strategies 'coba,coba:kappa=7,...' and choose on a validation set of your own"
-            )
         if self.steps < 1 or self.prompts_per_step < 1 or not self.seeds:
             raise ValueError("need steps >= 1, prompts_per_step >= 1 and at least one seed")
         if self.rollouts_per_prompt <= 0 or self.budget_multiplier <= 0:

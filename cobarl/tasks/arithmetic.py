@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,6 +143,7 @@ def make_problems(
     levels: Sequence[int] = LEVELS,
     split: Split | None = None,
     start_id: int = 0,
+    exclude: Iterable[str] = (),
 ) -> list[Problem]:
     """Draw ``n`` distinct arithmetic problems, balanced across ``levels``, in shuffled order.
 
@@ -153,6 +154,7 @@ def make_problems(
         split: ``"train"`` or ``"eval"`` to draw only from that pool (see ``is_eval_prompt``);
             ``None`` draws from both.
         start_id: ``prompt_id`` of the first problem; ids are ``start_id .. start_id + n - 1``.
+        exclude: prompts not to draw (another split's), so two calls give disjoint lists.
 
     Levels get about ``n / len(levels)`` problems each; a level that runs out of distinct
     prompts (level 0 has 155: ~116 train, ~39 eval; level 3 has 720) has its shortfall
@@ -167,7 +169,7 @@ def make_problems(
         raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     drawn: list[tuple[str, str, int]] = []
     # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
     rngs = {lv: random.Random(f"cobarl-arith-{seed}-{lv}") for lv in levels}
@@ -219,3 +221,16 @@ def make_splits(
     train = make_problems(n_train, seed=seed, levels=levels, split="train")
     held_out = make_problems(n_eval, seed=seed, levels=levels, split="eval", start_id=n_train)
     return train, held_out
+
+
+def make_validation(held_out: Sequence[Problem], n: int, *, seed: int, levels: Sequence[int] = LEVELS) -> list[Problem]:
+    """A validation list from the eval pool, disjoint from ``held_out`` (ids after its last), so
+    settings can be chosen without looking at held-out; adding it changes neither other split.
+
+    >>> train, held_out = make_splits(20, 10, seed=0)
+    >>> val = make_validation(held_out, 10, seed=0)
+    >>> not {p.prompt for p in val} & {p.prompt for p in train + held_out}, val[0].prompt_id >= 30
+    (True, True)
+    """
+    start = max((p.prompt_id for p in held_out), default=-1) + 1
+    return make_problems(n, seed=seed, levels=levels, split="eval", start_id=start, exclude=(p.prompt for p in held_out))

@@ -60,6 +60,12 @@ class TrainConfig:
         "`eval_size` rows of --dataset."
     )
     eval_size: int = _opt(512, "Number of held-out prompts used for the before/after accuracy.")
+    validation_size: int = _opt(
+        0, "Prompts of a validation split, disjoint from train and held-out, scored after training (sampled "
+        "avg@8) as eval/validation_accuracy, so settings can be chosen without looking at held-out (cobarl "
+        "compare --grid --backend real does). Embedded task: drawn from its eval pool after the held-out "
+        "prompts; --dataset: the rows before the held-out ones. 0: none."
+    )
     train_size: int = _opt(
         1024, "Training prompts of the embedded task; small enough that prompts recur every "
         "train_size/prompts_per_step steps, so the allocator has per-prompt statistics to act on."
@@ -257,7 +263,7 @@ def _check_choices(c: TrainConfig):
 
 
 _AT_LEAST = {"max_steps": 1, "save_steps": 1, "save_total_limit": 1, "max_completion_length": 1, "num_iterations": 1,
-             "eval_size": 1, "train_size": 1, "prompts_per_step": 1, "reward_workers": 1, "eval_every": 0,
+             "eval_size": 1, "validation_size": 0, "train_size": 1, "prompts_per_step": 1, "reward_workers": 1, "eval_every": 0,
              "cpu_threads": 0, "lora_r": 0}
 _POSITIVE = ("learning_rate", "temperature", "reward_timeout", "rollouts_per_prompt", "lora_alpha")
 

@@ -32,12 +32,20 @@ def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
     )
 
 
-def embedded_datasets(*, train_size: int, eval_size: int, seed: int) -> tuple[Dataset, Dataset]:
-    """The embedded arithmetic task: disjoint train and held-out splits."""
-    from cobarl.tasks.arithmetic import make_splits
+def embedded_datasets(
+    *, train_size: int, eval_size: int, seed: int, validation_size: int = 0
+) -> tuple[Dataset, Dataset, Dataset | None]:
+    """The embedded arithmetic task: disjoint train, held-out and (``validation_size`` > 0) validation splits.
+
+    The validation prompts come from the eval pool after the held-out ones. With the default 512
+    held-out prompts that pool has no level-0 or level-3 prompts left, so the validation split
+    holds levels 1, 2 and 4 only.
+    """
+    from cobarl.tasks.arithmetic import make_splits, make_validation
 
     train, held_out = make_splits(train_size, eval_size, seed=seed)
-    return problems_to_dataset(train), problems_to_dataset(held_out)
+    validation = problems_to_dataset(make_validation(held_out, validation_size, seed=seed)) if validation_size else None
+    return problems_to_dataset(train), problems_to_dataset(held_out), validation
 
 
 def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:

@@ -383,12 +383,19 @@ def report_to(config: TrainConfig) -> list[str]:
 
 
 def _load_data(config: TrainConfig):
+    """(train, held-out, validation or None): three disjoint splits."""
     if config.dataset is None:
-        return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed)
+        return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed,
+                                 validation_size=config.validation_size)
     train_ds = load_dataset_file(config.dataset)
     if config.eval_dataset is not None:
-        return train_ds, load_dataset_file(config.eval_dataset, limit=config.eval_size)
-    return split_held_out(train_ds, config.eval_size)
+        eval_ds = load_dataset_file(config.eval_dataset, limit=config.eval_size)
+    else:
+        train_ds, eval_ds = split_held_out(train_ds, config.eval_size)
+    if not config.validation_size:
+        return train_ds, eval_ds, None
+    train_ds, val_ds = split_held_out(train_ds, config.validation_size)
+    return train_ds, eval_ds, val_ds
 
 
 def _set_threads(config: TrainConfig, device: str) -> None:
@@ -420,7 +427,7 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     device = _device(config)
     run_dir = resolve_run_dir(config)
     checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say)
-    train_ds, eval_ds = _load_data(config)
+    train_ds, eval_ds, val_ds = _load_data(config)
     if config.prompts_per_step > len(train_ds):
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) exceeds the {len(train_ds)} training prompts")
     if is_main:
@@ -465,7 +472,12 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     _end_process_group()
     if not is_main:
         return None
-    summary = summarise(config, run_dir, trainer, before, evaluate(trainer.model), started, checkpoint, world)
+    after = evaluate(trainer.model)
+    if val_ds is not None:  # for choosing settings; never the number a comparison reports
+        after[M.EVAL_VALIDATION_ACCURACY] = held_out_accuracy(
+            trainer.model, tokenizer, val_ds, verifier, temperature=config.temperature, num_samples=8,
+            max_new_tokens=config.max_completion_length, seed=config.seed)["accuracy"]
+    summary = summarise(config, run_dir, trainer, before, after, started, checkpoint, world)
     _write_json(run_dir / "summary.json", asdict(summary))
     return summary
 
