@@ -89,6 +89,10 @@ class StrategySpec:
             text = PRESETS[base][2]
         else:
             text = STRATEGIES[self.strategy].summary if isinstance(self.strategy, str) else "custom callable"
+        preset = PRESETS[base][1] if base in PRESETS else {}
+        changed = {k: v for k, v in self.overrides.items() if preset.get(k) != v}
+        if changed:  # the preset's text names its own settings (e.g. tau = 8): say what this arm changes
+            text += "; here " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in changed.items())
         if self.budget_multiplier != 1.0:
             text += f", at {self.budget_multiplier:g}x budget"
         return text
