@@ -20,6 +20,28 @@ ESTIMATORS = ("empirical", "posterior")
 PRIORS = ("global", "half")
 
 
+# Difficulty buckets of the transition matrix (CoBA-RL Fig. 7), by empirical pass rate over n samples
+# (the paper: avg@16): exactly 0, (0, 1/4], (1/4, 3/4), [3/4, 1), exactly 1.
+BUCKETS = ("extremely-hard", "hard", "medium", "easy", "extremely-easy")
+
+
+def difficulty_buckets(successes: np.ndarray, n: int) -> np.ndarray:
+    """Index into `BUCKETS` of each prompt's empirical pass rate ``successes / n``.
+
+    >>> difficulty_buckets(np.array([0, 4, 5, 12, 16]), 16).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    q = np.asarray(successes, dtype=np.float64) / n
+    return np.select([q == 0, q <= 0.25, q < 0.75, q < 1], [0, 1, 2, 3], default=4)
+
+
+def transition_counts(start: np.ndarray, end: np.ndarray) -> list[list[int]]:
+    """``[5][5]`` counts of prompts moving from bucket ``start[i]`` to bucket ``end[i]``."""
+    counts = np.zeros((len(BUCKETS), len(BUCKETS)), dtype=np.int64)
+    np.add.at(counts, (np.asarray(start), np.asarray(end)), 1)
+    return counts.tolist()
+
+
 def as_id_list(ids: Sequence[Any] | np.ndarray) -> list:
     """Prompt ids as hashable, JSON-friendly Python scalars (numpy ints become ints)."""
     out = np.asarray(ids).tolist() if isinstance(ids, np.ndarray) else list(ids)

@@ -14,6 +14,7 @@ import pytest
 
 from cobarl import group_advantages
 from cobarl.allocation.baselines import uniform as uniform_counts
+from cobarl.stats import BUCKETS
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments import (
     CompareOptions,
@@ -28,7 +29,6 @@ from cobarl.experiments import (
 from cobarl.experiments.cli import main
 from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_report
 from cobarl.experiments.simulator import (
-    BUCKETS,
     AdamScale,
     Learner,
     batch_order,
@@ -247,6 +247,7 @@ def test_real_backend_contract(monkeypatch, tmp_path):
                           prompts_per_step=8, rollouts_per_prompt=8, backend="real")
     runs = run_compare(opts, progress=False)
     assert [c["allocator"] for c in seen] == ["uniform", "coba"] and seen[1]["rollouts_per_prompt"] == 4
+    assert all(c["transitions"] for c in seen)  # every real run buckets its train prompts for the report
     summary = write_report(runs, opts, tmp_path, plots=False)
     assert summary["accuracy_metric"] == "eval/heldout_accuracy"
     assert summary["strategies"]["uniform"]["rollouts"]["mean"] == 192

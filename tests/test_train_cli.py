@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("trl")
@@ -123,6 +124,7 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
             "seed": 0, "max_steps": 2, "prompts_per_step": 4, "rollouts_per_prompt": 4, "progress": False,
             "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "max_budget": 8,
             "train_size": 16, "eval_size": 8, "max_completion_length": 4, "save_steps": 2, "validation_size": 8,
+            "transitions": True,
         }
     )
     rows = out["rows"]
@@ -132,6 +134,10 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     assert "eval/heldout_accuracy" in rows[-1]
     assert 0 <= rows[-1]["eval/validation_accuracy"] <= 1  # what a real --grid chooses on
     assert out["summary"]["steps"] == 2
+    transitions = np.array(out["summary"]["transitions"])  # every train prompt, bucketed before and after
+    assert transitions.shape == (5, 5) and transitions.sum() == 16
+    assert np.array_equal(transitions.sum(axis=1), np.bincount(
+        json.loads((tmp_path / "run" / "train_buckets_before.json").read_text()), minlength=5))
 
 
 def test_compare_real_runs_use_the_train_config_tree(monkeypatch):

@@ -409,6 +409,7 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
         "prompts_per_step": options.prompts_per_step,
         "rollouts_per_prompt": options.rollouts_per_prompt * options.budget_multiplier * spec.budget_multiplier,
         "progress": False,
+        "transitions": True,  # the report's transition matrix; ~7 s per run on the embedded task
         **options.real_options,
     }
 

@@ -25,7 +25,8 @@ from cobarl import metrics as M
 from cobarl.experiments.compare import SELECTION_METRIC, CompareOptions, RunResult
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.sim_vs_real import simulator_check
-from cobarl.experiments.simulator import BUCKETS, PASS_RATE_BINS, PHASES
+from cobarl.experiments.simulator import PASS_RATE_BINS, PHASES
+from cobarl.stats import BUCKETS
 
 ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY,)
 FILES = ("summary.json", "metrics.csv", "report.md")
@@ -170,7 +171,8 @@ def _strategy_entry(spec, options: CompareOptions, runs: list[RunResult], metric
     if metrics:
         entry["rollouts_to_target"]["reached"] = int(sum(math.isfinite(m["rollouts_to_target"]) for m in metrics))
         entry["rollouts_to_target"]["runs"] = len(metrics)
-    trans = [np.asarray(r.summary["transitions"], dtype=np.float64) for r in runs if "transitions" in r.summary]
+    # real runs have them only with cobarl train --transitions (None otherwise)
+    trans = [np.asarray(r.summary["transitions"], dtype=np.float64) for r in runs if r.summary.get("transitions")]
     if trans:
         total = np.sum(trans, axis=0)
         entry["transitions_percent"] = (100 * total / np.maximum(total.sum(axis=1, keepdims=True), 1)).round(2).tolist()
@@ -328,8 +330,8 @@ class _PlotData:
         return any(key in row for runs in self.by.values() for run in runs for row in run.rows)
 
     def with_summary(self, key: str) -> list[str]:
-        """Strategies whose every run's summary holds ``key``."""
-        return [label for label, runs in self.by.items() if all(key in r.summary for r in runs)]
+        """Strategies whose every run's summary holds ``key`` (not None)."""
+        return [label for label, runs in self.by.items() if runs and all(r.summary.get(key) is not None for r in runs)]
 
 
 def _plot_data(runs: Sequence[RunResult], options: CompareOptions) -> _PlotData:

@@ -56,10 +56,8 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.stats import difficulty_buckets, transition_counts
 
-# Difficulty buckets of the transition matrix (CoBA-RL Fig. 7), by empirical pass rate over
-# `eval_rollouts` samples: exactly 0, (0, 1/4], (1/4, 3/4), [3/4, 1), exactly 1.
-BUCKETS = ("extremely-hard", "hard", "medium", "easy", "extremely-easy")
 # Bins of the estimated pass rate for the budget-vs-pass-rate plot: {0}, ten bins over (0, 1), {1}.
 PASS_RATE_BINS = ("0",) + tuple(f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in range(10)) + ("1",)
 PHASES = ("early", "mid", "late")
@@ -245,16 +243,10 @@ def batch_order(seed: int, n_train: int, prompts_per_step: int, steps: int) -> n
     return np.stack(out[:steps])
 
 
-def buckets(successes: np.ndarray, n: int) -> np.ndarray:
-    """Index into ``BUCKETS`` of each empirical pass rate ``successes / n``."""
-    q = successes / n
-    return np.select([q == 0, q <= 0.25, q < 0.75, q < 1], [0, 1, 2, 3], default=4)
-
-
 def empirical_buckets(p: np.ndarray, seed: int, tag: int, n: int) -> np.ndarray:
     """Bucket of each prompt from ``n`` sampled rollouts (common random numbers per ``tag``)."""
     u = np.random.default_rng([seed, _EVAL, tag]).random((p.size, n))
-    return buckets((u < p[:, None]).sum(axis=1), n)
+    return difficulty_buckets((u < p[:, None]).sum(axis=1), n)
 
 
 def pass_rate_bin(p_hat: np.ndarray) -> np.ndarray:
@@ -359,15 +351,13 @@ class _SimRun:
 
     def summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         end_buckets = empirical_buckets(self.learner.pass_rates(self.train), self.seed, 1, self.cfg.eval_rollouts)
-        transitions = np.zeros((len(BUCKETS), len(BUCKETS)), dtype=np.int64)
-        np.add.at(transitions, (self.start_buckets, end_buckets), 1)
         task, held = self.task, self.heldout
         return {
             "final": {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {},
             M.SUMMARY_INITIAL_ACCURACY: float(sigmoid(task.skill0[task.cluster[held]] - task.difficulty[held]).mean()),
             M.SUMMARY_FINAL_ACCURACY: rows[-1][M.EVAL_HELDOUT_ACCURACY] if rows else None,
             "rollouts": self.rollouts,
-            "transitions": transitions.tolist(),
+            "transitions": transition_counts(self.start_buckets, end_buckets),
             "budget_by_pass_rate": {"sum": self.bin_sum.tolist(), "count": self.bin_n.tolist()},
             "seconds": time.perf_counter() - self.start,
         }

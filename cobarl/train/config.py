@@ -99,6 +99,11 @@ class TrainConfig:
     )
     save_steps: int = _opt(25, "Write a checkpoint every this many steps (and at the end).")
     save_total_limit: int = _opt(2, "Keep at most this many checkpoints.")
+    transitions: bool = _opt(
+        False, "Also bucket every train prompt by its successes in 16 samples before and after RL (extremely hard "
+        "0/16 ... extremely easy 16/16, CoBA-RL Fig. 7) and write the 5x5 transition counts to summary.json; "
+        "costs 2 x 16 generations per train prompt."
+    )
     eval_every: int = _opt(0, "Also log held-out greedy accuracy (eval/heldout_greedy_accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")
     report_to: str = _opt(
@@ -459,7 +464,7 @@ def dump_yaml(config: TrainConfig, path: str | Path) -> None:
 NOT_RUN_DEFINING = frozenset({
     "output_dir", "resume", "fresh", "allow_config_change", "max_steps", "save_steps", "save_total_limit",
     "progress", "report_to", "cpu_threads", "eval_every", "reward_timeout", "reward_workers", "reward_failure_limit",
-    "device",
+    "device", "transitions",
 })
 
 

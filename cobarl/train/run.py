@@ -9,7 +9,8 @@
     accuracy      <- held-out accuracy after RL; summary.json
 
 Run directory: ``config.yaml``, ``metrics.jsonl`` (one JSON object per step, appended, flushed and
-fsynced), ``checkpoint-N/``, ``eval_before.json``, ``summary.json``. A directory that already holds a
+fsynced), ``checkpoint-N/``, ``eval_before.json`` (and ``train_buckets_before.json`` with ``--transitions``),
+``summary.json``. A directory that already holds a
 run is never appended to: ``--resume`` continues it, ``--fresh`` moves it aside. With several
 processes (torchrun, accelerate launch) only the main process writes these files, evaluates and
 prints; every process validates the same options before any model is loaded.
@@ -31,6 +32,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.io import write_json, write_text
 from cobarl.rewards import GuardedReward, load_reward
+from cobarl.stats import difficulty_buckets, success_rule, transition_counts
 from cobarl.train.checkpoints import last_complete_checkpoint, select_checkpoint
 from cobarl.train.config import TrainConfig, batch_layout, config_diff, dump_yaml, load_yaml, make_config
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out
@@ -38,6 +40,7 @@ from cobarl.models.load import load_policy, resolve_model_path
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
+TRANSITIONS_BEFORE_FILE = "train_buckets_before.json"
 RUNS_ROOT = Path("runs")
 
 # --- rewards: a name or a callable(completion, answer) -> float -----------------------------------
@@ -90,9 +93,9 @@ def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct
 # --- evaluation ----------------------------------------------------------------------------------
 
 
-def held_out_accuracy(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
-                      temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
-    """Mean verifier score on ``dataset`` (greedy when ``temperature == 0``), overall and per difficulty.
+def sample_scores(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
+                  temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> np.ndarray:
+    """``[prompts, num_samples]`` verifier scores of fresh samples (greedy when ``temperature == 0``).
 
     Generates through the project's one loop (`cobarl.models.generate.HFGenerator`), with prompts
     rendered and tokenized as TRL renders them for training (chat template for chat prompts, no
@@ -105,7 +108,28 @@ def held_out_accuracy(model, tokenizer, dataset, verifier, *, max_new_tokens: in
     generator = HFGenerator(model, tokenizer, batch_size=batch_size, add_special_tokens=False)
     samples = generator.generate(texts, n=num_samples, temperature=temperature, top_p=1.0,
                                  max_tokens=max_new_tokens, seed=seed)
-    scores = [float(np.mean([verifier(c, a) for c in cs])) for cs, a in zip(samples, dataset["answer"])]
+    return np.array([[float(verifier(c, a)) for c in cs] for cs, a in zip(samples, dataset["answer"])]).reshape(
+        len(texts), num_samples)
+
+
+TRANSITION_SAMPLES = 16
+"""Samples per train prompt for its difficulty bucket (CoBA-RL Fig. 7 uses avg@16)."""
+
+
+def train_buckets(model, tokenizer, dataset, verifier, config: TrainConfig) -> list[int]:
+    """Difficulty bucket (`cobarl.stats.BUCKETS`) of every train prompt: successes, under the run's
+    success rule, among `TRANSITION_SAMPLES` samples at the training temperature."""
+    scores = sample_scores(model, tokenizer, dataset, verifier, max_new_tokens=config.max_completion_length,
+                           temperature=config.temperature, num_samples=TRANSITION_SAMPLES, seed=config.seed)
+    success = success_rule(config.allocator_config().resolved().success)
+    return difficulty_buckets(success(scores).sum(axis=1), TRANSITION_SAMPLES).tolist()
+
+
+def held_out_accuracy(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
+                      temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
+    """Mean verifier score on ``dataset`` (greedy when ``temperature == 0``), overall and per difficulty."""
+    scores = sample_scores(model, tokenizer, dataset, verifier, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           temperature=temperature, num_samples=num_samples, seed=seed).mean(axis=1).tolist()
     result = {"accuracy": float(np.mean(scores)) if scores else 0.0}
     if "difficulty" in dataset.column_names:
         levels = dataset["difficulty"]
@@ -220,6 +244,8 @@ class RunSummary:
     allocations: int = 0
     reward_failures: int = 0
     reward_calls: int = 0
+    # [5][5] train prompts by difficulty bucket before (row) and after (column) RL (--transitions)
+    transitions: list[list[int]] | None = None
 
     def text(self) -> str:
         b, a, nan = self.accuracy_before, self.accuracy_after, float("nan")
@@ -454,11 +480,16 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
                                                          num_samples=8, **kw)["accuracy"]
         return out
 
-    before = None
+    before = buckets_before = None
     if is_main:
         before_path = run_dir / "eval_before.json"
         before = json.loads(before_path.read_text()) if before_path.is_file() else evaluate(model)
         _write_json(before_path, before)
+        if config.transitions:  # kept like eval_before.json: a resumed run starts from the same buckets
+            buckets_path = run_dir / TRANSITIONS_BEFORE_FILE
+            buckets_before = (json.loads(buckets_path.read_text()) if buckets_path.is_file()
+                              else train_buckets(model, tokenizer, train_ds, verifier, config))
+            _write_json(buckets_path, buckets_before)
         say(f"held-out accuracy before RL: {before[M.EVAL_HELDOUT_GREEDY]:.3f} (greedy), "
             f"{before[M.EVAL_HELDOUT_ACCURACY]:.3f} (sampled)")
 
@@ -478,6 +509,9 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
             trainer.model, tokenizer, val_ds, verifier, temperature=config.temperature, num_samples=8,
             max_new_tokens=config.max_completion_length, seed=config.seed)["accuracy"]
     summary = summarise(config, run_dir, trainer, before, after, started, checkpoint, world)
+    if buckets_before is not None:
+        summary.transitions = transition_counts(buckets_before, train_buckets(trainer.model, tokenizer, train_ds,
+                                                                              verifier, config))
     _write_json(run_dir / "summary.json", asdict(summary))
     return summary
 
