@@ -201,7 +201,7 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
     assert list(mirrored["strategies"]) == arms.split(",") and mirrored["seeds"] == [0, 1]
     check = mirrored["simulator_check"]
     assert check["rank_correlation"] == {"final_heldout_accuracy": pytest.approx(1.0), "effective_ratio": pytest.approx(1.0)}
-    assert check["heldout_gap_sign_agreement"] == "3/3"
+    assert check["heldout_gap_sign_agreement"] == "3/3" and check["order"]["simulated"] == check["order"]["real"]
     for arm in ("coba", "knapsack-rl", "uniform@0.5"):
         side = check["per_arm"][arm]
         assert side["simulated"] == side["real"]

@@ -774,6 +774,8 @@ def _check_md(check: dict[str, Any]) -> list[str]:
         "",
         f"- Spearman rank correlation across the {len(check['arms'])} arms: final held-out accuracy "
         f"**{num(rc['final_heldout_accuracy'], '+.2f')}**, effective-gradient ratio **{num(rc['effective_ratio'], '+.2f')}**",
+        f"- order by final held-out accuracy, simulated: {' > '.join(check['order']['simulated'])}; "
+        f"real: {' > '.join(check['order']['real'])}",
         f"- sign agreement of the held-out gaps against `{base}`: {check['heldout_gap_sign_agreement']}; real gaps "
         f"whose CI excludes 0: {', '.join(f'`{a}`' for a in check['real_gaps_resolved']) or 'none'}",
         f"- `{base}`'s own RL gain in held-out accuracy: simulated {num(100 * (gains['simulated'] or math.nan), '+.2f')} "

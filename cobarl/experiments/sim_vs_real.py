@@ -87,6 +87,9 @@ def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]
             key: _spearman([rows[a]["simulated"][key] for a in arms], [rows[a]["real"][key] for a in arms])
             for key in ("final_heldout_accuracy", "effective_ratio")
         },
+        # arms from best to worst final held-out accuracy on each back-end
+        "order": {name: sorted(arms, key=lambda a: -np.nan_to_num(rows[a][name]["final_heldout_accuracy"], nan=-np.inf))
+                  for name in ("simulated", "real")},
         "heldout_gap_sign_agreement": f"{sum(s == r for s, r in signs)}/{len(signs)}",
         "real_gaps_resolved": resolved,
         "per_arm": rows,
