@@ -214,6 +214,11 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
     assert "backend 'real'" in capsys.readouterr().err
     assert main([*sim_only, "--against", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert main([*sim_only, "--against", str(real), "--backend", "real", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--against runs the simulator" in capsys.readouterr().err
+    (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "incomplete": {"missing": ["coba seed 1"]}}))
+    assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "stopped early" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -78,6 +78,18 @@ def test_embedded_and_held_out_split():
     assert min(val["prompt_id"]) == 50 and len(set(val["prompt_id"])) == 12
 
 
+def test_dataset_validation_split_is_the_last_train_rows_and_bounded(tmp_path):
+    from cobarl.train.config import make_config
+    from cobarl.train.run import _load_data
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"{k}+0=", "answer": str(k)} for k in range(20)])
+    train, held_out, val = _load_data(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 3}))
+    assert (len(train), len(held_out), len(val)) == (13, 4, 3)
+    assert val["prompt"] == ["13+0=", "14+0=", "15+0="] and held_out["prompt"][0] == "16+0="
+    with pytest.raises(ValueError, match="--validation-size 9 would take more than half of the 16 training rows"):
+        _load_data(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 9}))
+
+
 def test_reward_registry_accepts_name_callable_and_import_path():
     assert resolve_reward("exact")("12<eos>", "12") == 1.0
     fn = lambda c, a: 0.5  # noqa: E731

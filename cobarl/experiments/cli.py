@@ -182,7 +182,7 @@ def check_options(options: CompareOptions) -> None:
 
 # The options `--against` takes from the real comparison (their flags may not be given with it).
 _AGAINST_FLAGS = ("--strategies", "--seeds", "--seed-list", "--steps", "--prompts-per-step", "--rollouts-per-prompt",
-                  "--budget-multiplier", "--baseline", "--grid", "--backend")
+                  "--budget-multiplier", "--baseline", "--grid")
 
 
 def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.ArgumentParser) -> tuple[str, dict] | None:
@@ -190,6 +190,8 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
     ``(REAL_DIR, its summary)``, or None without ``--against``."""
     if args.against is None:
         return None
+    if args.backend != "simulated":
+        raise ValueError("--against runs the simulator against a real comparison; drop --backend real")
     tokens = {a.split("=", 1)[0] for a in argv}
     given = [flag for flag in _AGAINST_FLAGS  # spelled out, or abbreviated to a value other than the default
              if flag in tokens or getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
@@ -234,8 +236,11 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
     _print_table(summary)
     if "simulator_check" in summary:
         rc = summary["simulator_check"]["rank_correlation"]
-        print(f"  simulator vs real: rank correlation of held-out accuracy {rc['final_heldout_accuracy']}, "
-              f"of effective ratio {rc['effective_ratio']} (report.md has the gaps side by side)", file=sys.stderr)
+        def corr(x):
+            return "n/a" if x is None else f"{x:+.2f}"
+
+        print(f"  simulator vs real: rank correlation of held-out accuracy {corr(rc['final_heldout_accuracy'])}, "
+              f"of effective ratio {corr(rc['effective_ratio'])} (report.md has the gaps side by side)", file=sys.stderr)
     if summary.get("grid") and summary["grid"]["chosen"]:
         g = summary["grid"]
         c = g["configs"][g["chosen"]]

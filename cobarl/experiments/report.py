@@ -141,11 +141,15 @@ def _default_target(baseline_runs: list[RunResult], acc: str) -> float:
     return float(initial + 0.9 * (final - initial)) if math.isfinite(initial) else final
 
 
+def _number(v: Any) -> float:
+    return math.nan if v is None else float(v)  # 0.0 is an accuracy, not a missing one
+
+
 def _run_metrics(run: RunResult, acc: str | None, target: float | None) -> dict[str, float]:
     eff = _series(run, M.ROLLOUT_EFFECTIVE_RATIO)
     has_eff = bool(np.isfinite(eff).any())
     return {
-        "initial_heldout_accuracy": float(run.summary.get(M.SUMMARY_INITIAL_ACCURACY) or math.nan),
+        "initial_heldout_accuracy": _number(run.summary.get(M.SUMMARY_INITIAL_ACCURACY)),
         "final_heldout_accuracy": _final(run, acc) if acc else math.nan,
         # The real back-end also measures greedy accuracy (the simulator has no decoding).
         "final_heldout_greedy_accuracy": _final(run, M.EVAL_HELDOUT_GREEDY),

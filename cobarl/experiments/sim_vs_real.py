@@ -31,6 +31,9 @@ def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in (*AGAINST_FIELDS, "strategies") if k not in real]
     if missing:
         raise ValueError(f"--against: summary.json lacks {', '.join(missing)}; is it a cobarl compare report?")
+    if real.get("incomplete"):
+        raise ValueError("--against: that real comparison was stopped early (summary.json: incomplete), so some arms "
+                         "lack seeds and the simulated arms would not pair with them; finish it first")
     return {**{k: real[k] for k in AGAINST_FIELDS}, "strategies": list(real["strategies"])}
 
 
@@ -71,13 +74,14 @@ def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]
                 "final_heldout_accuracy": _mean(s["strategies"][label].get("final_heldout_accuracy")),
                 "effective_ratio": _mean(s["strategies"][label].get("effective_ratio")),
                 "heldout_gap": held,
-                "heldout_gap_share_of_baseline_gain": _mean(held) / gains[name] if held and gains[name] else math.nan,
+                # undefined when the baseline gained under half a point: a ratio to ~0 says nothing
+                "heldout_gap_share_of_baseline_gain": _mean(held) / gains[name] if held and gains[name] > 0.005 else math.nan,
                 "effective_ratio_gap_relative_percent": (gap or {}).get("effective_ratio_relative_percent"),
             }
         rows[label] = row
     others = [label for label in arms if label != base]
-    signs = [(np.sign(_mean(rows[a]["simulated"]["heldout_gap"])), np.sign(_mean(rows[a]["real"]["heldout_gap"])))
-             for a in others]
+    gaps = [(_mean(rows[a]["simulated"]["heldout_gap"]), _mean(rows[a]["real"]["heldout_gap"])) for a in others]
+    signs = [(np.sign(s), np.sign(r)) for s, r in gaps if math.isfinite(s) and math.isfinite(r)]  # both measured
     resolved = [a for a in others if _excludes_zero(rows[a]["real"]["heldout_gap"])]
     return {
         "baseline": base,

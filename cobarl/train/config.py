@@ -64,7 +64,7 @@ class TrainConfig:
         0, "Prompts of a validation split, disjoint from train and held-out, scored after training (sampled "
         "avg@8) as eval/validation_accuracy, so settings can be chosen without looking at held-out (cobarl "
         "compare --grid --backend real does). Embedded task: drawn from its eval pool after the held-out "
-        "prompts; --dataset: the rows before the held-out ones. 0: none."
+        "prompts; --dataset: its last rows once held-out rows are set aside (at most half of what is left). 0: none."
     )
     train_size: int = _opt(
         1024, "Training prompts of the embedded task; small enough that prompts recur every "
@@ -102,7 +102,7 @@ class TrainConfig:
     transitions: bool = _opt(
         False, "Also bucket every train prompt by its successes in 16 samples before and after RL (extremely hard "
         "0/16 ... extremely easy 16/16, CoBA-RL Fig. 7) and write the 5x5 transition counts to summary.json; "
-        "costs 2 x 16 generations per train prompt."
+        "costs 2 x 16 generations per train prompt, on the main process (others wait, as for the before-RL evaluation)."
     )
     eval_every: int = _opt(0, "Also log held-out greedy accuracy (eval/heldout_greedy_accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")

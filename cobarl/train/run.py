@@ -420,8 +420,11 @@ def _load_data(config: TrainConfig):
         train_ds, eval_ds = split_held_out(train_ds, config.eval_size)
     if not config.validation_size:
         return train_ds, eval_ds, None
-    train_ds, val_ds = split_held_out(train_ds, config.validation_size)
-    return train_ds, eval_ds, val_ds
+    if config.validation_size > len(train_ds) // 2:
+        raise ValueError(f"--validation-size {config.validation_size} would take more than half of the "
+                         f"{len(train_ds)} training rows of {config.dataset}; pass at most {len(train_ds) // 2}")
+    return (train_ds.select(range(len(train_ds) - config.validation_size)), eval_ds,
+            train_ds.select(range(len(train_ds) - config.validation_size, len(train_ds))))
 
 
 def _set_threads(config: TrainConfig, device: str) -> None:
@@ -441,7 +444,10 @@ def _write_json(path: Path, obj: Any) -> None:
 def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=None) -> RunSummary | None:
     """Train with adaptive budgets as configured; returns (and writes) the summary on the main process,
     None on the others. ``allocator``: a `cobarl.Allocator` to use instead of one built from the config
-    (e.g. with a callable strategy, which a config file cannot name)."""
+    (e.g. with a callable strategy, which a config file cannot name).
+
+    Under torchrun / accelerate the process group is ended once training is over (see
+    `_end_process_group`): a caller that needs collectives afterwards must start a new one."""
     started = time.perf_counter()
     rank, world = process_rank()
     is_main = rank == 0
