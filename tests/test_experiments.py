@@ -252,7 +252,7 @@ def test_real_backend_contract(monkeypatch, tmp_path):
                           prompts_per_step=8, rollouts_per_prompt=8, backend="real")
     runs = run_compare(opts, progress=False)
     assert [c["allocator"] for c in seen] == ["uniform", "coba"] and seen[1]["rollouts_per_prompt"] == 4
-    assert all(c["transitions"] for c in seen)  # every real run buckets its train prompts for the report
+    assert all(c["transitions"] and c["eval_every"] == 1 for c in seen)  # transitions; accuracy at steps//6 (>= 1)
     summary = write_report(runs, opts, tmp_path, plots=False)
     assert summary["accuracy_metric"] == "eval/heldout_accuracy"
     assert summary["strategies"]["uniform"]["rollouts"]["mean"] == 192

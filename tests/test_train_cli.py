@@ -124,7 +124,7 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
             "seed": 0, "max_steps": 2, "prompts_per_step": 4, "rollouts_per_prompt": 4, "progress": False,
             "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "max_budget": 8,
             "train_size": 16, "eval_size": 8, "max_completion_length": 4, "save_steps": 2, "validation_size": 8,
-            "transitions": True,
+            "transitions": True, "eval_every": 1,
         }
     )
     rows = out["rows"]
@@ -133,6 +133,8 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     assert rows[-1]["capability/alpha"] == 1.5 and "rollout/effective_ratio" in rows[-1]
     assert "eval/heldout_accuracy" in rows[-1]
     assert 0 <= rows[-1]["eval/validation_accuracy"] <= 1  # what a real --grid chooses on
+    # --eval-every: the before/after evaluation during training too, so accuracy can be drawn against rollouts
+    assert {"eval/heldout_accuracy", "eval/heldout_greedy_accuracy"} <= set(rows[0])
     assert out["summary"]["steps"] == 2
     transitions = np.array(out["summary"]["transitions"])  # every train prompt, bucketed before and after
     assert transitions.shape == (5, 5) and transitions.sum() == 16

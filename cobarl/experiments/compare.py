@@ -410,6 +410,8 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
         "rollouts_per_prompt": options.rollouts_per_prompt * options.budget_multiplier * spec.budget_multiplier,
         "progress": False,
         "transitions": True,  # the report's transition matrix; ~7 s per run on the embedded task
+        # accuracy against rollouts at six points, so 'rollouts to target' is resolved (~3 s each here)
+        "eval_every": max(1, options.steps // 6),
         **options.real_options,
     }
 

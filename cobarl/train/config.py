@@ -104,7 +104,8 @@ class TrainConfig:
         "0/16 ... extremely easy 16/16, CoBA-RL Fig. 7) and write the 5x5 transition counts to summary.json; "
         "costs 2 x 16 generations per train prompt, on the main process (others wait, as for the before-RL evaluation)."
     )
-    eval_every: int = _opt(0, "Also log held-out greedy accuracy (eval/heldout_greedy_accuracy) every this many steps; 0: only before/after.")
+    eval_every: int = _opt(0, "Also evaluate held-out accuracy as before/after RL (greedy and sampled avg@8, "
+                           "eval/heldout_greedy_accuracy and eval/heldout_accuracy) every this many steps; 0: only before/after.")
     progress: bool = _opt(True, "Show a progress bar with live reward, effective ratio and alpha.")
     report_to: str = _opt(
         "none", "Trackers for TRL's logs, comma-separated (tensorboard, wandb, trackio, ...), or none."

@@ -499,10 +499,8 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
         say(f"held-out accuracy before RL: {before[M.EVAL_HELDOUT_GREEDY]:.3f} (greedy), "
             f"{before[M.EVAL_HELDOUT_ACCURACY]:.3f} (sampled)")
 
-    periodic = (lambda m: {M.EVAL_HELDOUT_GREEDY: held_out_accuracy(
-        m, tokenizer, eval_ds, verifier, max_new_tokens=config.max_completion_length)["accuracy"]})
     trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
-                            eval_fn=periodic if config.eval_every else None, allocator=allocator)
+                            eval_fn=evaluate if config.eval_every else None, allocator=allocator)
     if checkpoint is not None:
         say(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
