@@ -207,6 +207,14 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
         assert side["simulated"] == side["real"]
     md = (out / "report.md").read_text()
     assert "## Simulator vs real back-end" in md and "| `uniform@0.5` |" in md
+    # an arm is mirrored with the settings it ran with, under its own label (cobarl train's defaults
+    # can differ from the simulator's, e.g. its max budget)
+    ran = {**summary["strategies"]["coba"], "allocator_config": {**summary["strategies"]["coba"]["allocator_config"], "max_budget": 16}}
+    (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "strategies": {**summary["strategies"], "coba": ran}}))
+    assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "sim16")]) == 0
+    mirrored = json.loads((tmp_path / "sim16" / "summary.json").read_text())["strategies"]
+    assert mirrored["coba"]["allocator_config"]["max_budget"] == 16 and mirrored["uniform"]["allocator_config"]["max_budget"] == 128
+    (real / "summary.json").write_text(json.dumps({**summary, "backend": "real"}))
     # refused before any run: an option --against takes, a report that is not a real one, no report
     assert main([*sim_only, "--against", str(real), "--steps", "12", "--output-dir", str(tmp_path / "x")]) == 2
     assert "--against takes --steps from the real comparison" in capsys.readouterr().err
@@ -280,6 +288,13 @@ def test_real_backend_sweep_chooses_on_cobarl_trains_validation_split(monkeypatc
     assert len(seen) == 3 * 2 and all(c["validation_size"] == 64 for c in seen)
     grid = json.loads((out / "summary.json").read_text())["grid"]
     assert grid["chosen_values"] == {"kappa": 7.0}
+    # the base is what cobarl train runs (its max budget is 32, not the simulator's 128): a grid point here
+    seen.clear()
+    assert main(["--backend", "real", "--strategies", "coba", "--grid", "max_budget=32,64", "--seeds", "1", "--steps", "1",
+                 "--prompts-per-step", "8", "--rollouts-per-prompt", "8", "--workers", "1", "--no-progress",
+                 "--no-plots", "--output-dir", str(tmp_path / "mb")]) == 0
+    grid = json.loads((tmp_path / "mb" / "summary.json").read_text())["grid"]
+    assert len(seen) == 2 and grid["base"] == "coba:max_budget=32" and grid["base_ran"]
 
 
 def test_heap_and_exact_coba_give_the_same_run():

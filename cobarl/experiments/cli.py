@@ -33,13 +33,14 @@ from cobarl.experiments.compare import (
     CompareOptions,
     RunResult,
     default_workers,
+    effective_allocator,
     expand_grid,
     parse_grid,
     parse_strategies,
     run_compare,
 )
 from cobarl.experiments.report import write_report
-from cobarl.experiments.sim_vs_real import real_comparison_settings
+from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
 from cobarl.experiments.simulator import SimConfig
 
 _SIM = SimConfig()
@@ -134,9 +135,11 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         lr=args.lr,
         transfer=args.transfer,
     )
+    seeds = _seeds(args)
     default = ["coba"] if args.grid else [",".join(DEFAULT_STRATEGIES)]
     try:
-        strategies = tuple(parse_strategies(args.strategies or default))
+        strategies = (args.strategies if isinstance(args.strategies, tuple)  # mirrored by --against
+                      else tuple(parse_strategies(args.strategies or default)))
     except ValueError as err:
         raise ValueError(f"--strategies: {err}") from None
     grid = None
@@ -145,14 +148,20 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
             raise ValueError(f"--grid sweeps the options of one strategy, its base configuration; --strategies gave "
                              f"{len(strategies)}: {', '.join(s.label for s in strategies)}")
         try:
-            specs, grid = expand_grid(strategies[0], parse_grid(args.grid), args.steps)
+            grid_options = parse_grid(args.grid)
+            # what the base arm runs with on this back-end (cobarl train's defaults on the real one)
+            base = effective_allocator(strategies[0], CompareOptions(
+                strategies=strategies, seeds=seeds, steps=args.steps, prompts_per_step=args.prompts_per_step,
+                rollouts_per_prompt=args.rollouts_per_prompt, budget_multiplier=args.budget_multiplier,
+                backend=args.backend))
+            specs, grid = expand_grid(strategies[0], grid_options, args.steps, base_config=base)
         except ValueError as err:
             raise ValueError(f"--grid {err}") from None
         strategies = tuple(specs)
     return CompareOptions(
         grid=grid,
         strategies=strategies,
-        seeds=_seeds(args),
+        seeds=seeds,
         steps=args.steps,
         prompts_per_step=args.prompts_per_step,
         rollouts_per_prompt=args.rollouts_per_prompt,
@@ -203,7 +212,7 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"--against: cannot read {path} ({err}); pass the folder of a 'cobarl compare --backend real' report") from None
     settings = real_comparison_settings(real)
-    args.strategies = [",".join(settings["strategies"])]
+    args.strategies = mirrored_strategies(settings)  # StrategySpecs, taken as they are by options_from_args
     args.seed_list = ",".join(str(seed) for seed in settings["seeds"])
     args.steps, args.prompts_per_step = settings["steps"], settings["prompts_per_step"]
     args.rollouts_per_prompt, args.budget_multiplier = settings["rollouts_per_prompt"], settings["budget_multiplier"]

@@ -250,9 +250,13 @@ def grid_label(base: StrategySpec, values: dict[str, Any]) -> str:
     return f"{body}:{','.join(items)}" + (f"@{rest}" if rest else "")
 
 
-def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int) -> tuple[list[StrategySpec], Grid]:
+def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int,
+                base_config: AllocatorConfig | None = None) -> tuple[list[StrategySpec], Grid]:
     """The Cartesian product of ``grid`` over ``base``, in the order given (last option fastest),
     and the base configuration itself when no grid point equals it.
+
+    ``base_config``: the settings ``base`` actually runs with (`effective_allocator`; on the real
+    back-end ``cobarl train``'s defaults, e.g. its max budget); default: `AllocatorConfig`'s.
 
     Every value is checked first on its own (the base with that one value), so a bad value is
     reported by option; then every combination (e.g. ``min_budget`` above ``max_budget``).
@@ -269,7 +273,7 @@ def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int
                 AllocatorConfig(strategy=base.strategy, total_steps=steps, **{**base.overrides, key: v})
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{key}={_fmt_value(v)}: {err}") from None
-    resolved = AllocatorConfig(strategy=base.strategy, total_steps=steps, **base.overrides).resolved()
+    resolved = base_config or AllocatorConfig(strategy=base.strategy, total_steps=steps, **base.overrides).resolved()
     base_values = {k: getattr(resolved, k) for k in grid}
     specs: list[StrategySpec] = []
     points: dict[str, dict[str, Any]] = {}
@@ -414,6 +418,23 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
         "eval_every": max(1, options.steps // 6),
         **options.real_options,
     }
+
+
+def effective_allocator(spec: StrategySpec, options: CompareOptions) -> AllocatorConfig:
+    """The allocator settings an arm runs with on ``options.backend``, every default filled in: on
+    the real back-end those of ``cobarl train`` (whose defaults may differ from `AllocatorConfig`'s,
+    e.g. a max budget fitted to its task), on the simulator the spec's own."""
+    if options.backend == "real":
+        from cobarl.train.config import make_config
+
+        return make_config(real_run_options(spec, options.seeds[0], options)).allocator_config().resolved()
+    return spec.allocator_config(options.steps).resolved()
+
+
+def allocator_settings(config: AllocatorConfig) -> dict[str, Any]:
+    """JSON-ready fields of an allocator config (a callable strategy or rule by its name)."""
+    return {f.name: v if v is None or isinstance(v, (bool, int, float, str)) else getattr(v, "__name__", str(v))
+            for f in fields(config) for v in [getattr(config, f.name)]}
 
 
 def check_real_runs(options: CompareOptions) -> None:

@@ -22,7 +22,13 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.compare import SELECTION_METRIC, CompareOptions, RunResult
+from cobarl.experiments.compare import (
+    SELECTION_METRIC,
+    CompareOptions,
+    RunResult,
+    allocator_settings,
+    effective_allocator,
+)
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.sim_vs_real import simulator_check
 from cobarl.experiments.simulator import PASS_RATE_BINS, PHASES
@@ -168,6 +174,8 @@ def _strategy_entry(spec, options: CompareOptions, runs: list[RunResult], metric
         "allocator": spec.strategy if isinstance(spec.strategy, str) else getattr(spec.strategy, "__name__", "callable"),
         "overrides": spec.overrides,
         "budget_multiplier": spec.budget_multiplier * options.budget_multiplier,
+        # every allocator setting the arm ran with (what --against mirrors on the simulator)
+        "allocator_config": allocator_settings(effective_allocator(spec, options)),
         "seeds": [r.seed for r in runs],
     }
     for key in metrics[0] if metrics else ():

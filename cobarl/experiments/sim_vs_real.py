@@ -20,12 +20,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cobarl.experiments.compare import StrategySpec, allocator_settings, parse_strategy
+
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""
 
 
 def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
-    """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json)."""
+    """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json):
+    ``strategies`` maps each arm's label to the allocator settings it ran with (None when the
+    report predates their recording)."""
     if real.get("backend") != "real":
         raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.get('backend')!r}")
     missing = [k for k in (*AGAINST_FIELDS, "strategies") if k not in real]
@@ -34,7 +38,27 @@ def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
     if real.get("incomplete"):
         raise ValueError("--against: that real comparison was stopped early (summary.json: incomplete), so some arms "
                          "lack seeds and the simulated arms would not pair with them; finish it first")
-    return {**{k: real[k] for k in AGAINST_FIELDS}, "strategies": list(real["strategies"])}
+    return {**{k: real[k] for k in AGAINST_FIELDS},
+            "strategies": {label: e.get("allocator_config") for label, e in real["strategies"].items()}}
+
+
+def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
+    """The real comparison's arms under the same labels, each set to the allocator settings it ran
+    with: a real arm runs with ``cobarl train``'s defaults (e.g. its max budget), which can differ
+    from the simulator's, and a mirror must not silently change them."""
+    specs = []
+    for label, ran_with in settings["strategies"].items():
+        spec = parse_strategy(label)
+        if ran_with:
+            sim_default = allocator_settings(spec.allocator_config(settings["steps"]).resolved())
+            changed = {k: v for k, v in ran_with.items() if k not in _NOT_MIRRORED and sim_default.get(k) != v}
+            spec = StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier)
+        specs.append(spec)
+    return tuple(specs)
+
+
+# The strategy is the label's; total_steps is set by the run.
+_NOT_MIRRORED = ("strategy", "total_steps")
 
 
 def _mean(entry: dict | None) -> float:
