@@ -151,7 +151,8 @@ def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
                           prompts_per_step=8, rollouts_per_prompt=4, backend="real")
     from_compare = make_config(real_run_options(opts.strategies[0], 3, opts))
     from_cli = config_from_args(["--kappa", "7", "--window", "2", "--seed", "3", "--max-steps", "5",
-                                 "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--no-progress"])
+                                 "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--no-progress",
+                                 "--transitions", "--eval-every", "1"])  # what every real compare run adds
     assert from_compare == from_cli
 
     import cobarl.experiments.real as real
