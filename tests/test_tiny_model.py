@@ -122,3 +122,15 @@ def test_ensure_default_model_builds_once_and_loads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiny, "warm_start", fail)
     assert ensure_default_model(tmp_path, seed=0, steps=3) == path
+
+
+def test_generation_leaves_the_callers_rng_alone(tokenizer):
+    """Evaluating during training seeds its own sampling; the training RNG must go on as if it had not run."""
+    from cobarl.models.generate import HFGenerator
+
+    model = build_model(tokenizer, seed=0)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    HFGenerator(model, tokenizer).generate(["1+2="], n=2, temperature=1.0, top_p=1.0, max_tokens=3, seed=7)
+    assert torch.equal(torch.rand(3), expected)

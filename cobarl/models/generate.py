@@ -47,8 +47,11 @@ class HFGenerator:
         else:
             sampling = dict(do_sample=False, num_return_sequences=1)
         out: list[list[str]] = []
+        # Our seeds must not leak into the caller's RNG: an evaluation during training would otherwise
+        # reset the generator the next rollouts are sampled from (the same state after every evaluation).
+        cuda = [model.device] if model.device.type == "cuda" else []
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 for b, lo in enumerate(range(0, len(prompts), per_call)):
                     batch = list(prompts[lo : lo + per_call])
                     enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=self.add_special_tokens)
