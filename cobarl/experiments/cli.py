@@ -78,8 +78,9 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
         "--against",
         default=None,
         metavar="REAL_DIR",
-        help="Check the simulator against a real comparison: run the simulator with the strategies, seeds, steps and "
-        "budgets of REAL_DIR/summary.json (a 'cobarl compare --backend real' report) and add the rank correlation "
+        help="Check the simulator against a real comparison: run the simulator with the strategies (each with the "
+        "allocator settings it ran with), seeds, steps and budgets of REAL_DIR/summary.json (a 'cobarl compare "
+        "--backend real' report) and add the rank correlation "
         "and the side-by-side gaps to this report. Those options then come from REAL_DIR and may not be given.",
     )
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
