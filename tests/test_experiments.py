@@ -152,6 +152,24 @@ def test_options_reject_budget_outside_bounds():
         CompareOptions(strategies=(parse_strategy("coba@0.1"),), rollouts_per_prompt=16)
 
 
+def test_rollouts_to_target_is_the_baselines_final_accuracy_on_the_same_seed(tmp_path):
+    """Seed 1 is weaker on every arm: each seed is measured against its own baseline, not a pooled target."""
+    def run(label, seed, accs):
+        rows = [{"step": k + 1, "rollouts": 100.0 * (k + 1), "eval/heldout_accuracy": a} for k, a in enumerate(accs)]
+        return RunResult(label, seed, rows, {"initial_heldout_accuracy": 0.0})
+
+    runs = [run("uniform", 0, [0.5, 0.6, 0.7]), run("uniform", 1, [0.1, 0.2, 0.3]),
+            run("coba", 0, [0.7, 0.7, 0.8]), run("coba", 1, [0.2, 0.3, 0.3])]
+    opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=(0, 1), steps=3,
+                          prompts_per_step=8, rollouts_per_prompt=8, workers=1)
+    summary = write_report(runs, opts, tmp_path, plots=False)
+    assert summary["baseline_final_by_seed"] == {"0": 0.7, "1": 0.3}
+    assert summary["strategies"]["coba"]["rollouts_to_target"]["values"] == [100.0, 200.0]
+    assert summary["strategies"]["uniform"]["rollouts_to_target"]["values"] == [300.0, 300.0]
+    fixed = write_report(runs, replace(opts, target_accuracy=0.6), tmp_path / "fixed", plots=False)
+    assert fixed["strategies"]["coba"]["rollouts_to_target"]["reached"] == 1  # seed 1 never gets to 0.6
+
+
 def test_mean_ci_hand_worked():
     # mean 2, sd 1, n 3: half-width = t_{0.975, 2} * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
     r = mean_ci([1.0, 2.0, 3.0])

@@ -94,7 +94,8 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
                    help="Scale every strategy's budget, e.g. 0.5 for half budget.")
     p.add_argument("--baseline", default=None, help="Label the gaps are measured against (default: uniform if run).")
     p.add_argument("--target-accuracy", type=number(0, 1), default=None,
-                   help="Held-out accuracy for 'rollouts to target' (default: 90%% of the baseline's gain).")
+                   help="Held-out accuracy for 'rollouts to target' (default: on each seed, the baseline's final "
+                   "accuracy on that seed).")
     p.add_argument("--output-dir", default=None, help="Report folder (default: runs/compare-<timestamp>).")
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")

@@ -319,8 +319,8 @@ class CompareOptions:
         backend: ``"simulated"`` or ``"real"``.
         sim: simulator settings (simulated backend only).
         workers: processes running seeds in parallel (1 = in this process).
-        target_accuracy: held-out accuracy for "rollouts to target" (None: 90 % of the way from
-            the initial accuracy to the baseline's mean final accuracy).
+        target_accuracy: held-out accuracy for "rollouts to target" (None: on each seed, the
+            baseline's final accuracy on that seed).
         baseline: label of the arm the gaps are measured against (default: ``uniform`` if run).
         real_options: extra keys passed to ``run_training`` (real backend only).
         grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
