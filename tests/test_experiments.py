@@ -245,6 +245,11 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
     (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "incomplete": {"missing": ["coba seed 1"]}}))
     assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "x")]) == 2
     assert "stopped early" in capsys.readouterr().err
+    # a report that does not say what its arms ran with cannot be mirrored faithfully
+    old = {label: {k: v for k, v in e.items() if k != "allocator_config"} for label, e in summary["strategies"].items()}
+    (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "strategies": old}))
+    assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "does not record the allocator settings" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -58,7 +58,7 @@ DEFAULT_STRATEGIES = (
     "explore-to-exploit",
 )
 _CONFIG_FIELDS = {f.name for f in fields(AllocatorConfig)}
-_FIXED_FIELDS = ("strategy", "total_steps")  # set by the spec and the run, not by key=value
+FIXED_FIELDS = ("strategy", "total_steps")  # set by the spec and the run, not by key=value
 _NUMERIC = {"kappa", "gamma", "fixed_alpha", "fixed_beta"}
 _INTEGER = {"min_budget", "max_budget", "window", "stats_window", "total_steps"}
 
@@ -92,7 +92,7 @@ class StrategySpec:
         preset = PRESETS[base][1] if base in PRESETS else {}
         changed = {k: v for k, v in self.overrides.items() if preset.get(k) != v}
         if changed:  # the preset's text names its own settings (e.g. tau = 8): say what this arm changes
-            text += "; here " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in changed.items())
+            text += "; here " + ", ".join(f"{k} = {format_value(v)}" for k, v in changed.items())
         if self.budget_multiplier != 1.0:
             text += f", at {self.budget_multiplier:g}x budget"
         return text
@@ -135,7 +135,7 @@ def parse_strategy(spec: str) -> StrategySpec:
     for item in filter(None, opts.split(",")):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not eq or key not in _CONFIG_FIELDS or key in _FIXED_FIELDS:
+        if not eq or key not in _CONFIG_FIELDS or key in FIXED_FIELDS:
             raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(_option_names())}")
         overrides[key] = _parse_value(key, value.strip())
     multiplier = 1.0
@@ -150,7 +150,7 @@ def parse_strategy(spec: str) -> StrategySpec:
 
 
 def _option_names() -> list[str]:
-    return sorted(k for k in _CONFIG_FIELDS if k not in _FIXED_FIELDS)
+    return sorted(k for k in _CONFIG_FIELDS if k not in FIXED_FIELDS)
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
@@ -216,7 +216,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         for part in filter(None, (x.strip() for x in item.split(";"))):
             key, eq, values = part.partition("=")
             key = key.strip().replace("-", "_")
-            if not eq or key not in _CONFIG_FIELDS or key in _FIXED_FIELDS:
+            if not eq or key not in _CONFIG_FIELDS or key in FIXED_FIELDS:
                 raise ValueError(f"bad grid option {part!r}; write option=v1,v2,... with option in: {', '.join(_option_names())}")
             if key in grid:
                 raise ValueError(f"option {key} is given twice")
@@ -238,7 +238,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     return grid
 
 
-def _fmt_value(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """An option value as written in a spec: ``7``, ``0.5``, ``adaptive``."""
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -246,7 +247,7 @@ def grid_label(base: StrategySpec, values: dict[str, Any]) -> str:
     """The arm's label, itself a valid strategy spec: ``coba:kappa=11,max_budget=32`` (``@M`` kept)."""
     name, _, rest = base.label.partition("@")
     body, _, opts = name.partition(":")
-    items = [*filter(None, opts.split(",")), *(f"{k}={_fmt_value(v)}" for k, v in values.items())]
+    items = [*filter(None, opts.split(",")), *(f"{k}={format_value(v)}" for k, v in values.items())]
     return f"{body}:{','.join(items)}" + (f"@{rest}" if rest else "")
 
 
@@ -272,7 +273,7 @@ def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int
             try:
                 AllocatorConfig(strategy=base.strategy, total_steps=steps, **{**base.overrides, key: v})
             except (ValueError, TypeError) as err:
-                raise ValueError(f"{key}={_fmt_value(v)}: {err}") from None
+                raise ValueError(f"{key}={format_value(v)}: {err}") from None
     resolved = base_config or AllocatorConfig(strategy=base.strategy, total_steps=steps, **base.overrides).resolved()
     base_values = {k: getattr(resolved, k) for k in grid}
     specs: list[StrategySpec] = []

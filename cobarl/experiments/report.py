@@ -28,6 +28,7 @@ from cobarl.experiments.compare import (
     RunResult,
     allocator_settings,
     effective_allocator,
+    format_value,
 )
 from cobarl.io import write_atomic, write_text
 from cobarl.experiments.sim_vs_real import simulator_check
@@ -483,7 +484,7 @@ def _grid_line_figure(plt, grid: dict[str, Any], option: str):
     if base is not None and not base["on_grid"]:
         ax.axhline(base["validation_accuracy"]["mean"], color="gray", ls="--", lw=1, label=f"base ({grid['base']})")
     values = grid["options"][option]
-    ax.set_xticks(range(len(values)), [_value_text(v) for v in values])
+    ax.set_xticks(range(len(values)), [format_value(v) for v in values])
     ax.set_xlabel(option)
     ax.set_ylabel(SELECTION_METRIC)
     others = _values_text(fixed)
@@ -512,8 +513,8 @@ def _grid_heatmap_figure(plt, grid: dict[str, Any]):
     if grid["chosen"] in where:
         i, j = where[grid["chosen"]]
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
-    ax.set_xticks(range(len(v2)), [_value_text(v) for v in v2])
-    ax.set_yticks(range(len(v1)), [_value_text(v) for v in v1])
+    ax.set_xticks(range(len(v2)), [format_value(v) for v in v2])
+    ax.set_yticks(range(len(v1)), [format_value(v) for v in v1])
     ax.set_xlabel(o2)
     ax.set_ylabel(o1)
     fig.colorbar(im, ax=ax, label=f"{SELECTION_METRIC} (mean over seeds)")
@@ -605,12 +606,8 @@ def _fresh_seeds(seeds: Sequence[int], n: int = 10) -> str:
     return ",".join(str(k) for k in range(start, start + n))
 
 
-def _value_text(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def _values_text(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_value_text(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
 
 
 def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
@@ -623,7 +620,7 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
     finished = sum(e["on_grid"] for e in g["configs"].values())
     lines = ["", "## Tuning sweep: chosen configuration", ""]
     lines += [
-        f"Grid: {'; '.join(f'{k} = ' + ', '.join(map(_value_text, v)) for k, v in g['options'].items())} "
+        f"Grid: {'; '.join(f'{k} = ' + ', '.join(map(format_value, v)) for k, v in g['options'].items())} "
         f"({planned} configuration{'s' * (planned != 1)}"
         + (f", {finished} of them finished" if finished < planned else "")
         + (", plus the base configuration" if g["base_ran"] and not g["configs"][g["base"]]["on_grid"] else "")
@@ -669,7 +666,7 @@ def _grid_md(s: dict[str, Any], plots: Sequence[str]) -> list[str]:
         name = f"`{label}`" + (" (base)" if e["is_base"] else "")
         if label == g["chosen"]:
             name = f"**{name}** ★"
-        values = [_value_text(e["values"][k]) for k in g["options"]]
+        values = [format_value(e["values"][k]) for k in g["options"]]
         gap = (lambda key: "—") if e["is_base"] else (lambda key: _pm(e.get(key), 100, 2))
         lines.append(
             f"| {name} | " + " | ".join(values) + f" | {_pm(e['validation_accuracy'], digits=4)} | "
@@ -767,6 +764,10 @@ def _gaps_md(s: dict[str, Any]) -> list[str]:
     return [*lines, "", "A CI that contains 0 means no detectable difference at this number of seeds."]
 
 
+def _points(share: float | None) -> float | None:
+    return None if share is None else 100 * share  # a gain of 0 is a gain, not a missing one
+
+
 def _check_md(check: dict[str, Any]) -> list[str]:
     """The simulator-vs-real section (`cobarl.experiments.sim_vs_real.simulator_check`)."""
     rc, gains, base = check["rank_correlation"], check["baseline_gain"], check["baseline"]
@@ -787,8 +788,8 @@ def _check_md(check: dict[str, Any]) -> list[str]:
         f"real: {' > '.join(check['order']['real'])}",
         f"- sign agreement of the held-out gaps against `{base}`: {check['heldout_gap_sign_agreement']}; real gaps "
         f"whose CI excludes 0: {', '.join(f'`{a}`' for a in check['real_gaps_resolved']) or 'none'}",
-        f"- `{base}`'s own RL gain in held-out accuracy: simulated {num(100 * (gains['simulated'] or math.nan), '+.2f')} "
-        f"points, real {num(100 * (gains['real'] or math.nan), '+.2f')} points",
+        f"- `{base}`'s own RL gain in held-out accuracy: simulated {num(_points(gains['simulated']), '+.2f')} "
+        f"points, real {num(_points(gains['real']), '+.2f')} points",
         "",
         "| strategy | Δ held-out, sim (pts) | Δ held-out, real (pts) | Δ / baseline gain, sim | Δ / baseline gain, real "
         "| Δ effective ratio, sim (%) | Δ effective ratio, real (%) |",

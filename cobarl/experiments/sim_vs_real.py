@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cobarl.experiments.compare import StrategySpec, allocator_settings, parse_strategy
+from cobarl.experiments.compare import FIXED_FIELDS, StrategySpec, allocator_settings, parse_strategy
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""
@@ -28,8 +28,7 @@ AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "
 
 def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
     """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json):
-    ``strategies`` maps each arm's label to the allocator settings it ran with (None when the
-    report predates their recording)."""
+    ``strategies`` maps each arm's label to the allocator settings it ran with."""
     if real.get("backend") != "real":
         raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.get('backend')!r}")
     missing = [k for k in (*AGAINST_FIELDS, "strategies") if k not in real]
@@ -38,8 +37,12 @@ def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
     if real.get("incomplete"):
         raise ValueError("--against: that real comparison was stopped early (summary.json: incomplete), so some arms "
                          "lack seeds and the simulated arms would not pair with them; finish it first")
+    unknown = [label for label, e in real["strategies"].items() if not e.get("allocator_config")]
+    if unknown:  # mirroring them with the simulator's defaults could silently change e.g. their max budget
+        raise ValueError(f"--against: summary.json does not record the allocator settings of {', '.join(unknown)} "
+                         "(written by an older cobarl); re-run that comparison with this version")
     return {**{k: real[k] for k in AGAINST_FIELDS},
-            "strategies": {label: e.get("allocator_config") for label, e in real["strategies"].items()}}
+            "strategies": {label: e["allocator_config"] for label, e in real["strategies"].items()}}
 
 
 def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
@@ -49,16 +52,11 @@ def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
     specs = []
     for label, ran_with in settings["strategies"].items():
         spec = parse_strategy(label)
-        if ran_with:
-            sim_default = allocator_settings(spec.allocator_config(settings["steps"]).resolved())
-            changed = {k: v for k, v in ran_with.items() if k not in _NOT_MIRRORED and sim_default.get(k) != v}
-            spec = StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier)
-        specs.append(spec)
+        sim_default = allocator_settings(spec.allocator_config(settings["steps"]).resolved())
+        changed = {k: v for k, v in ran_with.items() if k not in FIXED_FIELDS and sim_default.get(k) != v}
+        specs.append(StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier))
     return tuple(specs)
 
-
-# The strategy is the label's; total_steps is set by the run.
-_NOT_MIRRORED = ("strategy", "total_steps")
 
 
 def _mean(entry: dict | None) -> float:

@@ -28,10 +28,10 @@ AdamW) is set by that noise, and the signal reaching a prompt's logit is
 Halving every step's rollouts (the same outcome proportions from half the samples) leaves g_i
 as it is and multiplies sqrt(v_hat) by about sqrt(2): each step moves ~0.7 as far (signal-to-noise
 grows as the square root of the rollouts behind a step; v_hat averages over the run, so this is
-what a run-wide budget costs), and
-more rollouts in mixed groups raise the step's noise as well as its signal. Adam's momentum is left
-out (for a prompt seen once per epoch it spreads the same total step over later steps), and so is
-the random walk the noise itself adds to every logit (the same for every strategy). The step is
+what a run-wide budget costs), and more rollouts in mixed groups raise the step's noise as well as
+its signal. Adam's momentum is left out (for a prompt seen once per epoch it spreads the same total
+step over later steps), and so is the random walk the noise itself adds to every logit (the same
+for every strategy). The step is
 shared like a kernel: a fraction ``transfer`` goes to the cluster skill (so every prompt of the
 cluster, train or held-out, moves by ``transfer * delta z_i``) and the rest to u_i, so prompt i
 itself moves by ``delta z_i``.

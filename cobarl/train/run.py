@@ -336,10 +336,11 @@ def check_resume_step(checkpoint: Path, max_steps: int) -> None:
     run one more step past it (measured: 12 -> 13) instead of stopping."""
     step = int(checkpoint.name.split("-")[1])
     if step >= max_steps:
+        finished = (checkpoint.parent / "summary.json").is_file()
         raise ValueError(
-            f"--resume: {checkpoint.name} already reached --max-steps {max_steps}, so training is complete (the run "
-            f"was stopped before its final evaluation); raise --max-steps to train further, or evaluate "
-            f"{checkpoint} with cobarl eval"
+            f"--resume: {checkpoint.name} already reached --max-steps {max_steps}, so training is complete ("
+            + ("the run finished: its summary.json is there" if finished else "the run was stopped before its final evaluation")
+            + f"); raise --max-steps to train further, or evaluate {checkpoint} with cobarl eval"
         )
 
 
