@@ -2,6 +2,7 @@
 
     cobarl train     GRPO with adaptive per-prompt budgets on TRL (embedded CPU default)
     cobarl compare   strategies side by side (simulated or real back-end) -> report
+    cobarl probe     is the task allocation-sensitive? (fixed 3:1 allocation vs a placebo)
     cobarl eval      avg@k / pass@k on math benchmarks
     cobarl bench     measure the allocation solvers
 """
@@ -14,6 +15,7 @@ import sys
 COMMANDS = {
     "train": ("cobarl.train.cli", "GRPO with adaptive per-prompt budgets on TRL (no arguments: embedded CPU demo)"),
     "compare": ("cobarl.experiments.cli", "run allocation strategies side by side and write a report"),
+    "probe": ("cobarl.experiments.probe", "check that where the rollouts go matters on a task (strategy-neutral)"),
     "eval": ("cobarl.evaluate.cli", "avg@k and pass@k of a model on math benchmarks"),
     "bench": ("cobarl.bench", "benchmark the allocation solvers (threshold vs heap vs DP)"),
 }

@@ -103,6 +103,11 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p.add_argument("--validation-prompts", type=integer(1), default=_SIM.validation_prompts,
                    help="Validation prompts, apart from train and held-out; --grid chooses on them. Simulated: same "
                    "clusters; real: cobarl train --validation-size (with --grid only).")
+    p.add_argument("--train-args", default=None, metavar="'OPTIONS'",
+                   help="Real back-end: any other cobarl train options for every run, as on its command line, e.g. "
+                   "--train-args '--task arith-v3 --train-size 1024 --learning-rate 3e-4 --cpu-threads 1'. The options "
+                   "compare sets itself (strategy and allocator options, seed, steps, prompts and rollouts per step, "
+                   "output dir) are refused there.")
     sim = p.add_argument_group("simulator (--backend simulated)")
     sim.add_argument("--train-prompts", type=integer(1), default=_SIM.train_prompts, help="Prompts in the train split.")
     sim.add_argument("--heldout-prompts", type=integer(1), default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
@@ -174,8 +179,35 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         target_accuracy=args.target_accuracy,
         baseline=args.baseline or (grid.base if grid else None),
         # Only a sweep reads validation accuracy; other real runs skip its evaluation.
-        real_options={"validation_size": args.validation_prompts} if grid and args.backend == "real" else {},
+        real_options={**({"validation_size": args.validation_prompts} if grid and args.backend == "real" else {}),
+                      **train_args(args.train_args, args.backend)},
     )
+
+
+# cobarl train options that compare sets for every run itself (the allocator's come from --strategies).
+_COMPARE_SETS = ("seed", "max_steps", "prompts_per_step", "rollouts_per_prompt", "rollouts_per_step", "output_dir",
+                 "resume", "fresh", "config")
+
+
+def train_args(text: str | None, backend: str) -> dict[str, Any]:
+    """``--train-args``: cobarl train's own parser reads them, so every train option is accepted as it is there."""
+    if text is None:
+        return {}
+    if backend != "real":
+        raise ValueError("--train-args passes options to cobarl train, which only the real back-end runs; add --backend real")
+    from cobarl.train.cli import build_parser as train_parser
+    from cobarl.train.config import allocator_fields, allocator_key
+
+    try:
+        values = vars(train_parser().parse_args(shlex.split(text)))
+    except SystemExit:
+        raise ValueError(f"--train-args {text!r}: not valid cobarl train options (see cobarl train --help)") from None
+    allocator_keys = {allocator_key(f) for f in allocator_fields()}
+    taken = sorted(k for k in values if k in _COMPARE_SETS or k in allocator_keys)
+    if taken:
+        raise ValueError(f"--train-args: {', '.join(taken)} set by compare itself (allocator options go in the "
+                         "--strategies spec, e.g. coba:max_budget=16; steps, seeds and budgets in compare's own flags)")
+    return values
 
 
 def check_options(options: CompareOptions) -> None:

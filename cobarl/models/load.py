@@ -13,12 +13,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("COBARL_CACHE", Path.home() / ".cache" / "cobarl"))
 
 
-def resolve_model_path(model: str | None, *, seed: int = 0) -> str:
-    """Local path or hub name of the policy; ``None`` builds (once) and caches the embedded tiny model."""
+def resolve_model_path(model: str | None, *, seed: int = 0, task: str | None = None) -> str:
+    """Local path or hub name of the policy; ``None`` builds (once) and caches the tiny model of the
+    embedded ``task`` (default: the default task)."""
     if model is None:
         from cobarl.models.tiny import ensure_default_model
+        from cobarl.tasks.embedded import DEFAULT_TASK
 
-        return str(ensure_default_model(cache_dir(), seed=seed))
+        return str(ensure_default_model(cache_dir(), seed=seed, task=task or DEFAULT_TASK))
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -28,33 +28,21 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
 from cobarl.rewards.exact import exact_match_reward
-from cobarl.tasks.arithmetic import MAX_ANSWER_CHARS, Problem, make_problems, sign_dropped
+from cobarl.tasks import families
+from cobarl.tasks.arithmetic import MAX_ANSWER_CHARS, Problem, sign_dropped
+from cobarl.tasks.embedded import DEFAULT_TASK, get_task
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
 """Special tokens; ids 0..3 in this order."""
-CHARS: str = "0123456789+-*/=()., \n"
-"""Every ordinary token is one of these characters."""
+CHARS: str = "0123456789+-*/=()., \n" + "".join(c for c in families.CHARS if c not in "0123456789=")
+"""Characters of every embedded task (the default vocabulary); a task's model uses its own ``chars``."""
+
+DEFAULT_MODEL_NAME = f"tiny-{DEFAULT_TASK}"
+"""Cache sub-directory prefix of the default task's model (``<prefix>-seed<seed>``)."""
 
 MAX_NEW_TOKENS = MAX_ANSWER_CHARS + 2
-"""Enough new tokens for any answer plus EOS, with one to spare."""
-
-DEFAULT_MODEL_NAME = "tiny-arith-v3"
-"""Cache sub-directory prefix of the default model; bump the version whenever its recipe changes."""
-
-# Warm-start recipe of the default model: one supervised stage on all levels of the task, whose
-# labels on the negative-result levels 3 and 4 are, with the probability below, the systematic
-# mistake `sign_dropped` (the magnitude without its minus sign) instead of the answer. The magnitude
-# is always right, so the model learns the digits from every label, and the sign as a mixture in
-# which the mistake is the majority: greedy decoding answers those levels wrongly, sampling at T=1
-# answers them correctly about as often as the minority share, and RL has one shared rule to flip.
-# Why a rule and not random noise, and the numbers measured: README "The embedded task and model".
-WARM_START_PROBLEMS = 6000
-WARM_START_STEPS = 3000
-WARM_START_LR = 5e-3
-WARM_START_BATCH = 64
-SIGN_DROP_RATE: dict[int, float] = {3: 0.7, 4: 0.9}
-"""Per level, the share of warm-start labels that are ``sign_dropped``; other levels are clean."""
+"""Enough new tokens for any embedded task's answer plus EOS, with one to spare."""
 
 _SIZES: dict[str, dict[str, int]] = {
     # hidden, layers, heads, intermediate. "tiny" is ~0.4M parameters.
@@ -73,22 +61,24 @@ def _byte_level_char(c: str) -> str:
     return chr(256 + b)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character of ``CHARS``, plus ``SPECIAL_TOKENS``.
+def build_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character of ``chars``, plus ``SPECIAL_TOKENS``.
 
     It is a ``Qwen2Tokenizer`` (byte-level BPE with no merges) because, for a ``qwen2``
     checkpoint, ``AutoTokenizer.from_pretrained`` in transformers 5 always rebuilds a
     ``Qwen2Tokenizer`` from the saved vocabulary, discarding any custom pre-tokenizer; building
     the same thing here makes the in-memory and reloaded tokenizers identical. With no merges,
     byte-level BPE splits text into single characters. No BOS is prepended (Qwen2 style), and
-    characters outside ``CHARS`` are dropped. Padding is on the left, for batched generation.
+    characters outside ``chars`` are dropped. Padding is on the left, for batched generation.
 
     >>> tok = build_tokenizer()
     >>> tok.decode(tok("12+7= 19\\n")["input_ids"])
     '12+7= 19\\n'
     """
     vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    vocab.update({_byte_level_char(c): len(SPECIAL_TOKENS) + i for i, c in enumerate(CHARS)})
+    if len(set(chars)) != len(chars):
+        raise ValueError(f"chars repeats a character: {chars!r}")
+    vocab.update({_byte_level_char(c): len(SPECIAL_TOKENS) + i for i, c in enumerate(chars)})
     return Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
@@ -311,34 +301,38 @@ def _is_saved_model(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file()
 
 
-def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int = WARM_START_STEPS) -> Path:
-    """Path of the default warm-started tiny model under ``cache_dir``, building it if absent.
+def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int | None = None,
+                         task: str = DEFAULT_TASK) -> Path:
+    """Path of the warm-started tiny model of an embedded ``task`` under ``cache_dir``, building it if absent.
 
-    The model is saved as ``cache_dir/tiny-arith-v3-seed{seed}`` (model and tokenizer, via
+    The model is saved as ``cache_dir/tiny-<task>-seed{seed}`` (model and tokenizer, via
     ``save_pretrained``, plus ``warm_start.json``) and loads with ``AutoModelForCausalLM`` /
     ``AutoTokenizer``. It is written into a temporary sibling directory and renamed into
     place, so a crash or a concurrent builder never leaves a half-written model there.
-    The recipe (one supervised stage, systematic sign mistakes on levels 3-4) is described by
-    the constants above.
+    The recipe is the task's (`cobarl.tasks.embedded.TASKS`).
 
     Args:
         cache_dir: directory holding cached models; created if missing.
         seed: seed of the initial weights, warm-start problems and batches.
-        steps: warm-start steps; a non-default value (e.g. in tests) gets its own
+        steps: warm-start steps; None: the task's. Another value (e.g. in tests) gets its own
             ``-steps{steps}`` directory so it never shadows the default model.
+        task: an embedded task name.
     """
+    recipe = get_task(task)
+    steps = recipe.warm_start_steps if steps is None else steps
     cache_dir = Path(cache_dir)
-    suffix = "" if steps == WARM_START_STEPS else f"-steps{steps}"
-    final = cache_dir / f"{DEFAULT_MODEL_NAME}-seed{seed}{suffix}"
+    suffix = "" if steps == recipe.warm_start_steps else f"-steps{steps}"
+    final = cache_dir / f"tiny-{task}-seed{seed}{suffix}"
     if _is_saved_model(final):
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(recipe.chars)
     model = build_model(tokenizer, seed=seed)
-    problems = make_problems(WARM_START_PROBLEMS, seed=seed, split="train")
-    stats: dict = warm_start(model, tokenizer, problems, steps=steps, seed=seed, lr=WARM_START_LR,
-                             batch_size=WARM_START_BATCH, mistake_rate=SIGN_DROP_RATE)
-    stats["warm_start/sign_drop_rate"] = {str(k): v for k, v in SIGN_DROP_RATE.items()}
+    problems = recipe.make_warm_start(recipe.warm_start_problems, seed=seed)
+    stats: dict = warm_start(model, tokenizer, problems, steps=steps, seed=seed, lr=recipe.warm_start_lr,
+                             batch_size=recipe.warm_start_batch, mistake_rate=recipe.mistake_rate,
+                             mistake=recipe.mistake)
+    stats["warm_start/recipe"] = recipe.describe()
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
     try:
         model.save_pretrained(tmp)

@@ -57,7 +57,9 @@ class Problem:
     answer: str
     """Exact expected answer, e.g. ``"19"`` (a leading ``-`` for negatives)."""
     difficulty: int
-    """Difficulty level in ``LEVELS`` (0 = easiest)."""
+    """Difficulty level (0 = easiest): a level of ``LEVELS`` here, a family index in task v4."""
+    family: int | None = None
+    """Family of a task made of families (task v4), the unit ``cobarl probe`` splits; None otherwise."""
 
 
 def _signed_sum(

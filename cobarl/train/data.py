@@ -7,7 +7,8 @@ Every loader returns a `datasets.Dataset` with three columns the trainer relies 
 - ``answer``: the ground truth as a string (what the verifier compares against);
 - ``prompt_id``: a unique int id, the group id of the prompt's rollouts;
 
-plus ``difficulty`` when the source has one. Files in the verl/DAPO layout keep the ground truth in
+plus ``difficulty`` when the source has one, and ``family`` for a task made of families (what ``cobarl
+probe`` splits). Files in the verl/DAPO layout keep the ground truth in
 ``reward_model.ground_truth``; a flat ``answer`` (or ``ground_truth``) column is accepted too.
 """
 
@@ -21,30 +22,34 @@ from datasets import Dataset
 
 
 def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
-    """`cobarl.tasks.Problem` objects (prompt_id, prompt, answer, difficulty) -> Dataset."""
-    return Dataset.from_dict(
-        {
-            "prompt_id": [int(p.prompt_id) for p in problems],
-            "prompt": [p.prompt for p in problems],
-            "answer": [str(p.answer) for p in problems],
-            "difficulty": [int(p.difficulty) for p in problems],
-        }
-    )
+    """`cobarl.tasks.Problem` objects (prompt_id, prompt, answer, difficulty, family) -> Dataset; the
+    ``family`` column only for a task made of families."""
+    columns = {
+        "prompt_id": [int(p.prompt_id) for p in problems],
+        "prompt": [p.prompt for p in problems],
+        "answer": [str(p.answer) for p in problems],
+        "difficulty": [int(p.difficulty) for p in problems],
+    }
+    if problems and all(getattr(p, "family", None) is not None for p in problems):
+        columns["family"] = [int(p.family) for p in problems]
+    return Dataset.from_dict(columns)
 
 
 def embedded_datasets(
-    *, train_size: int, eval_size: int, seed: int, validation_size: int = 0
+    *, train_size: int, eval_size: int, seed: int, validation_size: int = 0, task: str | None = None
 ) -> tuple[Dataset, Dataset, Dataset | None]:
-    """The embedded arithmetic task: disjoint train, held-out and (``validation_size`` > 0) validation splits.
+    """An embedded task (default: the default one): disjoint train, held-out and (``validation_size`` > 0)
+    validation splits.
 
-    The validation prompts come from the eval pool after the held-out ones. With the default 512
-    held-out prompts that pool has no level-0 or level-3 prompts left, so the validation split
-    holds levels 1, 2 and 4 only.
+    The validation prompts come from the eval pool after the held-out ones. On ``arith-v3``, with the
+    default 512 held-out prompts that pool has no level-0 or level-3 prompts left, so the validation
+    split holds levels 1, 2 and 4 only; ``families-v4`` has every family in every split.
     """
-    from cobarl.tasks.arithmetic import make_splits, make_validation
+    from cobarl.tasks.embedded import DEFAULT_TASK, get_task
 
-    train, held_out = make_splits(train_size, eval_size, seed=seed)
-    validation = problems_to_dataset(make_validation(held_out, validation_size, seed=seed)) if validation_size else None
+    recipe = get_task(task or DEFAULT_TASK)
+    train, held_out = recipe.make_splits(train_size, eval_size, seed=seed)
+    validation = problems_to_dataset(recipe.make_validation(held_out, validation_size, seed=seed)) if validation_size else None
     return problems_to_dataset(train), problems_to_dataset(held_out), validation
 
 

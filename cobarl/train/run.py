@@ -413,7 +413,7 @@ def _load_data(config: TrainConfig):
     """(train, held-out, validation or None): three disjoint splits."""
     if config.dataset is None:
         return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed,
-                                 validation_size=config.validation_size)
+                                 validation_size=config.validation_size, task=config.task)
     train_ds = load_dataset_file(config.dataset)
     if config.eval_dataset is not None:
         eval_ds = load_dataset_file(config.eval_dataset, limit=config.eval_size)
@@ -450,6 +450,10 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     Under torchrun / accelerate the process group is ended once training is over (see
     `_end_process_group`): a caller that needs collectives afterwards must start a new one."""
     started = time.perf_counter()
+    if config.dataset is None and config.task is None:  # config.yaml records which embedded task ran
+        from cobarl.tasks.embedded import DEFAULT_TASK
+
+        config = config.replace(task=DEFAULT_TASK)
     rank, world = process_rank()
     is_main = rank == 0
     say = log if is_main else (lambda _msg: None)
@@ -472,7 +476,7 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
 
     hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown our own
     _set_threads(config, device)
-    model_path = resolve_model_path(config.model, seed=config.seed)
+    model_path = resolve_model_path(config.model, seed=config.seed, task=config.task)
     model, tokenizer = load_policy(model_path)
     say(f"cobarl train: model {model_path} | {len(train_ds)} train / {len(eval_ds)} held-out prompts | "
         f"allocator {config.strategy} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "

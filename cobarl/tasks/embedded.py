@@ -1,0 +1,88 @@
+"""The embedded tasks ``cobarl train`` runs offline: each with its splits and its warm-start recipe.
+
+One record per task, so the data loader, the tiny model's tokenizer and its warm-start all read the
+same definition. ``families-v4`` is the default (README "The embedded task"); ``arith-v3`` is the
+previous default, kept so that its documented results stay reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cobarl.tasks import arithmetic, families
+
+
+@dataclass(frozen=True)
+class EmbeddedTask:
+    """An embedded task and the warm-start that gives the tiny model its starting spread of pass rates.
+
+    Attributes:
+        name: the ``--task`` value; also the cache name of its model (``tiny-<name>-seed<seed>``).
+        summary: one line for ``--help``.
+        make_splits: ``(n_train, n_eval, *, seed) -> (train, held_out)`` lists of `Problem`.
+        make_validation: ``(held_out, n, *, seed) -> validation`` list, disjoint from both.
+        make_warm_start: ``(n, *, seed) -> problems`` from the train pool for the supervised warm-start.
+        chars: every character of a prompt or answer (the tokenizer's vocabulary).
+        mistake: the habitual wrong answer as a function of the right one.
+        mistake_rate: per ``difficulty``, the share of warm-start labels replaced by ``mistake``.
+        warm_start_problems, warm_start_steps, warm_start_lr, warm_start_batch: the supervised stage.
+    """
+
+    name: str
+    summary: str
+    make_splits: Callable[..., tuple[list[arithmetic.Problem], list[arithmetic.Problem]]]
+    make_validation: Callable[..., list[arithmetic.Problem]]
+    make_warm_start: Callable[..., list[arithmetic.Problem]]
+    chars: str
+    mistake: Callable[[str], str]
+    mistake_rate: Mapping[int, float]
+    warm_start_problems: int
+    warm_start_steps: int
+    warm_start_lr: float
+    warm_start_batch: int = 64
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly recipe, written next to the cached model."""
+        return {"task": self.name, "mistake": self.mistake.__name__,
+                "mistake_rate": {str(k): v for k, v in self.mistake_rate.items()},
+                "warm_start_problems": self.warm_start_problems, "warm_start_steps": self.warm_start_steps,
+                "warm_start_lr": self.warm_start_lr, "warm_start_batch": self.warm_start_batch}
+
+
+TASKS: dict[str, EmbeddedTask] = {
+    "families-v4": EmbeddedTask(
+        name="families-v4",
+        summary="24 families, each with its own answer marker and habitual mistake (default)",
+        make_splits=families.make_splits,
+        make_validation=families.make_validation,
+        make_warm_start=lambda n, *, seed: families.make_problems(n, seed=seed, split="train"),
+        chars=families.CHARS,
+        mistake=families.wrong_marker,
+        mistake_rate=dict(enumerate(families.MISTAKE_RATES)),
+        warm_start_problems=6000,
+        warm_start_steps=2000,
+        warm_start_lr=5e-3,
+    ),
+    "arith-v3": EmbeddedTask(
+        name="arith-v3",
+        summary="signed one-digit sums, the minus sign dropped on negative results (the previous default)",
+        make_splits=arithmetic.make_splits,
+        make_validation=arithmetic.make_validation,
+        make_warm_start=lambda n, *, seed: arithmetic.make_problems(n, seed=seed, split="train"),
+        chars="0123456789+-*/=()., \n",
+        mistake=arithmetic.sign_dropped,
+        mistake_rate={3: 0.7, 4: 0.9},
+        warm_start_problems=6000,
+        warm_start_steps=3000,
+        warm_start_lr=5e-3,
+    ),
+}
+DEFAULT_TASK = "families-v4"
+
+
+def get_task(name: str) -> EmbeddedTask:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return TASKS[name]
