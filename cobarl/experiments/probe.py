@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     from cobarl.train.config import load_yaml
 
     p = argparse.ArgumentParser(
-        prog="cobarl probe",
+        prog="cobarl probe", allow_abbrev=False,
         description="Strategy-neutral check that where the rollouts go matters on a task: per seed, a fixed "
         "allocation gives a stratified random half of the train units (families, or prompts) WEIGHT x the rollouts "
         "of the other half, and a uniform run measures the same split as a placebo. Any other option is a "

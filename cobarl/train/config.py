@@ -164,7 +164,9 @@ class TrainConfig:
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
         if self.rollouts_per_step is None:
             object.__setattr__(self, "rollouts_per_step", int(round(self.rollouts_per_prompt * self.prompts_per_step)))
-        errors = list(_validate(self))
+        # The allocator is built only from options that passed: max_steps 0 is reported as itself, not
+        # as the schedule length the allocator derives from it.
+        errors = list(_validate(self)) or list(_check_allocator(self))
         if errors:
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
 
@@ -270,7 +272,6 @@ def _validate(c: TrainConfig):
         yield f"--task {c.task} names an embedded task and --dataset a file to train on; pass one of them"
     if c.fresh and c.resume:
         yield "--fresh starts a new run and --resume continues one; pass one of them"
-    yield from _check_allocator(c)
 
 
 def _check_choices(c: TrainConfig):
