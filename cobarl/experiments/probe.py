@@ -33,6 +33,7 @@ import numpy as np
 
 from cobarl.allocation import Allocation
 from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.stats import as_id_list
 
 TRAIN_SAMPLES = 16
 HELD_OUT_SAMPLES = 8
@@ -129,7 +130,7 @@ class ProbeAllocator(Allocator):
 
     def plan(self, prompt_ids: Sequence[Any], total_budget: int) -> Allocation:
         start = time.perf_counter()
-        ids = list(prompt_ids)
+        ids = as_id_list(prompt_ids)  # as Allocator.plan takes them: numpy ints (the simulator's ids) become ints
         counts = weighted_counts([pid in self.favoured_ids for pid in ids], total_budget, self.weight)
         self._plan_params = self.params()
         self.last = Allocation(counts=counts, objective=0.0, method="probe",

@@ -83,6 +83,10 @@ class SimConfig:
         difficulty_std: per-prompt difficulty ~ N(0, std^2). With the defaults the initial pass
             rates are U-shaped like a base model on DAPO-Math: mean ~0.35, about a quarter of the
             prompts below 5 % and a tenth above 95 %.
+        cluster_skills: explicit initial skill of each cluster (logits, one per cluster), e.g. a
+            task whose families have known starting pass rates (:func:`cluster_skills_from_pass_rates`);
+            ``None`` (default) draws them from N(skill_mean, skill_std^2). The draw is made either
+            way, so difficulties do not depend on this setting.
         lr: Adam's learning rate on the logits: the step is ``lr * g_i / sqrt(v_hat)``.
             The one calibrated constant: chosen from {0.2, 0.3, 0.5, 1.0} with the *uniform* GRPO
             baseline only, so that its share of initially-medium prompts that end at p = 1
@@ -102,6 +106,7 @@ class SimConfig:
     lr: float = 1.0
     transfer: float = 0.02
     eval_rollouts: int = 16
+    cluster_skills: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if min(self.train_prompts, self.heldout_prompts, self.validation_prompts, self.clusters) < 1:
@@ -110,6 +115,11 @@ class SimConfig:
             raise ValueError(f"transfer must lie in [0, 1], got {self.transfer}")
         if self.lr < 0 or self.skill_std < 0 or self.difficulty_std < 0 or self.eval_rollouts < 1:
             raise ValueError("lr, skill_std and difficulty_std must be >= 0 and eval_rollouts >= 1")
+        if self.cluster_skills is not None:
+            skills = np.asarray(self.cluster_skills, dtype=np.float64)
+            if skills.shape != (self.clusters,) or not np.isfinite(skills).all():
+                raise ValueError(f"cluster_skills must hold {self.clusters} finite logits (one per cluster), "
+                                 f"got {len(self.cluster_skills)} values")
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ def make_task(config: SimConfig, seed: int) -> Task:
     cluster = np.concatenate([np.arange(n_train) % config.clusters, np.arange(n_all - n_train) % config.clusters])
     difficulty = rng.normal(0.0, config.difficulty_std, n_all)
     skill0 = rng.normal(config.skill_mean, config.skill_std, config.clusters)
+    if config.cluster_skills is not None:
+        skill0 = np.asarray(config.cluster_skills, dtype=np.float64)
     # The validation split comes from its own stream: the draws above are those of a task without it.
     n_val = config.validation_prompts
     validation_difficulty = np.random.default_rng([seed, _VALIDATION]).normal(0.0, config.difficulty_std, n_val)
@@ -152,6 +164,23 @@ def make_task(config: SimConfig, seed: int) -> Task:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free
+
+
+def cluster_skills_from_pass_rates(pass_rates, clip: float = 1e-3) -> tuple[float, ...]:
+    """Initial cluster skills whose pass rate (at difficulty 0) is ``pass_rates[c]``: ``logit(p)``,
+    with p clipped to ``[clip, 1 - clip]`` because a rate of exactly 0 or 1 has no finite logit
+    (1e-3: a prompt then succeeds 16/16 with probability 0.98, as the solved families do).
+
+    >>> [round(s, 2) for s in cluster_skills_from_pass_rates([0.5, 1.0, 0.1])]
+    [0.0, 6.91, -2.2]
+    """
+    p = np.asarray(pass_rates, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0 or not ((p >= 0) & (p <= 1)).all():
+        raise ValueError(f"pass rates must be a non-empty list of numbers in [0, 1], got {pass_rates!r}")
+    if not 0 < clip < 0.5:
+        raise ValueError(f"clip must lie in (0, 0.5), got {clip}")
+    p = np.clip(p, clip, 1.0 - clip)
+    return tuple(float(x) for x in np.log(p / (1.0 - p)))
 
 
 @dataclass
@@ -271,6 +300,30 @@ class SimOptions:
         return int(round(self.prompts_per_step * self.rollouts_per_prompt * self.budget_multiplier * multiplier))
 
 
+def families_v4_options(*, skill_offset: float, difficulty_std: float, lr: float, transfer: float) -> SimOptions:
+    """The simulator shaped like the embedded task v4 (``cobarl.tasks.families``; README "The embedded
+    task"): 24 clusters (the families) of 16 train prompts, 512 held-out prompts, 16 prompts and 128
+    rollouts per step, 300 steps. Cluster k starts at ``logit(1 - MISTAKE_RATES[k]) + skill_offset``
+    (the warm-start's pass rate follows 1 - q); the four arguments are what
+    ``scripts/calibrate_simulator.py`` fits to strategy-neutral measurements."""
+    from cobarl.tasks.families import MISTAKE_RATES
+
+    skills = cluster_skills_from_pass_rates([1.0 - q for q in MISTAKE_RATES])
+    sim = SimConfig(train_prompts=384, heldout_prompts=512, validation_prompts=512, clusters=len(MISTAKE_RATES),
+                    cluster_skills=tuple(s + skill_offset for s in skills), difficulty_std=difficulty_std,
+                    lr=lr, transfer=transfer)
+    return SimOptions(steps=300, prompts_per_step=16, rollouts_per_prompt=8.0, sim=sim)
+
+
+# The one place presets live (``cobarl compare --sim-preset``). "default" is the documented default task;
+# "families-v4": values printed by ``scripts/calibrate_simulator.py --targets scripts/targets-v4-seed0.json``
+# (CALIBRATION.md), fitted on strategy-neutral measurements only.
+SIM_PRESETS: dict[str, SimOptions] = {
+    "default": SimOptions(),
+    "families-v4": families_v4_options(skill_offset=-0.3, difficulty_std=0.7, lr=0.2, transfer=0.5),
+}
+
+
 def simulate(
     allocator_config: AllocatorConfig,
     seed: int,
@@ -278,14 +331,17 @@ def simulate(
     *,
     budget_multiplier: float = 1.0,
     callback: Callable[[int], None] | None = None,
+    allocator: Allocator | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the simulated policy for ``options.steps`` steps with one allocator.
 
     Returns ``(rows, summary)``: one metrics dict per step (names from :mod:`cobarl.metrics`), and
     the final summary (initial and final metrics, difficulty transitions ``[5, 5]`` counts, budget
-    per estimated-pass-rate bin and phase).
+    per estimated-pass-rate bin and phase). ``allocator``: an allocator object to use instead of
+    ``Allocator(allocator_config)`` (e.g. the probe's fixed allocation); it sees the train prompts'
+    integer ids.
     """
-    run = _SimRun(allocator_config, seed, options, budget_multiplier)
+    run = SimRun(allocator_config, seed, options, budget_multiplier, allocator=allocator)
     rows: list[dict[str, Any]] = []
     for step in range(options.steps):
         rows.append(run.step(step))
@@ -294,16 +350,18 @@ def simulate(
     return rows, run.summary(rows)
 
 
-class _SimRun:
-    """One simulated run: the task, the learner, the allocator and the running tallies."""
+class SimRun:
+    """One simulated run: the task, the learner, the allocator and the running tallies. Call
+    :meth:`step` for each step; ``learner`` then holds the current skills (per-prompt pass rates)."""
 
-    def __init__(self, allocator_config: AllocatorConfig, seed: int, options: SimOptions, budget_multiplier: float):
+    def __init__(self, allocator_config: AllocatorConfig, seed: int, options: SimOptions, budget_multiplier: float = 1.0,
+                 *, allocator: Allocator | None = None):
         self.start = time.perf_counter()
         self.seed, self.options, self.cfg = seed, options, options.sim
         self.task = make_task(self.cfg, seed)
         self.learner = Learner(self.task, self.cfg)
         self.adam = AdamScale()
-        self.allocator = Allocator(allocator_config)
+        self.allocator = Allocator(allocator_config) if allocator is None else allocator
         self.budget = options.total_budget(budget_multiplier)
         self.order = batch_order(seed, self.task.n_train, options.prompts_per_step, options.steps)
         self.train = np.arange(self.task.n_train)
@@ -320,6 +378,9 @@ class _SimRun:
         plan = self.allocator.plan(batch, self.budget)
         counts = plan.counts
         uniforms = rollout_uniforms(self.seed, step, self.options.prompts_per_step, self.allocator.config.max_budget)
+        if counts.max(initial=0) > uniforms.shape[1]:  # an injected allocator may ignore max_budget
+            raise ValueError(f"the allocator gave a prompt {counts.max()} rollouts, above its max_budget "
+                             f"{uniforms.shape[1]}; raise max_budget in its AllocatorConfig")
         rewards, slot = sample_rewards(p, counts, uniforms)
         group_ids = batch[slot]
         adv = group_advantages(rewards, group_ids)
