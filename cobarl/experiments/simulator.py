@@ -320,7 +320,7 @@ def families_v4_options(*, skill_offset: float, difficulty_std: float, lr: float
 # (CALIBRATION.md), fitted on strategy-neutral measurements only.
 SIM_PRESETS: dict[str, SimOptions] = {
     "default": SimOptions(),
-    "families-v4": families_v4_options(skill_offset=-0.3, difficulty_std=0.7, lr=0.2, transfer=0.5),
+    "families-v4": families_v4_options(skill_offset=-0.4, difficulty_std=1.0, lr=1.0, transfer=0.1),
 }
 
 
