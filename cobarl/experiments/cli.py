@@ -8,6 +8,7 @@ Examples::
     python -m cobarl.experiments --strategies all --steps 100
     cobarl compare --strategies coba --grid "kappa=7,11,15;max_budget=32,64,128"   # tuning sweep
     cobarl compare --against runs/real-cmp          # the simulator, checked against a real comparison
+    cobarl compare --sim-preset families-v4 --against runs/real-v4   # ... shaped and calibrated like task v4
 """
 
 from __future__ import annotations
@@ -41,14 +42,18 @@ from cobarl.experiments.compare import (
 )
 from cobarl.experiments.report import write_report
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
-from cobarl.experiments.simulator import SimConfig
+from cobarl.experiments.simulator import SIM_PRESETS, SimConfig
 
-_SIM = SimConfig()
+DEFAULT_PRESET = "default"
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), also when the finished runs were written."""
 
 
-def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
+def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The parser; the run shape and simulator flags default to ``SIM_PRESETS[preset]`` (an unknown name
+    falls back to the default preset, and ``--sim-preset``'s choices then refuse it)."""
+    shape = SIM_PRESETS.get(preset, SIM_PRESETS[DEFAULT_PRESET])
+    base = shape.sim
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run several rollout-allocation strategies on the same task with the same seeds and write "
@@ -86,9 +91,9 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
     p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
     p.add_argument("--seed-list", type=str, default=None, help="Explicit comma-separated seeds, e.g. 3,7,11.")
-    p.add_argument("--steps", type=integer(1), default=200, help="Training steps per run.")
-    p.add_argument("--prompts-per-step", type=integer(1), default=64, help="M, prompts per step.")
-    p.add_argument("--rollouts-per-prompt", type=number(0, above=True), default=16,
+    p.add_argument("--steps", type=integer(1), default=shape.steps, help="Training steps per run.")
+    p.add_argument("--prompts-per-step", type=integer(1), default=shape.prompts_per_step, help="M, prompts per step.")
+    p.add_argument("--rollouts-per-prompt", type=number(0, above=True), default=shape.rollouts_per_prompt,
                    help="G, rollouts per prompt on average (sets the budget).")
     p.add_argument("--budget-multiplier", type=number(0, above=True), default=1.0,
                    help="Scale every strategy's budget, e.g. 0.5 for half budget.")
@@ -100,7 +105,7 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
-    p.add_argument("--validation-prompts", type=integer(1), default=_SIM.validation_prompts,
+    p.add_argument("--validation-prompts", type=integer(1), default=base.validation_prompts,
                    help="Validation prompts, apart from train and held-out; --grid chooses on them. Simulated: same "
                    "clusters; real: cobarl train --validation-size (with --grid only).")
     p.add_argument("--train-args", default=None, metavar="'OPTIONS'",
@@ -109,15 +114,21 @@ def build_parser(prog: str = "cobarl compare") -> argparse.ArgumentParser:
                    "compare sets itself (strategy and allocator options, seed, steps, prompts and rollouts per step, "
                    "output dir) are refused there.")
     sim = p.add_argument_group("simulator (--backend simulated)")
-    sim.add_argument("--train-prompts", type=integer(1), default=_SIM.train_prompts, help="Prompts in the train split.")
-    sim.add_argument("--heldout-prompts", type=integer(1), default=_SIM.heldout_prompts, help="Held-out prompts (same clusters).")
-    sim.add_argument("--clusters", type=integer(1), default=_SIM.clusters, help="Clusters of related prompts.")
-    sim.add_argument("--skill-mean", type=number(), default=_SIM.skill_mean, help="Mean initial cluster skill (logits).")
-    sim.add_argument("--skill-std", type=number(0), default=_SIM.skill_std, help="Spread of initial cluster skills.")
-    sim.add_argument("--difficulty-std", type=number(0), default=_SIM.difficulty_std, help="Spread of prompt difficulties.")
-    sim.add_argument("--lr", type=number(0), default=_SIM.lr,
+    sim.add_argument("--sim-preset", choices=list(SIM_PRESETS), default=DEFAULT_PRESET,
+                     help="Simulated task and run shape: 'default' (the documented simulator) or 'families-v4' (shaped "
+                     "like the embedded task v4 and calibrated on its strategy-neutral measurements: 24 clusters with "
+                     "the families' starting pass rates, 300 steps of 16 prompts x 8 rollouts; see CALIBRATION.md). "
+                     "It sets the defaults of the flags below and of --steps, --prompts-per-step, "
+                     "--rollouts-per-prompt and --validation-prompts; a flag given explicitly still wins.")
+    sim.add_argument("--train-prompts", type=integer(1), default=base.train_prompts, help="Prompts in the train split.")
+    sim.add_argument("--heldout-prompts", type=integer(1), default=base.heldout_prompts, help="Held-out prompts (same clusters).")
+    sim.add_argument("--clusters", type=integer(1), default=base.clusters, help="Clusters of related prompts.")
+    sim.add_argument("--skill-mean", type=number(), default=base.skill_mean, help="Mean initial cluster skill (logits).")
+    sim.add_argument("--skill-std", type=number(0), default=base.skill_std, help="Spread of initial cluster skills.")
+    sim.add_argument("--difficulty-std", type=number(0), default=base.difficulty_std, help="Spread of prompt difficulties.")
+    sim.add_argument("--lr", type=number(0), default=base.lr,
                      help="Adam learning rate on the logits: the step is lr x gradient / RMS of the gradient noise.")
-    sim.add_argument("--transfer", type=number(0, 1), default=_SIM.transfer, help="Share of a prompt's step given to its cluster.")
+    sim.add_argument("--transfer", type=number(0, 1), default=base.transfer, help="Share of a prompt's step given to its cluster.")
     return p
 
 
@@ -131,6 +142,17 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def options_from_args(args: argparse.Namespace) -> CompareOptions:
+    preset = SIM_PRESETS[getattr(args, "sim_preset", DEFAULT_PRESET)]
+    skills = preset.sim.cluster_skills  # a preset's per-cluster starting skills have no flag of their own
+    if args.backend != "simulated" and getattr(args, "sim_preset", DEFAULT_PRESET) != DEFAULT_PRESET:
+        raise ValueError("--sim-preset sets the simulator; the real back-end takes its task from cobarl train "
+                         "(--train-args '--task ...'); drop one of them")
+    if skills is not None and (args.skill_mean, args.skill_std) != (preset.sim.skill_mean, preset.sim.skill_std):
+        raise ValueError(f"--skill-mean/--skill-std: --sim-preset {args.sim_preset} sets each cluster's starting skill "
+                         "itself, so they would have no effect; leave them out")
+    if skills is not None and args.clusters != len(skills):
+        raise ValueError(f"--clusters {args.clusters}: --sim-preset {args.sim_preset} fixes one starting skill per "
+                         f"cluster for {len(skills)} clusters; leave --clusters out")
     sim = SimConfig(
         train_prompts=args.train_prompts,
         heldout_prompts=args.heldout_prompts,
@@ -141,6 +163,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         difficulty_std=args.difficulty_std,
         lr=args.lr,
         transfer=args.transfer,
+        cluster_skills=skills,
     )
     seeds = _seeds(args)
     default = ["coba"] if args.grid else [",".join(DEFAULT_STRATEGIES)]
@@ -254,10 +277,17 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
     return args.against, real
 
 
+def _preset_name(argv: list[str]) -> str:
+    """``--sim-preset`` alone, read first because the preset sets the other flags' defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--sim-preset", default=DEFAULT_PRESET)
+    return pre.parse_known_args(argv)[0].sim_preset
+
+
 def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(prog, _preset_name(argv))
+    args = parser.parse_args(argv)
     out = Path(args.output_dir or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     try:
         against = apply_against(args, argv, parser)
