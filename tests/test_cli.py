@@ -12,7 +12,7 @@ from cobarl.cli_checks import integer, number, writable_dir
 
 def test_unknown_command_lists_valid_ones(capsys):
     assert main(["trian"]) == 2
-    assert "unknown command 'trian'; valid: train, compare, eval, bench" in capsys.readouterr().err
+    assert "unknown command 'trian'; valid: train, compare, probe, eval, bench" in capsys.readouterr().err
 
 
 def test_help_lists_commands(capsys):

@@ -145,22 +145,22 @@ def test_cobarl_eval_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "res" / "results.json"
     env = {**os.environ, "COBARL_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "cobarl.evaluate", "--benchmarks", "arith", str(DATA / "arith_sample.jsonl"),
+    cmd = [sys.executable, "-m", "cobarl.evaluate", "--benchmarks", "families-v4", str(DATA / "arith_sample.jsonl"),
            "--k", "4", "--limit", "12", "--template", "raw", "--max-tokens", "6", "--no-progress",
            "--save-completions", "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["benchmarks"]) == {"arith", "arith_sample"}
+    assert set(data["benchmarks"]) == {"families-v4", "arith_sample"}
     for name, b in data["benchmarks"].items():
         assert b["problems"] == 12 and b["samples"] == 4
         assert 0.0 <= b["avg@4"] <= b["pass@2"] <= b["pass@4"] <= 1.0
         assert b["avg@4"] == pytest.approx(b["pass@1"]) and len(b["per_problem"]) == 12
-    assert data["config"]["rewards"] == {"arith": "exact", "arith_sample": "math"}  # auto: math for files
+    assert data["config"]["rewards"] == {"families-v4": "exact", "arith_sample": "math"}  # auto: math for files
     assert data["config"]["k"] == 4 and data["config"]["top_p"] == 0.9 and data["config"]["temperature"] == 1.0
     assert data["config"]["model"].endswith(f"{DEFAULT_MODEL_NAME}-seed0")  # the embedded default
     assert data["average"]["avg@4"] == pytest.approx(
-        (data["benchmarks"]["arith"]["avg@4"] + data["benchmarks"]["arith_sample"]["avg@4"]) / 2)
+        (data["benchmarks"]["families-v4"]["avg@4"] + data["benchmarks"]["arith_sample"]["avg@4"]) / 2)
     lines = (out.parent / "completions.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 12 * 4
     assert "benchmark" in res.stdout and "average" in res.stdout and "avg@4" in res.stdout

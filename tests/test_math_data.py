@@ -156,9 +156,12 @@ def test_to_dataset_matches_train_columns():
     assert to_dataset(problems)["prompt"][0] == problems[0].prompt
 
 
-def test_arithmetic_problems_are_the_embedded_held_out_split():
+def test_embedded_problems_are_the_task_held_out_split():
+    from cobarl.tasks import families
     from cobarl.tasks.arithmetic import make_problems
 
-    problems = mdata.arithmetic_problems(8, seed=0)
+    problems = mdata.embedded_problems("arith-v3", 8, seed=0)
     assert [p.prompt for p in problems] == [p.prompt for p in make_problems(8, seed=0, split="eval")]
-    assert problems[0].source == "arith" and problems[0].difficulty is not None
+    assert problems[0].source == "arith-v3" and problems[0].difficulty is not None
+    v4 = mdata.embedded_problems("families-v4", 24, seed=0)
+    assert [p.prompt for p in v4] == [p.prompt for p in families.make_splits(0, 24, seed=0)[1]]

@@ -23,6 +23,10 @@ from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
 from cobarl.train.checkpoints import last_complete_checkpoint  # noqa: E402
 from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets  # noqa: E402
+from cobarl.tasks.embedded import get_task  # noqa: E402
+
+# These tests were written against the arithmetic task (their toy verifiers read its answers).
+V3_CHARS = get_task("arith-v3").chars
 from cobarl.train.run import METRICS_FILE, build_trainer, make_callbacks, read_metrics  # noqa: E402
 from cobarl.io import STATE_FILE  # noqa: E402
 from cobarl.train.trainer import (  # noqa: E402
@@ -77,9 +81,9 @@ class Recorder:
 
 def make_trainer(tmp_path: Path, config: TrainConfig | None = None, verifier=toy_verifier, **kw):
     config = config or small_config(tmp_path)
-    tok = build_tokenizer()
+    tok = build_tokenizer(V3_CHARS)
     model = build_model(tok, seed=0)
-    train_ds, _, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=0, task="arith-v3")
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(config, model, tok, train_ds, verifier, run_dir=run_dir, device="cpu",
@@ -206,11 +210,11 @@ def test_callable_allocator(tmp_path):
 
 
 def test_refuses_vllm_server_without_rollout_func(tmp_path):
-    tok = build_tokenizer()
+    tok = build_tokenizer(V3_CHARS)
     args = AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=8, prompts_per_step=2,
                               per_device_train_batch_size=8, use_cpu=True, bf16=False, report_to="none",
                               use_vllm=True, vllm_mode="server")
-    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0, task="arith-v3")
     with pytest.raises(ValueError, match="vLLM server mode"):
         AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=lambda **k: [], args=args,
                             train_dataset=train_ds, processing_class=tok)
@@ -261,14 +265,14 @@ def test_advantages_equal_trls_own_when_groups_are_uniform(tmp_path, monkeypatch
     def length_or_none(prompts, completions, prompt_id, **kw):
         return [None if i % 5 == 0 else float(len(c)) / 4 for i, c in enumerate(completions)]
 
-    tok = build_tokenizer()
+    tok = build_tokenizer(V3_CHARS)
     args = AdaptiveGRPOConfig(
         output_dir=str(tmp_path), rollouts_per_step=16, prompts_per_step=4, num_generations=4,
         per_device_train_batch_size=16, max_steps=1, max_completion_length=4, use_cpu=True, report_to="none",
         allocator="uniform", allocator_options={"max_budget": 8}, reward_weights=[1.0, 0.5],
         multi_objective_aggregation=aggregation, scale_rewards=scale, save_strategy="no", disable_tqdm=True,
     )
-    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0)
+    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0, task="arith-v3")
     trainer = AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=[parity, length_or_none], args=args,
                                   train_dataset=train_ds, processing_class=tok)
     rec = Recorder(trainer)

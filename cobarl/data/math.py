@@ -373,12 +373,12 @@ def load_math(
     )
 
 
-def arithmetic_problems(size: int = 64, *, seed: int = 0) -> list[MathProblem]:
-    """The embedded arithmetic task's held-out split as `MathProblem` records (source ``arith``)."""
-    from cobarl.tasks.arithmetic import make_problems
+def embedded_problems(task: str, size: int = 64, *, seed: int = 0) -> list[MathProblem]:
+    """An embedded task's held-out split (``cobarl.tasks.embedded.TASKS``) as `MathProblem` records (source: the task)."""
+    from cobarl.tasks.embedded import get_task
 
-    held_out = make_problems(size, seed=seed, split="eval")
-    return [MathProblem(id=f"arith-{p.prompt_id}", prompt=p.prompt, answer=str(p.answer), source="arith",
+    _, held_out = get_task(task).make_splits(0, size, seed=seed)
+    return [MathProblem(id=f"{task}-{p.prompt_id}", prompt=p.prompt, answer=str(p.answer), source=task,
                         difficulty=int(p.difficulty)) for p in held_out]
 
 

@@ -1,13 +1,13 @@
 """`cobarl eval`: avg@k and pass@k of a model on math benchmarks.
 
-    cobarl eval                                            # embedded tiny model, embedded arithmetic split
+    cobarl eval                                            # embedded tiny model on its task's held-out split
     cobarl eval --model runs/train-X                       # a training run's latest checkpoint
     cobarl eval --model Qwen/Qwen2.5-Math-1.5B --benchmarks aime24 aime25 amc23 math500 olympiadbench minerva
     cobarl eval --model ./ckpt --benchmarks aime24=data/aime24.parquet my.jsonl --k 4 --max-tokens 2048
 
 A benchmark is a name of `cobarl.data.BENCHMARKS` (fetched from the hub, network needed), ``NAME=FILE``
 (a local file in that benchmark's layout), a bare ``FILE`` (layout detected, named after the file),
-or ``arith`` (the embedded arithmetic held-out split). Defaults follow the papers: k=16, temperature 1.0,
+or an embedded task (``families-v4``, ``arith-v3``: its held-out split; without ``--model``, that task's tiny model). Defaults follow the papers: k=16, temperature 1.0,
 top-p 0.9. Results (per benchmark and their average) are printed and written as JSON. Every option
 and the output path are checked before the model is loaded.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.io import write_json, write_text
+from cobarl.tasks.embedded import DEFAULT_TASK, TASKS
 
 DEFAULT_MAX_TOKENS = 4096
 """Completion cap for real models (the embedded tiny model uses its own, a few tokens)."""
@@ -32,20 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cobarl eval", description="avg@k / pass@k of a model on math benchmarks.")
     p.add_argument("--model", help="save_pretrained directory, hub name, or a `cobarl train` run directory "
                    "(its latest checkpoint-N). Default: the embedded tiny model.")
-    p.add_argument("--benchmarks", nargs="+", default=["arith"], metavar="BENCH",
+    p.add_argument("--benchmarks", nargs="+", default=[DEFAULT_TASK], metavar="BENCH",
                    help="NAME (aime24, aime25, amc23, math500, olympiadbench, minerva, dapo-math-17k: hub), "
-                   "NAME=FILE, FILE (.parquet/.jsonl/.json), or arith (embedded). Default: arith.")
+                   f"NAME=FILE, FILE (.parquet/.jsonl/.json), or an embedded task ({', '.join(TASKS)}: its held-out "
+                   f"split). Default: {DEFAULT_TASK}.")
     p.add_argument("--k", type=integer(1), default=16, help="samples per problem (default: 16)")
     p.add_argument("--temperature", type=number(0), default=1.0, help="sampling temperature; 0 = greedy (default: 1.0)")
     p.add_argument("--top-p", type=number(0, 1, above=True), default=0.9, help="nucleus sampling (default: 0.9)")
     p.add_argument("--max-tokens", type=integer(1), default=None,
                    help=f"completion cap (default: {DEFAULT_MAX_TOKENS}; the tiny model's own for the embedded model)")
     p.add_argument("--template", default="auto", choices=["auto", "raw", "boxed", "dapo"],
-                   help="instruction around each problem; auto = raw for arith, boxed otherwise. The tokenizer's "
+                   help="instruction around each problem; auto = raw for an embedded task, boxed otherwise. The tokenizer's "
                    "chat template, if any, is applied on top.")
     p.add_argument("--system", default=None, help="system message (chat models)")
     p.add_argument("--reward", default="auto",
-                   help="exact, math, or package.module:function; auto = exact for arith, math otherwise")
+                   help="exact, math, or package.module:function; auto = exact for an embedded task, math otherwise")
     p.add_argument("--limit", type=integer(1), default=None, help="first N problems of each benchmark")
     p.add_argument("--layout", default="auto", help="layout of FILE benchmarks (default: detect)")
     p.add_argument("--split", default=None, help="hub split (default: the benchmark's own)")
@@ -65,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_eval_model(model: str | None, *, seed: int = 0) -> str:
-    """A model directory, a run directory (-> its highest ``checkpoint-N`` with weights), or a hub name."""
+def resolve_eval_model(model: str | None, *, seed: int = 0, task: str | None = None) -> str:
+    """A model directory, a run directory (-> its highest ``checkpoint-N`` with weights), a hub name, or
+    (``model`` None) the tiny model of the embedded ``task``."""
     from cobarl.models.load import resolve_model_path
 
     if model is not None:
@@ -79,15 +82,25 @@ def resolve_eval_model(model: str | None, *, seed: int = 0) -> str:
             if not checkpoints:
                 raise FileNotFoundError(f"{path} has neither config.json nor a checkpoint-N/ with one")
             return str(checkpoints[-1][1])
-    return resolve_model_path(model, seed=seed)
+    return resolve_model_path(model, seed=seed, task=task)
+
+
+def embedded_task(benchmarks: list[str]) -> str:
+    """The embedded task whose tiny model evaluates ``benchmarks`` when no --model is given: one model
+    reads one task's characters, so two embedded tasks need two runs."""
+    named = sorted({b for b in benchmarks if b in TASKS})
+    if len(named) > 1:
+        raise ValueError(f"--benchmarks names {' and '.join(named)}: each has its own tiny model; evaluate one per "
+                         "run, or pass --model")
+    return named[0] if named else DEFAULT_TASK
 
 
 def parse_benchmark(spec: str, *, layout: str, split: str | None, limit: int | None, seed: int) -> tuple[str, list]:
-    """``NAME``, ``NAME=FILE``, ``FILE`` or ``arith`` -> (name, problems)."""
-    from cobarl.data.math import BENCHMARKS, arithmetic_problems, load_math
+    """``NAME``, ``NAME=FILE``, ``FILE`` or an embedded task -> (name, problems)."""
+    from cobarl.data.math import BENCHMARKS, embedded_problems, load_math
 
-    if spec == "arith":
-        return "arith", arithmetic_problems(64, seed=seed)[:limit]
+    if spec in TASKS:
+        return spec, embedded_problems(spec, 64, seed=seed)[:limit]
     name, sep, file = spec.partition("=")
     if sep:
         known = BENCHMARKS.get(name.lower().replace("_", "-"))
@@ -113,12 +126,13 @@ def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
     the model loads; the numeric options were checked by the parser.
     """
     out_path = output_path(args.output)
+    task = embedded_task(args.benchmarks) if args.model is None else None
     benchmarks = dict(parse_benchmark(s, layout=args.layout, split=args.split, limit=args.limit, seed=args.seed)
                       for s in args.benchmarks)
     device = _device(args.device)
     rewards = _load_rewards(benchmarks, args)
     try:
-        model_path = resolve_eval_model(args.model, seed=args.seed)
+        model_path = resolve_eval_model(args.model, seed=args.seed, task=task)
         generator, tokenizer, backend = _load_generator(model_path, device, args)
         result, records = _evaluate(generator, tokenizer, benchmarks, rewards, args, log=log,
                                     header=f"model {model_path} ({backend}, {device})")
@@ -139,7 +153,7 @@ def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
 
 
 def _reward_choice(benchmark: str, args: argparse.Namespace) -> str:
-    return args.reward if args.reward != "auto" else ("exact" if benchmark == "arith" else "math")
+    return args.reward if args.reward != "auto" else ("exact" if benchmark in TASKS else "math")
 
 
 def _load_rewards(benchmarks: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
@@ -199,7 +213,7 @@ def _evaluate(generator, tokenizer, benchmarks: dict[str, list], rewards: dict[s
     from cobarl.evaluate.avgk import evaluate_benchmarks
 
     max_tokens = args.max_tokens or _default_max_tokens(embedded=args.model is None)
-    templates = {name: args.template if args.template != "auto" else ("raw" if name == "arith" else "boxed")
+    templates = {name: args.template if args.template != "auto" else ("raw" if name in TASKS else "boxed")
                  for name in benchmarks}
     prompt_fns = {name: (lambda p, t=templates[name]: format_prompt(p.prompt, t, tokenizer=tokenizer, system=args.system))
                   for name in benchmarks}
