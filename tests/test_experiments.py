@@ -646,3 +646,22 @@ def test_a_spec_with_several_options_survives_the_comma_list():
         ("coba:tau=16,window=5", {"tau": 16.0, "window": 5})]
     with pytest.raises(ValueError, match="unknown strategy 'tau=8'"):
         parse_strategies(["uniform,tau=8"])
+
+
+def test_compare_train_args_reach_every_real_run_through_train_parser():
+    from cobarl.experiments.cli import build_parser, options_from_args
+    from cobarl.experiments.compare import real_run_options
+
+    def options(*argv):
+        return options_from_args(build_parser().parse_args(list(argv)))
+
+    opts = options("--backend", "real", "--strategies", "uniform", "--seeds", "1", "--steps", "3", "--prompts-per-step", "4",
+                   "--rollouts-per-prompt", "4", "--train-args", "--task arith-v3 --train-size 64 --cpu-threads 1 --learning-rate 3e-4")
+    run = real_run_options(opts.strategies[0], 0, opts)
+    assert (run["task"], run["train_size"], run["cpu_threads"], run["learning_rate"]) == ("arith-v3", 64, 1, 3e-4)
+    with pytest.raises(ValueError, match="only the real back-end"):
+        options("--train-args", "--train-size 64")
+    with pytest.raises(ValueError, match="max_budget, seed set by compare itself"):
+        options("--backend", "real", "--train-args", "--seed 3 --max-budget 8")
+    with pytest.raises(ValueError, match="not valid cobarl train options"):
+        options("--backend", "real", "--train-args", "--no-such-option 1")
