@@ -79,6 +79,8 @@ def noise_scale_terms(g: torch.Tensor) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0, help="Task seed (and the warm-started model's, without --model).")
+    p.add_argument("--task", default=None, help="Embedded task (default: cobarl train's default task).")
+    p.add_argument("--train-size", type=int, default=384, help="Train prompts drawn from (cobarl train's default).")
     p.add_argument("--model", default=None, help="A model folder, e.g. a run's checkpoint (default: the warm-started model).")
     p.add_argument("--prompts", type=int, default=16, help="M, prompts per batch (cobarl train's default).")
     p.add_argument("--rollouts", type=int, default=8, help="G, rollouts per prompt (cobarl train's default).")
@@ -86,8 +88,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=8)
     args = p.parse_args()
     torch.set_num_threads(1)
-    model, tokenizer = load_policy(resolve_model_path(args.model, seed=args.seed))
-    train, _, _ = embedded_datasets(train_size=1024, eval_size=512, seed=args.seed)
+    model, tokenizer = load_policy(resolve_model_path(args.model, seed=args.seed, task=args.task))
+    train, _, _ = embedded_datasets(train_size=args.train_size, eval_size=512, seed=args.seed, task=args.task)
     verifier = load_reward("exact")
     rng = random.Random(args.seed)
     g2, tr = [], []
