@@ -117,7 +117,7 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     sim.add_argument("--sim-preset", choices=list(SIM_PRESETS), default=DEFAULT_PRESET,
                      help="Simulated task and run shape: 'default' (the documented simulator) or 'families-v4' (shaped "
                      "like the embedded task v4 and calibrated on its strategy-neutral measurements: 24 clusters with "
-                     "the families' starting pass rates, 300 steps of 16 prompts x 8 rollouts; see CALIBRATION.md). "
+                     "the families' starting pass rates, 300 steps of 16 prompts x 8 rollouts; see docs/simulator-v4.md). "
                      "It sets the defaults of the flags below and of --steps, --prompts-per-step, "
                      "--rollouts-per-prompt and --validation-prompts; a flag given explicitly still wins.")
     sim.add_argument("--train-prompts", type=integer(1), default=base.train_prompts, help="Prompts in the train split.")
