@@ -117,6 +117,9 @@ class GuardedReward:
                 value = self.fn(completion, answer)
             else:
                 value = call_with_timeout(self.fn, (completion, answer), self.timeout)
+            if isinstance(value, (str, bytes)):  # float("1") would score a string as a number
+                self.warnings.record("invalid", f"returned {type(value).__name__} {value!r:.60}, not a number")
+                return 0.0
             value = float(value)
         except RewardTimeout as e:
             self.warnings.record("timeout", str(e))

@@ -411,7 +411,7 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         calls = rewards_per_func.size
         failed = self._reward_failures + int(np.isnan(rewards_per_func).sum())
         self._step_failures = (failed, calls)
-        if calls and failed / calls >= self.args.reward_failure_limit:
+        if calls and exceeds_failure_limit(failed, calls, self.args.reward_failure_limit):
             details = "; ".join(filter(None, (getattr(f, "last_failure", "") for f in self.reward_funcs)))
             raise RuntimeError(
                 f"reward functions failed on {failed} of {calls} calls this step (>= reward_failure_limit "
@@ -497,6 +497,10 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             save_state(ckpt, state)
         super()._save_checkpoint(model, trial)
 
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Not written: TRL saves its model card as ``README.md`` in ``output_dir`` on every checkpoint,
+        which replaced a user's own README.md when the run folder was an existing project folder."""
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is not None and self.args.world_size > 1 and self.args.device.type == "cpu":
             with _cpu_map_location():
@@ -538,6 +542,11 @@ def _cpu_map_location():
         yield
     finally:
         torch.load = original
+
+
+def exceeds_failure_limit(failed: int, calls: int, limit: float) -> bool:
+    """Whether ``failed`` of ``calls`` reward calls reach ``limit`` (a share; 1 disables the check)."""
+    return limit < 1 and calls > 0 and failed / calls >= limit
 
 
 def buffer_file(rank: int) -> str:
