@@ -65,3 +65,67 @@ def load_state(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is missing: this checkpoint has no cobarl allocator state") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
+
+
+LOCK_FILE = ".cobarl.lock"
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``<folder>/.cobarl.lock``, so two cobarl processes never write
+    into the same run or report folder. The kernel releases it when its holder dies (even by SIGKILL),
+    so a stale lock never blocks a later run; the file itself stays (removing it would race a waiter).
+
+    >>> import tempfile
+    >>> with FolderLock(tempfile.mkdtemp(), "run") as lock:
+    ...     lock.held
+    True
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run") -> None:
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+        self.created = self.created_file = False
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        self.created_file = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FileExistsError(
+                f"another cobarl process (pid {holder}) is writing a {self.what} into {self.folder}; wait for it to end, "
+                "or pick another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self, *, remove_if_created: bool = False) -> None:
+        """Give the lock up; with ``remove_if_created`` (a refusal before any work), also remove the lock
+        file and the folder if this lock created them and the folder holds nothing else, so a refused
+        run leaves nothing behind."""
+        if self._fd is None:
+            return
+        if remove_if_created and self.created_file:
+            (self.folder / LOCK_FILE).unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        if remove_if_created and self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

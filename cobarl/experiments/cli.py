@@ -39,14 +39,18 @@ from cobarl.experiments.compare import (
     parse_grid,
     parse_strategies,
     run_compare,
+    sigterm_as_interrupt,
 )
-from cobarl.experiments.report import write_report
+from cobarl.experiments.report import FILES, write_report
+from cobarl.io import FolderLock
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
 from cobarl.experiments.simulator import SIM_PRESETS, SimConfig
 
 DEFAULT_PRESET = "default"
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), also when the finished runs were written."""
+TERMINATED = 143
+"""Exit status after SIGTERM (128 + SIGTERM), also when the finished runs were written."""
 
 
 def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
@@ -294,14 +298,33 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
         options = options_from_args(args)
         check_options(options)
         writable_dir(out, "the report")
-    except (ValueError, TypeError) as err:
+        check_no_report(out)
+        lock = FolderLock(out, "report").acquire()
+    except (ValueError, TypeError, FileExistsError) as err:
         return _error(prog, err)
+    try:
+        return _compare(args, options, out, argv, against, prog)
+    finally:
+        lock.release(remove_if_created=True)
+
+
+def check_no_report(out: Path) -> None:
+    """Refuse a folder that already holds a report: writing into it would silently replace it."""
+    found = [name for name in FILES if (out / name).exists()]
+    if found:
+        raise FileExistsError(f"{out} already holds a report ({', '.join(found)}); writing into it would replace it. "
+                              "Pass another -o/--output-dir, or move the old report away")
+
+
+def _compare(args, options, out: Path, argv: list[str], against, prog: str) -> int:
     command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
     start = time.perf_counter()
     try:
-        runs = run_compare(options, progress=not args.no_progress)
+        with sigterm_as_interrupt():
+            runs = run_compare(options, progress=not args.no_progress)
     except CompareInterrupted as stop:
-        return _keep_finished(stop.runs, options, out, command=command, prog=prog)
+        status = _keep_finished(stop.runs, options, out, command=command, prog=prog)
+        return TERMINATED if stop.terminated else status
     except (BackendUnavailable, ValueError, TypeError) as err:  # a run refused its settings
         return _error(prog, err)
     summary = write_report(runs, options, out, command=command, plots=not args.no_plots, against=against)

@@ -16,9 +16,11 @@ configuration itself; the report selects by validation accuracy, never by held-o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -132,11 +134,15 @@ def parse_strategy(spec: str) -> StrategySpec:
     else:
         valid = sorted(set(PRESETS) | set(STRATEGIES))
         raise ValueError(f"unknown strategy {name!r} in {spec!r}; valid: {', '.join(valid)}, fixed-beta-A-B")
+    given: set[str] = set()
     for item in filter(None, opts.split(",")):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or key not in _CONFIG_FIELDS or key in FIXED_FIELDS:
             raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(_option_names())}")
+        if key in given:
+            raise ValueError(f"option {key} given twice in {spec!r}; give each option once")
+        given.add(key)
         overrides[key] = _parse_value(key, value.strip())
     multiplier = 1.0
     if mult:
@@ -497,9 +503,9 @@ def _run_one(backend: str, spec: StrategySpec, seed: int, options: CompareOption
 class CompareInterrupted(KeyboardInterrupt):
     """Ctrl-C during `run_compare`; ``runs`` holds the runs that had finished, in job order."""
 
-    def __init__(self, runs: list[RunResult]) -> None:
+    def __init__(self, runs: list[RunResult], *, terminated: bool = False) -> None:
         super().__init__()
-        self.runs = runs
+        self.runs, self.terminated = runs, terminated
 
 
 def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunResult]:
@@ -523,8 +529,9 @@ def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunRe
                 bar.update(1)
         else:
             _run_parallel(jobs, options, workers, results, bar)
-    except KeyboardInterrupt:
-        raise CompareInterrupted([results[(s.label, seed)] for s, seed in jobs if (s.label, seed) in results]) from None
+    except KeyboardInterrupt as stop:
+        raise CompareInterrupted([results[(s.label, seed)] for s, seed in jobs if (s.label, seed) in results],
+                                 terminated=isinstance(stop, Terminated)) from None
     finally:
         bar.close()
     return [results[(spec.label, seed)] for spec, seed in jobs]
@@ -547,6 +554,40 @@ def _run_parallel(jobs: list, options: CompareOptions, workers: int, results: di
 def _ignore_sigint() -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker whose parent died (SIGKILL, a crash) must not live on re-parented: Linux ends it with its parent.
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends SIGTERM to this process when its parent dies (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm preemption, ``kill``), handled as Ctrl-C: finished work is kept."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, so the
+    Ctrl-C path runs: workers are ended, finished results kept, and the exit status says so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

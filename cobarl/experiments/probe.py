@@ -392,12 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"cobarl probe: error: {err}", file=sys.stderr)
         return 2
+    from cobarl.experiments.compare import Terminated, sigterm_as_interrupt
+
     try:
-        summary = run_probe(options, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        print("cobarl probe: interrupted; nothing summarised (the finished runs are under "
-              f"{options.output_dir / 'runs'})", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():
+            summary = run_probe(options, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except KeyboardInterrupt as stop:
+        print(f"cobarl probe: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; nothing summarised "
+              f"(the finished runs are under {options.output_dir / 'runs'})", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     for line in verdict_lines(summary):
         print(line)
     print(f"report: {options.output_dir / 'report.md'}")
