@@ -28,6 +28,8 @@ class EmbeddedTask:
         mistake: the habitual wrong answer as a function of the right one.
         mistake_rate: per ``difficulty``, the share of warm-start labels replaced by ``mistake``.
         warm_start_problems, warm_start_steps, warm_start_lr, warm_start_batch: the supervised stage.
+        max_prompts: most prompts one split (train, held-out, validation) may ask for: splits are drawn
+            by rejection sampling from fixed pools, which slows to minutes (or runs dry) beyond it.
     """
 
     name: str
@@ -42,6 +44,7 @@ class EmbeddedTask:
     warm_start_steps: int
     warm_start_lr: float
     warm_start_batch: int = 64
+    max_prompts: int = 20_000
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly recipe, written next to the cached model."""
@@ -77,6 +80,7 @@ TASKS: dict[str, EmbeddedTask] = {
         warm_start_problems=6000,
         warm_start_steps=3000,
         warm_start_lr=5e-3,
+        max_prompts=4_000,  # signed one-digit sums: a small pool (5000 + 5000 took 40 s; 20000 did not finish in 4 min)
     ),
 }
 DEFAULT_TASK = "families-v4"

@@ -285,12 +285,36 @@ _AT_LEAST = {"max_steps": 1, "save_steps": 1, "save_total_limit": 1, "max_comple
              "eval_size": 1, "validation_size": 0, "train_size": 1, "prompts_per_step": 1, "reward_workers": 1, "eval_every": 0,
              "cpu_threads": 0, "lora_r": 0}
 _POSITIVE = ("learning_rate", "temperature", "reward_timeout", "rollouts_per_prompt", "lora_alpha")
+# Upper bounds, checked before anything of that size is allocated or drawn: a per-step prompt list or
+# rollout batch beyond these does not fit a machine (a MemoryError or minutes of silence otherwise), and
+# the embedded tasks draw their splits by rejection sampling, which slows to a crawl beyond EMBEDDED_MAX_PROMPTS.
+_AT_MOST = {"prompts_per_step": 100_000, "rollouts_per_step": 1_000_000, "max_completion_length": 1_000_000,
+            "micro_batch_size": 1_000_000, "num_iterations": 1_000, "reward_workers": 1_024, "eval_size": 1_000_000,
+            "validation_size": 1_000_000, "train_size": 10_000_000}
+EMBEDDED_MAX_PROMPTS = 20_000  # an embedded task's own max_prompts may be lower
+MAX_KL_BETA = 1_000.0  # larger coefficients overflow the loss to inf (seen at 1e30) without stopping the run
 
 
 def _check_ranges(c: TrainConfig):
     for name, low in _AT_LEAST.items():
         if getattr(c, name) < low:
             yield f"{name} must be >= {low}, got {getattr(c, name)}"
+    for name, high in _AT_MOST.items():
+        if getattr(c, name) is not None and getattr(c, name) > high:
+            yield f"{name} must be <= {high:,} (what one machine can hold), got {getattr(c, name):,}"
+    if c.dataset is None:
+        from cobarl.tasks.embedded import DEFAULT_TASK
+
+        task = TASKS.get(c.task or DEFAULT_TASK)
+        cap = task.max_prompts if task is not None else EMBEDDED_MAX_PROMPTS
+        for name in ("train_size", "eval_size", "validation_size"):
+            if getattr(c, name) > cap:
+                yield (f"{name} must be <= {cap:,} for the embedded task {task.name if task else c.task} (its distinct "
+                       f"prompts are drawn one by one from a fixed pool), got {getattr(c, name):,}; pass --dataset for a larger set")
+        if c.prompts_per_step > c.train_size:
+            yield f"prompts_per_step ({c.prompts_per_step}) exceeds train_size ({c.train_size}), the training prompts"
+    if c.kl_beta > MAX_KL_BETA:
+        yield f"kl_beta must be <= {MAX_KL_BETA:g} (larger values overflow the loss to inf), got {c.kl_beta:g}"
     for name in _POSITIVE:
         if not getattr(c, name) > 0:
             yield f"{name} must be > 0, got {getattr(c, name)}"
@@ -450,19 +474,62 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ValueError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
     try:
+        check_one_name_per_option(data)
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
         split_values(dict(data))
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     return data
+
+
+def _unique_key_loader():
+    """A safe YAML loader that refuses a mapping with a key given twice (PyYAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (each option once)", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def check_one_name_per_option(data: dict[str, Any]) -> None:
+    """Refuse one file naming an option twice under different spellings (``allocator`` and ``strategy``,
+    ``beta`` and ``kl_beta``, ``max-steps`` and ``max_steps``, a flat key and the nested ``allocator:``
+    mapping's): which one wins would be an accident of ordering."""
+    alloc_names = {f.name for f in allocator_fields()} | {allocator_key(f) for f in allocator_fields()}
+
+    def canonical(key: str) -> str:
+        key = RENAMED.get(key.replace("-", "_"), key.replace("-", "_"))
+        if key in alloc_names:
+            return "allocator." + ALLOCATOR_FLAG_NAMES.get(key, key)
+        return key
+
+    spellings: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if str(key) == "allocator" and isinstance(value, dict):
+            for sub in value:
+                spellings.setdefault(canonical(str(sub)), []).append(f"allocator.{sub}")
+        else:
+            spellings.setdefault(canonical(str(key)), []).append(str(key))
+    clashes = [f"{' and '.join(names)}" for names in spellings.values() if len(names) > 1]
+    if clashes:
+        raise ValueError("the same option is set twice: " + "; ".join(clashes) + "; keep one of each")
 
 
 def dump_yaml(config: TrainConfig, path: str | Path) -> None:
