@@ -144,14 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 2
+    from cobarl.experiments.compare import Terminated, sigterm_as_interrupt
+
     try:
-        summary = run(config, log=lambda msg: print(msg, flush=True))
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():  # SIGTERM (timeout, Slurm preemption, kill) ends the run like Ctrl-C
+            summary = run(config, log=lambda msg: print(msg, flush=True))
+    except KeyboardInterrupt as stop:
         if is_main:
             from pathlib import Path
 
-            print(f"\ncobarl train: interrupted. {interrupt_hint(Path(config.output_dir))}", file=sys.stderr)
-        return 130
+            what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            print(f"\ncobarl train: {what}. {interrupt_hint(Path(config.output_dir))}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 1

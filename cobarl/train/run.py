@@ -10,8 +10,9 @@
 
 Run directory: ``config.yaml``, ``metrics.jsonl`` (one JSON object per step, appended, flushed and
 fsynced), ``checkpoint-N/``, ``eval_before.json`` (and ``train_buckets_before.json`` with ``--transitions``),
-``summary.json``. A directory that already holds a
-run is never appended to: ``--resume`` continues it, ``--fresh`` moves it aside. With several
+``summary.json``. A new run goes only into a folder that does not exist or is empty; one that holds a
+run is never appended to: ``--resume`` continues it, ``--fresh`` moves it aside; ``.cobarl.lock`` keeps a
+second process out while a run writes (docs/reliability.md lists every such promise). With several
 processes (torchrun, accelerate launch) only the main process writes these files, evaluates and
 prints; every process validates the same options before any model is loaded.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cobarl import metrics as M
-from cobarl.io import write_json, write_text
+from cobarl.io import LOCK_FILE, FolderLock, write_json, write_text
 from cobarl.rewards import GuardedReward, load_reward
 from cobarl.stats import difficulty_buckets, success_rule, transition_counts
 from cobarl.train.checkpoints import last_complete_checkpoint, select_checkpoint
@@ -93,23 +94,63 @@ def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct
 # --- evaluation ----------------------------------------------------------------------------------
 
 
+EVAL_CHECK_AFTER = 16
+"""Scored calls after which an evaluation stops early when its verifier fails at the failure limit."""
+
+
+def _failure_count(verifier) -> int:
+    return int(getattr(verifier, "failure_count", 0))
+
+
 def sample_scores(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
-                  temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> np.ndarray:
+                  temperature: float = 0.0, num_samples: int = 1, seed: int = 0,
+                  failure_limit: float = 1.0) -> np.ndarray:
     """``[prompts, num_samples]`` verifier scores of fresh samples (greedy when ``temperature == 0``).
 
     Generates through the project's one loop (`cobarl.models.generate.HFGenerator`), with prompts
     rendered and tokenized as TRL renders them for training (chat template for chat prompts, no
     added special tokens), and T = ``temperature`` with no top-k / top-p cut, as the rollouts are.
+    Stops with a RuntimeError once ``failure_limit`` (a share, as ``--reward-failure-limit``; 1: never)
+    of the verifier's calls failed, checked from `EVAL_CHECK_AFTER` calls on, so a broken verifier
+    does not cost a whole evaluation of timeouts.
     """
     from cobarl.models.generate import HFGenerator
+    from cobarl.train.trainer import exceeds_failure_limit
 
     texts = [p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
              for p in dataset["prompt"]]
     generator = HFGenerator(model, tokenizer, batch_size=batch_size, add_special_tokens=False)
     samples = generator.generate(texts, n=num_samples, temperature=temperature, top_p=1.0,
                                  max_tokens=max_new_tokens, seed=seed)
-    return np.array([[float(verifier(c, a)) for c in cs] for cs, a in zip(samples, dataset["answer"])]).reshape(
-        len(texts), num_samples)
+    start, total, rows = _failure_count(verifier), len(texts) * num_samples, []
+    for cs, a in zip(samples, dataset["answer"]):
+        rows.append([float(verifier(c, a)) for c in cs])
+        calls, failed = len(rows) * num_samples, _failure_count(verifier) - start
+        if calls >= min(total, EVAL_CHECK_AFTER) and exceeds_failure_limit(failed, calls, failure_limit):
+            detail = getattr(verifier, "last_failure", "")
+            raise RuntimeError(
+                f"evaluation stopped: the reward failed on {failed} of its first {calls} calls (>= reward_failure_limit "
+                f"{failure_limit:g}), so the accuracy would be meaningless" + (f"; last failure: {detail}" if detail else "")
+                + ". Fix the verifier (or raise --reward-timeout) and run again.")
+    return np.array(rows, dtype=float).reshape(len(texts), num_samples)
+
+
+def probe_verifier(verifier, answers: list, *, tries: int = 3) -> None:
+    """Call the verifier on up to ``tries`` ground-truth answers (as their own completions) before any
+    model loads: one that fails on all of them, or hangs past its timeout once, is refused now rather
+    than after the before-RL evaluation has scored every held-out prompt as a failure."""
+    if not isinstance(verifier, GuardedReward):
+        return
+    probe = GuardedReward(verifier.fn, name=verifier.name, timeout=verifier.timeout, bounded=verifier.timeout is None)
+    for answer in list(answers)[:tries]:
+        before = probe.failure_count
+        probe(str(answer), answer)
+        if probe.failure_count == before:
+            return
+        if "timeout" in probe.last_failure:
+            break
+    raise ValueError(f"reward {verifier.name!r} failed when probed with a ground-truth answer as the completion "
+                     f"({probe.last_failure}); fix the verifier (or raise --reward-timeout) before training")
 
 
 TRANSITION_SAMPLES = 16
@@ -126,10 +167,12 @@ def train_buckets(model, tokenizer, dataset, verifier, config: TrainConfig) -> l
 
 
 def held_out_accuracy(model, tokenizer, dataset, verifier, *, max_new_tokens: int, batch_size: int = 128,
-                      temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
+                      temperature: float = 0.0, num_samples: int = 1, seed: int = 0,
+                      failure_limit: float = 1.0) -> dict[str, float]:
     """Mean verifier score on ``dataset`` (greedy when ``temperature == 0``), overall and per difficulty."""
     scores = sample_scores(model, tokenizer, dataset, verifier, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           temperature=temperature, num_samples=num_samples, seed=seed).mean(axis=1).tolist()
+                           temperature=temperature, num_samples=num_samples, seed=seed,
+                           failure_limit=failure_limit).mean(axis=1).tolist()
     result = {"accuracy": float(np.mean(scores)) if scores else 0.0}
     if "difficulty" in dataset.column_names:
         levels = dataset["difficulty"]
@@ -173,6 +216,34 @@ def truncate_metrics(path: Path, last_step: int) -> None:
         return
     keep = [row for row in _parse_lines(path.read_text()) if row.get("step", 0) <= last_step]
     write_text(path, "".join(json.dumps(row) + "\n" for row in keep))
+
+
+def repair_metrics(path: Path, checkpoint: Path | None) -> None:
+    """Make ``metrics.jsonl`` hold exactly the steps up to ``checkpoint`` (none without one), the later ones
+    being redone on resume. A step whose line is torn or missing (a kill mid-write, a disk error) is
+    restored from the checkpoint's own record of it (``trainer_state.json``'s ``log_history``); a step
+    neither holds is refused with the fix, since the summary would under-count the run."""
+    last = checkpoint_step(checkpoint) if checkpoint is not None else 0
+    if not path.is_file() and last == 0:
+        return
+    rows = {row["step"]: row for row in read_metrics(path) if isinstance(row.get("step"), int) and 0 < row["step"] <= last}
+    if checkpoint is not None:
+        history = json.loads((checkpoint / "trainer_state.json").read_text()).get("log_history", [])
+        for entry in history:
+            step = entry.get("step")
+            if isinstance(step, int) and 0 < step <= last and step not in rows and "loss" in entry:
+                rows[step] = {"step": step, "time": None, **{k: v for k, v in entry.items() if k != "step"}}
+    missing = sorted(set(range(1, last + 1)) - set(rows))
+    if missing:
+        raise ValueError(
+            f"--resume: {path} has no intact line for step(s) {', '.join(map(str, missing[:10]))} and {checkpoint} "
+            "has no record of them to restore, so the summary would under-count the run. Start it over with --fresh "
+            "(the damaged run is moved aside), or resume from an earlier checkpoint by moving the later ones aside.")
+    write_text(path, "".join(json.dumps(rows[step]) + "\n" for step in sorted(rows)))
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(Path(checkpoint).name.split("-")[1])
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -244,6 +315,9 @@ class RunSummary:
     allocations: int = 0
     reward_failures: int = 0
     reward_calls: int = 0
+    # reward calls of the before/after (and --eval-every) evaluations that failed (scored 0) / were made
+    eval_reward_failures: int = 0
+    eval_reward_calls: int = 0
     # [5][5] train prompts by difficulty bucket before (row) and after (column) RL (--transitions)
     transitions: list[list[int]] | None = None
 
@@ -262,6 +336,9 @@ class RunSummary:
         if self.reward_failures:
             lines.append(f"WARNING: {self.reward_failures} of {self.reward_calls} reward calls failed (scored 0); "
                          "see reward/failures in metrics.jsonl")
+        if self.eval_reward_failures:
+            lines.append(f"WARNING: {self.eval_reward_failures} of {self.eval_reward_calls} reward calls of the held-out "
+                         "evaluations failed (scored 0): the accuracies above are lower bounds")
         lines.append(f"run directory: {self.run_dir}")
         return "\n".join(lines)
 
@@ -287,15 +364,42 @@ def resolve_run_dir(config: TrainConfig) -> Path:
 def saved_config(values: dict[str, Any]) -> TrainConfig | None:
     """The ``config.yaml`` of the run that ``values`` (with ``resume``) points at, or None if it has none."""
     probe = TrainConfig(**{k: v for k, v in values.items() if k in ("output_dir", "resume")})
-    path = resolve_run_dir(probe) / CONFIG_FILE
+    run_dir = resolve_run_dir(probe)
+    if not holds_run(run_dir):
+        return None  # refused by prepare_run_dir, naming the folder
+    return read_saved_config(run_dir)
+
+
+def read_saved_config(run_dir: Path) -> TrainConfig:
+    """The run's ``config.yaml``; missing or unreadable is an error: resuming on defaults would silently
+    run another configuration (other sizes, other budgets) under the same summary."""
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
-        return None
-    return make_config(load_yaml(path))
+        raise FileNotFoundError(
+            f"--resume: {path} is missing, so the options this run was started with are unknown and resuming "
+            "would use defaults. Restore config.yaml (a copy is not kept elsewhere), or start over with --fresh")
+    try:
+        return make_config(load_yaml(path))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--resume: {path} cannot be read ({e}); restore it, or start over with --fresh") from None
+
+
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "eval_before.json", TRANSITIONS_BEFORE_FILE)
 
 
 def holds_run(run_dir: Path) -> bool:
     names = (CONFIG_FILE, METRICS_FILE, "summary.json")
     return run_dir.is_dir() and (any((run_dir / n).exists() for n in names) or any(run_dir.glob("checkpoint-*")))
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that a cobarl run did not write (a new run never goes among them)."""
+    if not run_dir.is_dir():
+        return []
+    ours = set(RUN_FILES) | {LOCK_FILE, "runs"}  # runs/: tensorboard's logs (--report-to tensorboard)
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name not in ours and not p.name.startswith(("checkpoint-", "damaged-ckpt-", "."))
+                  and not p.name.endswith(".tmp"))
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -309,10 +413,10 @@ def move_aside(run_dir: Path) -> Path:
 
 def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
     """Refuse a resume whose run-defining options differ from the run's saved config (unless allowed)."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file() or config.allow_config_change:
+    saved = read_saved_config(run_dir)
+    if config.allow_config_change:
         return
-    diff = config_diff(make_config(load_yaml(path)), config)
+    diff = config_diff(saved, config)
     if diff:
         raise ValueError(
             f"--resume would change run-defining options of {run_dir} (saved -> now):\n  " + "\n  ".join(diff)
@@ -357,7 +461,11 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
             log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
         else:
             check_resume_world(checkpoint, world, config.allow_config_change)
-            check_resume_step(checkpoint, config.max_steps)
+            check_resume_state(checkpoint, config)
+            # A checkpoint at exactly --max-steps without a summary was interrupted in its final evaluation:
+            # run() finishes it (evaluates and summarises). Anything past it, or already summarised, is refused.
+            if (run_dir / "summary.json").is_file() or config.lora_r or checkpoint_step(checkpoint) > config.max_steps:
+                check_resume_step(checkpoint, config.max_steps)
         return checkpoint
     # Only the main process judges the directory: the others may look after it has written config.yaml.
     # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
@@ -368,7 +476,33 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
                 "(moves the old run aside), or pick another --output-dir"
             )
         log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
+    elif is_main and foreign_files(run_dir):
+        names = foreign_files(run_dir)
+        raise FileExistsError(
+            f"{run_dir} already holds files that are not a cobarl run ({', '.join(names[:5])}"
+            + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            + "); a run writes config.yaml, metrics.jsonl and checkpoints into its folder and would mix with them. "
+            "Pass an --output-dir that does not exist yet or is empty")
     return None
+
+
+def check_resume_state(checkpoint: Path, config: TrainConfig) -> None:
+    """Refuse an allocator state whose count of observed generations does not match the checkpoint's step
+    (a wiped or replaced ``cobarl_state.json`` would resume with statistics of another run, or none)."""
+    state = json.loads((checkpoint / "cobarl_state.json").read_text())
+    step = checkpoint_step(checkpoint)
+    expected = -(-step // config.num_iterations)
+    tracker = (state.get("allocator") or {}).get("tracker") or {}
+    stats = (state.get("allocator") or {}).get("stats") or {}
+    seen = tracker.get("step")
+    # A generation with no scorable rollout is not observed, so fewer than `expected` is possible; more is not,
+    # and observed generations (or any generation at all) with no prompt history means the state was wiped.
+    wiped = not stats.get("history") and (bool(seen) or bool(expected))
+    if state.get("global_step", step) != step or not isinstance(seen, int) or seen > expected or wiped:
+        raise ValueError(
+            f"--resume: {checkpoint}/cobarl_state.json does not match its checkpoint (step {step}, so at most {expected} "
+            f"observed generation(s); the state records {seen!r} and {len(stats.get('history') or [])} prompt histories): "
+            "it was damaged or replaced. Move this checkpoint aside to resume from an earlier one, or start over with --fresh")
 
 
 def interrupt_hint(run_dir: Path) -> str:
@@ -462,15 +596,39 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=config.reward_workers)
     check_extras(config)
     device = _device(config)
-    run_dir = resolve_run_dir(config)
-    checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say)
     train_ds, eval_ds, val_ds = _load_data(config)
     if config.prompts_per_step > len(train_ds):
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) exceeds the {len(train_ds)} training prompts")
+    probe_verifier(verifier, eval_ds["answer"])
+    run_dir = resolve_run_dir(config)
+    lock = FolderLock(run_dir, "run") if is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say)
+        if lock is not None and not lock.folder.joinpath(LOCK_FILE).exists():  # --fresh moved the old run (and lock) aside
+            old, lock = lock, FolderLock(run_dir, "run").acquire()
+            old.release()
+        return _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, device, world, is_main, say,
+                       allocator, started)
+    except BaseException:
+        if lock is not None:
+            lock.release(remove_if_created=True)
+            lock = None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, device, world, is_main, say, allocator,
+            started) -> RunSummary | None:
+    """`run` once its folder is locked and judged."""
+    finishing = checkpoint is not None and checkpoint_step(checkpoint) >= config.max_steps
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(config.replace(output_dir=str(run_dir), resume=False, fresh=False), run_dir / CONFIG_FILE)
-        truncate_metrics(run_dir / METRICS_FILE, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+        repair_metrics(run_dir / METRICS_FILE, checkpoint)
 
     from transformers.utils import logging as hf_logging
 
@@ -482,20 +640,34 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
         f"allocator {config.strategy} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "
         f"= {config.rollouts_per_step} rollouts per optimizer step across {world} process(es) | run dir {run_dir}")
 
+    tally = {"failures": 0, "calls": 0}  # reward calls of every held-out evaluation of this process
+
     def evaluate(m) -> dict[str, float]:
-        """Held-out greedy accuracy (overall and per level) and sampled avg@8, under the schema's names."""
-        kw = dict(max_new_tokens=config.max_completion_length, seed=config.seed)
+        """Held-out greedy accuracy (overall and per level) and sampled avg@8, under the schema's names;
+        failed reward calls are counted in ``tally`` and stop it at --reward-failure-limit."""
+        kw = dict(max_new_tokens=config.max_completion_length, seed=config.seed, failure_limit=config.reward_failure_limit)
+        failed_before = _failure_count(verifier)
         greedy = held_out_accuracy(m, tokenizer, eval_ds, verifier, **kw)
         out = {k.replace("accuracy", M.EVAL_HELDOUT_GREEDY, 1): v for k, v in greedy.items()}
         out[M.EVAL_HELDOUT_ACCURACY] = held_out_accuracy(m, tokenizer, eval_ds, verifier, temperature=config.temperature,
                                                          num_samples=8, **kw)["accuracy"]
+        tally["failures"] += _failure_count(verifier) - failed_before
+        tally["calls"] += 9 * len(eval_ds)
         return out
 
     before = buckets_before = None
     if is_main:
         before_path = run_dir / "eval_before.json"
-        before = json.loads(before_path.read_text()) if before_path.is_file() else evaluate(model)
-        _write_json(before_path, before)
+        if before_path.is_file():
+            before = json.loads(before_path.read_text())
+        else:
+            failed_before = tally["failures"]
+            before = evaluate(model)
+            if tally["failures"] == failed_before:
+                _write_json(before_path, before)
+            else:  # never reused: a resume evaluates the starting model again
+                say(f"WARNING: {tally['failures'] - failed_before} reward calls of the before-RL evaluation failed "
+                    f"(scored 0); its accuracy is a lower bound and is not saved for --resume")
         if config.transitions:  # kept like eval_before.json: a resumed run starts from the same buckets
             buckets_path = run_dir / TRANSITIONS_BEFORE_FILE
             buckets_before = (json.loads(buckets_path.read_text()) if buckets_path.is_file()
@@ -504,22 +676,35 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
         say(f"held-out accuracy before RL: {before[M.EVAL_HELDOUT_GREEDY]:.3f} (greedy), "
             f"{before[M.EVAL_HELDOUT_ACCURACY]:.3f} (sampled)")
 
-    trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
-                            eval_fn=evaluate if config.eval_every else None, allocator=allocator)
-    if checkpoint is not None:
-        say(f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    _end_process_group()
-    if not is_main:
-        return None
-    after = evaluate(trainer.model)
+    if finishing:  # interrupted during its final evaluation: evaluate and summarise only
+        say(f"cobarl train: {checkpoint.name} reached --max-steps {config.max_steps}; finishing the run "
+            "(final evaluation and summary) without training")
+        if not is_main:
+            return None
+        trained, steps = load_policy(checkpoint)[0], checkpoint_step(checkpoint)
+    else:
+        trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
+                                eval_fn=evaluate if config.eval_every else None, allocator=allocator)
+        if checkpoint is not None:
+            say(f"resuming from {checkpoint}")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        _end_process_group()
+        if not is_main:
+            return None
+        trained, steps = trainer.model, trainer.state.global_step
+    after = evaluate(trained)
     if val_ds is not None:  # for choosing settings; never the number a comparison reports
+        failed_before = _failure_count(verifier)
         after[M.EVAL_VALIDATION_ACCURACY] = held_out_accuracy(
-            trainer.model, tokenizer, val_ds, verifier, temperature=config.temperature, num_samples=8,
-            max_new_tokens=config.max_completion_length, seed=config.seed)["accuracy"]
-    summary = summarise(config, run_dir, trainer, before, after, started, checkpoint, world)
+            trained, tokenizer, val_ds, verifier, temperature=config.temperature, num_samples=8,
+            max_new_tokens=config.max_completion_length, seed=config.seed,
+            failure_limit=config.reward_failure_limit)["accuracy"]
+        tally["failures"] += _failure_count(verifier) - failed_before
+        tally["calls"] += 8 * len(val_ds)
+    summary = summarise(config, run_dir, steps, before, after, started, checkpoint, world)
+    summary.eval_reward_failures, summary.eval_reward_calls = tally["failures"], tally["calls"]
     if buckets_before is not None:
-        summary.transitions = transition_counts(buckets_before, train_buckets(trainer.model, tokenizer, train_ds,
+        summary.transitions = transition_counts(buckets_before, train_buckets(trained, tokenizer, train_ds,
                                                                               verifier, config))
     _write_json(run_dir / "summary.json", asdict(summary))
     return summary
@@ -540,7 +725,7 @@ def _end_process_group() -> None:
         dist.destroy_process_group()
 
 
-def summarise(config, run_dir: Path, trainer, before, after, started: float, checkpoint, world: int) -> RunSummary:
+def summarise(config, run_dir: Path, steps: int, before, after, started: float, checkpoint, world: int) -> RunSummary:
     rows = read_metrics(run_dir / METRICS_FILE)
     generations = [r for r in rows if r.get("rollout/count")]  # with num_iterations > 1 only some steps generate
     step_s = [r.get("perf/step_s") or 0.0 for r in rows]
@@ -548,7 +733,7 @@ def summarise(config, run_dir: Path, trainer, before, after, started: float, che
     failures = int(sum(r.get("reward/failures") or 0 for r in generations))
     return RunSummary(
         run_dir=str(run_dir),
-        steps=trainer.state.global_step,
+        steps=steps,
         rollouts=rollouts,
         effective_ratio=sum(r.get("rollout/effective_ratio") or 0.0 for r in generations) / max(len(generations), 1),
         accuracy_before=before,
