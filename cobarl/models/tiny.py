@@ -301,6 +301,28 @@ def _is_saved_model(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_builds(cache_dir: Path) -> list[Path]:
+    """Remove the temporary folders (``.tiny-*.tmp-<pid>-*``) of builders that died mid-save (SIGKILL, power
+    loss: no ``finally`` ran); a live builder's folder is left alone. Returns what was removed."""
+    removed = []
+    for tmp in Path(cache_dir).glob(".tiny-*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if tmp.is_dir() and (not pid.isdigit() or not _pid_alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int | None = None,
                          task: str = DEFAULT_TASK) -> Path:
     """Path of the warm-started tiny model of an embedded ``task`` under ``cache_dir``, building it if absent.
@@ -326,6 +348,7 @@ def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int | N
     if _is_saved_model(final):
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(cache_dir)
     tokenizer = build_tokenizer(recipe.chars)
     model = build_model(tokenizer, seed=seed)
     problems = recipe.make_warm_start(recipe.warm_start_problems, seed=seed)
@@ -333,7 +356,7 @@ def ensure_default_model(cache_dir: str | Path, *, seed: int = 0, steps: int | N
                              batch_size=recipe.warm_start_batch, mistake_rate=recipe.mistake_rate,
                              mistake=recipe.mistake)
     stats["warm_start/recipe"] = recipe.describe()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=cache_dir))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
