@@ -75,3 +75,20 @@ def test_tokenizer_of_the_task_round_trips_its_prompts():
         assert len(ids) == len(p.prompt + p.answer) and tok.decode(ids) == p.prompt + p.answer
     with pytest.raises(ValueError, match="repeats a character"):
         build_tokenizer("aa")
+
+
+def test_a_run_saved_before_the_task_option_resumes_on_its_own_task(tmp_path):
+    pytest.importorskip("yaml")
+    from cobarl.train.config import TrainConfig, dump_yaml, load_yaml
+    from cobarl.train.run import load_run_config
+
+    path = tmp_path / "config.yaml"
+    dump_yaml(TrainConfig(), path)
+    values = load_yaml(path)
+    values.pop("task")
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    assert load_run_config(path).task == "arith-v3"  # the default of the time, not today's
+    dump_yaml(TrainConfig(task="families-v4"), path)
+    assert load_run_config(path).task == "families-v4"

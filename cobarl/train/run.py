@@ -379,9 +379,18 @@ def read_saved_config(run_dir: Path) -> TrainConfig:
             f"--resume: {path} is missing, so the options this run was started with are unknown and resuming "
             "would use defaults. Restore config.yaml (a copy is not kept elsewhere), or start over with --fresh")
     try:
-        return make_config(load_yaml(path))
+        return load_run_config(path)
     except (ValueError, TypeError) as e:
         raise ValueError(f"--resume: {path} cannot be read ({e}); restore it, or start over with --fresh") from None
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    """A run's saved ``config.yaml``. One written before the ``task`` option existed ran the embedded task
+    of that time, arith-v3: reading it as today's default would resume the run on another task."""
+    values = load_yaml(path)
+    if "task" not in values and values.get("dataset") is None:
+        values["task"] = "arith-v3"
+    return make_config(values)
 
 
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "eval_before.json", TRANSITIONS_BEFORE_FILE)
