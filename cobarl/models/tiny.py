@@ -1,4 +1,4 @@
-"""A tiny character-level Qwen2 policy for the arithmetic task, built and warm-started locally.
+"""A tiny character-level Qwen2 policy for the embedded tasks, built and warm-started locally.
 
 ``cobarl train`` with no arguments needs a policy without network access, so the default
 model is a random-init ``Qwen2ForCausalLM`` plus a character tokenizer, briefly trained by

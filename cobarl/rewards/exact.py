@@ -1,4 +1,4 @@
-"""Exact-match verifier for short answers such as the arithmetic task's."""
+"""Exact-match verifier for short answers such as the embedded tasks'."""
 
 from __future__ import annotations
 

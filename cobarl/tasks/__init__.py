@@ -1,4 +1,4 @@
-"""Prompt sources: the embedded synthetic arithmetic task."""
+"""Prompt sources: the embedded tasks (``embedded.TASKS``: families-v4, the default, and arith-v3)."""
 
 from cobarl.tasks.arithmetic import (
     LEVELS,

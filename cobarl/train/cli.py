@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cobarl train",
         description="GRPO with capability-oriented per-prompt rollout budgets (TRL). "
-        "With no arguments: the embedded arithmetic task and tiny model, offline on CPU.",
+        "With no arguments: the embedded task (families-v4) and its tiny model, offline on CPU.",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys as below, - or _).")

@@ -48,13 +48,13 @@ def default_allocator() -> AllocatorConfig:
 class TrainConfig:
     # --- what to train on ------------------------------------------------------------------------
     model: str | None = _opt(
-        None, "HF model name or local path. Default: the embedded tiny arithmetic model (built, "
+        None, "HF model name or local path. Default: the embedded task's tiny model (built, "
         "warm-started and cached offline on first use)."
     )
     dataset: str | None = _opt(
         None, "Local .parquet/.jsonl in the verl/DAPO layout: `prompt` (string or chat list) and the "
         "ground truth in `reward_model.ground_truth` or `answer` (read by cobarl.data.load_math: repeated "
-        "prompts are dropped, ids are stable). Default: the embedded arithmetic task."
+        "prompts are dropped, ids are stable). Default: the embedded task (--task)."
     )
     eval_dataset: str | None = _opt(
         None, "Held-out .parquet/.jsonl (same layout). Default: the embedded held-out split, or the last "

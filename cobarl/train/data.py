@@ -1,4 +1,4 @@
-"""Training data for `cobarl train`: the embedded arithmetic task or a local verl/DAPO-layout file.
+"""Training data for `cobarl train`: an embedded task or a local verl/DAPO-layout file.
 
 Every loader returns a `datasets.Dataset` with three columns the trainer relies on (files go through
 :func:`cobarl.data.load_math`, the one dataset path):

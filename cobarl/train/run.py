@@ -2,7 +2,7 @@
 
 ``run(config)`` is the whole pipeline; the CLI only parses arguments into a `TrainConfig`::
 
-    model, data   <- embedded tiny model + arithmetic task, or --model / --dataset
+    model, data   <- embedded task (--task) and its tiny model, or --model / --dataset
     accuracy      <- held-out accuracy of the starting model
     trainer       <- AdaptiveGRPOTrainer(reward = registry[--reward]) + metrics/progress callbacks
     train         <- TRL loop; checkpoint-N/ (with cobarl_state.json) every --save-steps
