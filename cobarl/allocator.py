@@ -16,7 +16,6 @@ be overridden explicitly in :class:`AllocatorConfig`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.allocation import Allocation, allocate, budget_metrics
 from cobarl.capability import CapabilityTracker
+from cobarl.options import check_fields, option
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
 from cobarl.value import CobaValue, KnapsackValue
 
@@ -91,81 +91,66 @@ _STATS_OPTIONS = {
 }
 
 
+_ADAPTIVE = ("adaptive",)
+
+
 @dataclass
 class AllocatorConfig:
-    """How budgets are chosen each step. ``None`` means "the strategy's paper default";
-    :meth:`resolved` fills those in (an :class:`Allocator` always holds the resolved config).
-
-    Attributes:
-        strategy: one of ``STRATEGIES`` or a callable
-            ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
-        min_budget: fewest rollouts per prompt (paper: 2).
-        max_budget: most rollouts per prompt (paper: 128).
-        kappa: alpha + beta of the preference density (paper: 11).
-        window: k, steps in the failure-rate moving average (public 7B script: 1).
-        gamma: sharpness of Psi below F = 0.5 (paper: 10).
-        tau: saturation temperature, a number or ``"adaptive"`` (public code: variance-driven in
-            [3, 12]). Default: ``"adaptive"`` for ``coba-reference``, 8 otherwise.
-        success: when a reward counts as a success for the statistics: ``">0.5"``, ``"==1"``,
-            ``">=1"`` or a callable ``f(rewards) -> bool array``. Default: ``"==1"`` (both papers'
-            code; DAPO's +-1 rewards give the same as ``">0.5"``, a reward with an overlong penalty
-            does not).
-        stats: pass-rate estimator, ``"appearances"`` (CoBA-RL) or ``"recent-rollouts"``
-            (Knapsack-RL). Default: the strategy's paper's.
-        stats_window: appearances per prompt in its estimate (``appearances``; public code: 1).
-        estimator: ``"empirical"`` (papers) or ``"posterior"`` (Beta-Binomial mean; ``appearances``).
-        prior: pass rate of unseen prompts, ``"half"`` (public CoBA code) or ``"global"`` mean
-            (``appearances``).
-        recent_rollouts: rollouts averaged per prompt (``recent-rollouts``; public code: 16).
-        min_rollouts: rollouts before a prompt counts as seen (``recent-rollouts``; public code: 8).
-        fixed_alpha: alpha for ``fixed-beta`` (paper's Table 3: 10.5 or 1.5).
-        fixed_beta: beta for ``fixed-beta`` (paper's Table 3: 1.5 or 10.5).
-        total_steps: planned training steps, needed by ``linear-decay``.
+    """How budgets are chosen each step; every field documents itself (its ``help``), and is a
+    ``cobarl train`` flag, a YAML key, a ``cobarl compare`` option and a verl setting at once
+    (:mod:`cobarl.options`). ``None`` means "the strategy's paper default"; :meth:`resolved` fills
+    those in (an :class:`Allocator` always holds the resolved config).
     """
 
-    strategy: str | Callable = "coba"
-    min_budget: int = 2
-    max_budget: int = 128
-    kappa: float = 11.0
-    window: int = 1
-    gamma: float = 10.0
-    tau: float | str | None = None
-    success: str | Callable | None = None
-    stats: str | None = None
-    stats_window: int | None = None
-    estimator: str | None = None
-    prior: str | None = None
-    recent_rollouts: int | None = None
-    min_rollouts: int | None = None
-    fixed_alpha: float = 10.5
-    fixed_beta: float = 1.5
-    total_steps: int | None = None
+    strategy: str | Callable = option(
+        "coba", "Budget allocator strategy: one of cobarl.STRATEGIES, or (Python) a callable "
+        "f(pass_rates, total_budget, min_budget, max_budget) -> counts.", flag="allocator")
+    min_budget: int = option(2, "Fewest rollouts per prompt (paper: 2).", ge=1)
+    max_budget: int = option(128, "Most rollouts per prompt (paper: 128).", ge=1)
+    kappa: float = option(11.0, "alpha + beta of the preference density (paper: 11).", gt=2,
+                          why="alpha, beta >= 1 must sum to it")
+    window: int = option(1, "k, steps in the failure-rate moving average (public 7B script: 1).", ge=1, aliases=("--k",))
+    gamma: float = option(10.0, "Sharpness of Psi below F = 0.5 (paper: 10).", gt=0)
+    tau: float | str | None = option(
+        None, "Saturation temperature, a number or 'adaptive' (public code: variance-driven in [3, 12]). "
+        "Default: 'adaptive' for coba-reference, 8 otherwise.", gt=0, words=_ADAPTIVE)
+    success: str | Callable | None = option(
+        None, "When a reward counts as a success for the statistics: '>0.5', '==1', '>=1' or (Python) a callable "
+        "f(rewards) -> bool array. Default: '==1' (both papers' code; DAPO's +-1 rewards give the same as '>0.5', "
+        "a reward with an overlong penalty does not).")
+    stats: str | None = option(
+        None, "Pass-rate estimator, 'appearances' (CoBA-RL) or 'recent-rollouts' (Knapsack-RL). "
+        "Default: the strategy's paper's.", choices=STATS_KINDS)
+    stats_window: int | None = option(None, "Appearances per prompt in its estimate (stats=appearances; public code: 1).", ge=1)
+    estimator: str | None = option(
+        None, "'empirical' (papers) or 'posterior' (Beta-Binomial mean; stats=appearances).", choices=("empirical", "posterior"))
+    prior: str | None = option(
+        None, "Pass rate of unseen prompts, 'half' (public CoBA code) or 'global' mean (stats=appearances).",
+        choices=("half", "global"))
+    recent_rollouts: int | None = option(
+        None, "Rollouts averaged per prompt (stats=recent-rollouts; public code: 16).", ge=1)
+    min_rollouts: int | None = option(
+        None, "Rollouts before a prompt counts as seen (stats=recent-rollouts; public code: 8).", ge=1)
+    fixed_alpha: float = option(10.5, "alpha for fixed-beta (paper's Table 3: 10.5 or 1.5).", gt=0)
+    fixed_beta: float = option(1.5, "beta for fixed-beta (paper's Table 3: 1.5 or 10.5).", gt=0)
+    total_steps: int | None = option(
+        None, "Planned training steps, needed by linear-decay (cobarl train and cobarl compare derive it from the run).",
+        ge=1, derived=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategy, str):
-            if self.strategy not in STRATEGIES:
-                raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)} (or a callable)")
-        elif not callable(self.strategy):
+        if isinstance(self.strategy, str) and self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)} (or a callable)")
+        if not isinstance(self.strategy, str) and not callable(self.strategy):
             raise TypeError(f"strategy must be a name or a callable, got {self.strategy!r}")
-        _check_int(self, "min_budget", 1)
-        _check_int(self, "max_budget", 1)
+        errors = check_fields(self)
+        if errors:
+            raise ValueError("; ".join(errors))
         if self.min_budget > self.max_budget:
             raise ValueError(f"min_budget ({self.min_budget}) is larger than max_budget ({self.max_budget})")
-        _check_int(self, "window", 1)
-        _check_number(self, "kappa", lambda x: x > 2, "> 2 (alpha, beta >= 1 must sum to it)")
-        _check_number(self, "gamma", lambda x: x > 0, "> 0")
-        _check_number(self, "fixed_alpha", lambda x: x > 0, "> 0")
-        _check_number(self, "fixed_beta", lambda x: x > 0, "> 0")
-        if self.total_steps is not None:
-            _check_int(self, "total_steps", 1)
         # Fields left None keep meaning "the strategy's default" (see `resolved`), so that
         # `dataclasses.replace(config, strategy=...)` picks up the new strategy's defaults.
         r = self._resolved_values()
-        if r["tau"] != "adaptive":
-            _check_number(self, "tau", lambda x: x > 0, "> 0 (or 'adaptive')", r["tau"])
         success_rule(r["success"])  # parse now: a bad rule fails before any work
-        if r["stats"] not in STATS_KINDS:
-            raise ValueError(f"unknown stats {r['stats']!r}; valid: {', '.join(STATS_KINDS)}")
         for kind, options in _STATS_OPTIONS.items():
             for name in options:
                 if kind != r["stats"] and getattr(self, name) is not None:
@@ -199,18 +184,6 @@ class AllocatorConfig:
             if callable(out[name]):
                 out[name] = getattr(out[name], "__name__", "callable")
         return out
-
-
-def _check_int(cfg: AllocatorConfig, name: str, low: int) -> None:
-    x = getattr(cfg, name)
-    if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
-
-
-def _check_number(cfg: AllocatorConfig, name: str, ok: Callable[[float], bool], want: str, x: Any = None) -> None:
-    x = getattr(cfg, name) if x is None else x
-    if not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, bool) or not math.isfinite(x) or not ok(x):
-        raise ValueError(f"{name} must be a finite number {want}, got {x!r}")
 
 
 class Allocator:

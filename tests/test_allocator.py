@@ -120,7 +120,7 @@ def test_success_rule_reaches_statistics_and_capability():
         (dict(success="1"), "success rule '1' is not understood"),
         (dict(strategy="knapsack-rl", stats_window=3), "stats_window applies to stats='appearances'"),
         (dict(strategy="coba", min_rollouts=4), "min_rollouts applies to stats='recent-rollouts'"),
-        (dict(stats="ema"), "unknown stats 'ema'"),
+        (dict(stats="ema"), "stats must be one of appearances, recent-rollouts, got 'ema'"),
     ],
 )
 def test_bad_config_is_refused(kwargs, message):

@@ -359,7 +359,7 @@ def test_bad_numeric_options_stop_before_any_run(monkeypatch, capsys, tmp_path, 
     [
         (["--strategies", "coba:kappa=1"], "--strategies 'coba:kappa=1': kappa must be a finite number > 2"),
         (["--strategies", "coba:success=foo"], "--strategies 'coba:success=foo': success rule 'foo' is not understood"),
-        (["--strategies", "coba:tau=abc"], "--strategies: could not convert string to float: 'abc'"),
+        (["--strategies", "coba:tau=abc"], "--strategies: bad option 'tau=abc' in 'coba:tau=abc': tau must be a finite number > 0 or 'adaptive', got 'abc'"),
         (["--strategies", "cobra"], "--strategies: unknown strategy 'cobra'"),
         (["--seed-list", "3,x"], "--seed-list takes comma-separated integers"),
         (["--prompts-per-step", "65"], "--prompts-per-step 65 exceeds --train-prompts 64"),
@@ -500,8 +500,8 @@ def test_parse_grid():
         ("kappa=7;kappa=9", "option kappa is given twice"),
         ("kappa=7,,9", "kappa: empty value"),
         ("kappa=7,7", "kappa: a value repeats"),
-        ("max_budget=6.5", "max_budget=6.5: max_budget takes an integer"),
-        ("tau=x", "tau=x: tau takes a number or 'adaptive'"),
+        ("max_budget=6.5", "max_budget=6.5: max_budget must be an integer"),
+        ("tau=x", "tau=x: tau must be a finite number > 0 or 'adaptive'"),
         (";", "empty grid"),
     ]:
         with pytest.raises(ValueError, match=message):

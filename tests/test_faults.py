@@ -314,9 +314,9 @@ def test_10_a_repeated_option_in_a_strategy_spec_is_refused():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--kl-beta", "1e30"], "kl_beta must be <= 1000"),
-    (["--num-iterations", "0"], "num_iterations must be >= 1"),
-    (["--prompts-per-step", "99999999999"], "prompts_per_step must be <= 100,000"),
+    (["--kl-beta", "1e30"], "kl_beta must be a finite number >= 0 and <= 1,000"),
+    (["--num-iterations", "0"], "num_iterations must be an integer >= 1"),
+    (["--prompts-per-step", "99999999999"], "prompts_per_step must be an integer >= 1 and <= 100,000"),
     (["--eval-size", "100000"], "eval_size must be <= 20,000"),
     (["--train-size", "100000"], "train_size must be <= 20,000"),
     (["--validation-size", "100000"], "validation_size must be <= 20,000"),

@@ -118,7 +118,7 @@ def test_config_errors_are_specific():
         make_config({"rollouts_per_step": 15, "prompts_per_step": 8})
     with pytest.raises(ValueError, match="vLLM server mode"):
         TrainConfig(use_vllm=True, vllm_mode="server")
-    with pytest.raises(ValueError, match=r"allocator: tau must be .*'hot'"):
+    with pytest.raises(ValueError, match=r"tau must be .*'hot'"):
         make_config({"tau": "hot"})
     assert make_config({"tau": "adaptive"}).allocator.tau == "adaptive" and TrainConfig().allocator.tau is None
 

@@ -29,6 +29,7 @@ from typing import Any
 from cobarl import metrics as M
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 from cobarl.experiments.simulator import SimConfig, SimOptions, simulate
+from cobarl.options import parse_option
 
 # Preset name -> (allocator strategy, allocator overrides, description for the report).
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -59,10 +60,8 @@ DEFAULT_STRATEGIES = (
     "linear-decay",
     "explore-to-exploit",
 )
-_CONFIG_FIELDS = {f.name for f in fields(AllocatorConfig)}
-FIXED_FIELDS = ("strategy", "total_steps")  # set by the spec and the run, not by key=value
-_NUMERIC = {"kappa", "gamma", "fixed_alpha", "fixed_beta"}
-_INTEGER = {"min_budget", "max_budget", "window", "stats_window", "total_steps"}
+# Set by the spec's name and by the run, not by key=value.
+FIXED_FIELDS = tuple(f.name for f in fields(AllocatorConfig) if f.name == "strategy" or f.metadata.get("derived"))
 
 
 @dataclass(frozen=True)
@@ -101,13 +100,7 @@ class StrategySpec:
 
 
 def _parse_value(key: str, text: str) -> Any:
-    if key in _INTEGER:
-        return int(text)
-    if key in _NUMERIC:
-        return float(text)
-    if key == "tau":
-        return text if text == "adaptive" else float(text)
-    return text
+    return parse_option(AllocatorConfig, key, text, text=True)
 
 
 def parse_strategy(spec: str) -> StrategySpec:
@@ -138,12 +131,15 @@ def parse_strategy(spec: str) -> StrategySpec:
     for item in filter(None, opts.split(",")):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not eq or key not in _CONFIG_FIELDS or key in FIXED_FIELDS:
+        if not eq or key not in _option_names():
             raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(_option_names())}")
         if key in given:
             raise ValueError(f"option {key} given twice in {spec!r}; give each option once")
         given.add(key)
-        overrides[key] = _parse_value(key, value.strip())
+        try:
+            overrides[key] = _parse_value(key, value.strip())
+        except ValueError as err:
+            raise ValueError(f"bad option {item!r} in {spec!r}: {err}") from None
     multiplier = 1.0
     if mult:
         try:
@@ -156,7 +152,7 @@ def parse_strategy(spec: str) -> StrategySpec:
 
 
 def _option_names() -> list[str]:
-    return sorted(k for k in _CONFIG_FIELDS if k not in FIXED_FIELDS)
+    return sorted(f.name for f in fields(AllocatorConfig) if f.name not in FIXED_FIELDS)
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
@@ -222,7 +218,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         for part in filter(None, (x.strip() for x in item.split(";"))):
             key, eq, values = part.partition("=")
             key = key.strip().replace("-", "_")
-            if not eq or key not in _CONFIG_FIELDS or key in FIXED_FIELDS:
+            if not eq or key not in _option_names():
                 raise ValueError(f"bad grid option {part!r}; write option=v1,v2,... with option in: {', '.join(_option_names())}")
             if key in grid:
                 raise ValueError(f"option {key} is given twice")
@@ -233,9 +229,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
             for text in texts:
                 try:
                     parsed.append(_parse_value(key, text))
-                except ValueError:
-                    kind = "an integer" if key in _INTEGER else "a number"
-                    raise ValueError(f"{key}={text}: {key} takes {kind}" + (" or 'adaptive'" if key == "tau" else "")) from None
+                except ValueError as err:
+                    raise ValueError(f"{key}={text}: {err}") from None
             if len(set(parsed)) != len(parsed):
                 raise ValueError(f"{key}: a value repeats in {part!r}")
             grid[key] = tuple(parsed)

@@ -35,6 +35,7 @@ from cobarl.allocation import Allocation, budget_metrics
 from cobarl import io
 from cobarl.allocator import Allocator, AllocatorConfig
 from cobarl.io import STATE_FILE
+from cobarl.options import parse_option
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
 STATE_VERSION = 2
@@ -89,9 +90,8 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
         raise ValueError(f"prompt_key must be one of {PROMPT_KEYS}, got {opts['prompt_key']!r}")
     if opts.get("missing_state", "error") not in MISSING_STATE:
         raise ValueError(f"missing_state must be one of {MISSING_STATE}, got {opts['missing_state']!r}")
-    alloc = {k: v for k, v in opts.items() if k in _ALLOCATOR_FIELDS}
-    if isinstance(alloc.get("tau"), str) and alloc["tau"] != "adaptive":
-        alloc["tau"] = float(alloc["tau"])
+    # Hydra hands numbers over typed, or as text when quoted: both read as cobarl train reads them.
+    alloc = {k: parse_option(AllocatorConfig, k, v, text=True) for k, v in opts.items() if k in _ALLOCATOR_FIELDS}
     return PluginSettings(
         name=str(opts.get("name", DEFAULT_NAME)),
         allocator=AllocatorConfig(**alloc),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from cobarl.allocator import AllocatorConfig
+from cobarl.options import parse_option
 from cobarl.train.config import (
     TrainConfig,
     allocator_fields,
@@ -23,76 +25,36 @@ from cobarl.train.config import (
     default_allocator,
     load_yaml,
     make_config,
-    type_names,
 )
 
 
-def _number_or_text(text: str) -> float | str:
-    """For fields such as tau that take a number or a keyword ('adaptive')."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def _text_parser(cls: type, name: str):
+    """The argparse ``type`` of a field: its text read by :func:`cobarl.options.parse_option`, as
+    every other front end reads it."""
+    def parse(text: str):
+        try:
+            return parse_option(cls, name, text, text=True)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _converter(names: list[str]):
-    """The argparse ``type`` for an annotation; None for types a flag cannot carry (YAML only)."""
-    if "float" in names and "str" in names:
-        return _number_or_text
-    if "float" in names:
-        return _finite_float
-    if "int" in names:
-        return int
-    if "str" in names or "Callable" in names:
-        return str
-    return None
-
-
-def _docstring_help(cls: type) -> dict[str, str]:
-    """``name: text`` entries of a class docstring's ``Attributes:`` section (continuation lines joined),
-    so the core's field documentation is the flags' help without being copied here."""
-    out: dict[str, str] = {}
-    lines = (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
-    current = None
-    for line in lines:
-        stripped = line.strip()
-        head, sep, rest = stripped.partition(":")
-        if sep and head.replace(", ", ",").replace("_", "").replace(",", "").isalnum() and line.startswith(" " * 8) and not line.startswith(" " * 12):
-            current = [n.strip() for n in head.split(",")]
-            for n in current:
-                out[n] = rest.strip()
-        elif current and stripped:
-            for n in current:
-                out[n] += " " + stripped
-    return out
-
-
-def _add_flag(parser, name: str, f: dataclasses.Field, default: object, extra_flags: tuple = (), doc: str = "",
+def _add_flag(parser, cls: type, f: dataclasses.Field, name: str, default: object,
               none_means: str | None = None) -> None:
-    names = type_names(f)
-    flags = ["--" + name.replace("_", "-"), *extra_flags]
-    default_text = none_means if default is None else default
-    help_text = (f.metadata.get("help") or doc) + (f" (default: {default_text})" if default_text is not None else "")
-    if "bool" in names:
+    flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ())]
+    default_text = default if default is not None else None if "Default:" in f.metadata["help"] else none_means
+    help_text = f.metadata["help"] + (f" (default: {default_text})" if default_text is not None else "")
+    if isinstance(default, bool):
         parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         return
-    kind = _converter(names)
-    if kind is None:
-        return
     choices = f.metadata.get("choices")
-    parser.add_argument(*flags, dest=name, type=kind, choices=choices, help=help_text,
+    parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), choices=choices, help=help_text,
                         metavar=name.upper() if choices is None else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cobarl.train.config import ALLOCATOR_FLAG_ALIASES, ALLOCATORS
+    from cobarl.train.config import ALLOCATORS
 
     parser = argparse.ArgumentParser(
         prog="cobarl train",
@@ -102,20 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys as below, - or _).")
     for f in dataclasses.fields(TrainConfig):
-        if f.name != "allocator":
-            _add_flag(parser, f.name, f, f.default, f.metadata.get("aliases", ()))
+        if not f.metadata.get("nested"):
+            _add_flag(parser, TrainConfig, f, f.name, f.default)
     group = parser.add_argument_group("allocator (cobarl.AllocatorConfig)")
-    from cobarl.allocator import AllocatorConfig
-
-    defaults, docs = default_allocator(), _docstring_help(AllocatorConfig)
+    defaults = default_allocator()
     for f in allocator_fields():
         name = allocator_key(f)
         if name == "allocator":
             group.add_argument("--allocator", dest="allocator", choices=ALLOCATORS,
-                               help=f"Budget allocator strategy (default: {defaults.strategy}).")
+                               help=f"{f.metadata['help']} (default: {defaults.strategy})")
             continue
-        _add_flag(group, name, f, getattr(defaults, f.name), ALLOCATOR_FLAG_ALIASES.get(f.name, ()), docs.get(f.name, ""),
-                  none_means="the strategy's paper default")
+        _add_flag(group, AllocatorConfig, f, name, getattr(defaults, f.name), none_means="the strategy's paper default")
     return parser
 
 

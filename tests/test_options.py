@@ -1,0 +1,64 @@
+"""One source per option: every AllocatorConfig field reads the same through every front end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from cobarl.allocator import AllocatorConfig
+from cobarl.experiments.compare import parse_grid, parse_strategy
+from cobarl.integrations.verl_plan import parse_settings
+from cobarl.train.cli import config_from_args
+from cobarl.train.config import allocator_fields, allocator_key, load_yaml, make_config
+
+# field -> (strategy it is valid with, the value as typed, the value the field holds); a value unlike
+# the default, so a front end that drops the option fails too.
+CASES = {
+    "strategy": ("knapsack", "knapsack", "knapsack"),
+    "min_budget": ("coba", "4", 4),
+    "max_budget": ("coba", "64", 64),
+    "kappa": ("coba", "7.5", 7.5),
+    "window": ("coba", "3", 3),
+    "gamma": ("coba", "5", 5.0),
+    "tau": ("coba", "adaptive", "adaptive"),
+    "success": ("coba", ">0.5", ">0.5"),
+    "stats": ("coba", "recent-rollouts", "recent-rollouts"),
+    "stats_window": ("coba", "2", 2),
+    "estimator": ("coba", "posterior", "posterior"),
+    "prior": ("coba", "global", "global"),
+    "recent_rollouts": ("knapsack", "8", 8),
+    "min_rollouts": ("knapsack", "4", 4),
+    "fixed_alpha": ("fixed-beta", "2.5", 2.5),
+    "fixed_beta": ("fixed-beta", "3.5", 3.5),
+}
+
+
+def test_every_option_has_a_case():
+    assert set(CASES) == {f.name for f in allocator_fields()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_an_option_reads_the_same_through_every_front_end(tmp_path, name):
+    strategy, text, want = CASES[name]
+    key = allocator_key(next(f for f in dataclasses.fields(AllocatorConfig) if f.name == name))
+    flag = "--" + key.replace("_", "-")
+    got = {"cobarl train flag": config_from_args(["--allocator", strategy, flag, text]).allocator}
+    path = tmp_path / "c.yaml"
+    lines = {"allocator": strategy, key: want}  # each value as YAML types it
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in lines.items()))
+    got["YAML"] = make_config(load_yaml(path)).allocator
+    spec = strategy if name == "strategy" else f"{strategy}:{name}={text}"
+    got["cobarl compare spec"] = parse_strategy(spec).allocator_config(10)
+    for typed, value in (("text", text), ("typed", want)):
+        got[f"verl ({typed})"] = parse_settings({"strategy": strategy, name: value}).allocator
+    for where, config in got.items():
+        assert getattr(config, name) == want and type(getattr(config, name)) is type(want), where
+    if name != "strategy":  # a grid varies options of one strategy
+        assert parse_grid([f"{name}={text}"]) == {name: (want,)}
+
+
+def test_a_spec_option_is_refused_with_what_it_takes():
+    with pytest.raises(ValueError, match="recent_rollouts must be an integer >= 1, got 'x'"):
+        parse_strategy("knapsack:recent_rollouts=x")
