@@ -80,7 +80,7 @@ def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     (["--allocator", "coba"], "allocator is set by the probe"),
     (["--seed", "3"], "seed is set by the probe"),
     (["--weight", "1"], "--weight and --min-ratio must be > 1"),
-    (["--max-steps", "0"], "max_steps must be >= 1"),
+    (["--max-steps", "0"], "max_steps must be an integer >= 1"),
     (["--task", "v9"], "invalid choice"),
 ])
 def test_cli_refuses_bad_options_before_any_work(tmp_path, args, message):
