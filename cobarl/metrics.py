@@ -83,6 +83,9 @@ EVAL_HELDOUT_GREEDY = _metric("eval/heldout_greedy_accuracy", "held-out accuracy
 EVAL_TRAIN_ACCURACY = _metric("eval/train_accuracy", "mean pass rate over the training prompts after step t (simulator)")
 EVAL_TRAIN_SOLVED = _metric("eval/train_solved", "share of training prompts with pass rate > 0.5 after step t (simulator)")
 
+EVAL_PREFIX = "eval/"
+"""Prefix of ``cobarl evaluate``'s per-benchmark results: ``eval/<benchmark>/<avg@k | pass@k>``."""
+
 # --- cost ---------------------------------------------------------------------------------------------
 PERF_ALLOCATE_S = _metric("perf/allocate_s", "seconds spent planning step t")
 PERF_STEP_S = _metric("perf/step_s", "wall seconds of step t")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.allocation import baselines, greedy
 from cobarl.allocation.dp import dp
 from cobarl.registry import Registry
@@ -214,7 +215,7 @@ def allocate(
     return Allocation(counts=counts, objective=float(np.sum(v(counts, p))), method=name, diagnostics=diagnostics)
 
 
-def budget_metrics(counts: np.ndarray, prefix: str = "budget/") -> dict[str, float]:
+def budget_metrics(counts: np.ndarray) -> dict[str, float]:
     """Summary of one allocation: ``budget/{min,max,mean,std,p10,p50,p90,num_prompts,total}``."""
     c = np.sort(np.asarray(counts, dtype=np.float64))
     # Linear-interpolation quantiles (numpy's default), inlined: np.percentile costs ~100 us and
@@ -224,13 +225,13 @@ def budget_metrics(counts: np.ndarray, prefix: str = "budget/") -> dict[str, flo
     above = np.minimum(below + 1, c.size - 1)
     q10, q50, q90 = (c[below] + (pos - below) * (c[above] - c[below])).tolist()
     return {
-        f"{prefix}min": float(c.min()),
-        f"{prefix}max": float(c.max()),
-        f"{prefix}mean": float(c.mean()),
-        f"{prefix}std": float(c.std()),
-        f"{prefix}p10": float(q10),
-        f"{prefix}p50": float(q50),
-        f"{prefix}p90": float(q90),
-        f"{prefix}num_prompts": float(c.size),
-        f"{prefix}total": float(c.sum()),
+        M.BUDGET_MIN: float(c.min()),
+        M.BUDGET_MAX: float(c.max()),
+        M.BUDGET_MEAN: float(c.mean()),
+        M.BUDGET_STD: float(c.std()),
+        M.BUDGET_P10: float(q10),
+        M.BUDGET_P50: float(q50),
+        M.BUDGET_P90: float(q90),
+        M.BUDGET_NUM_PROMPTS: float(c.size),
+        M.BUDGET_TOTAL: float(c.sum()),
     }

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.models.generate import HFGenerator  # noqa: F401 -- part of this module's API (Generator implementations)
 
 # --- estimators (pure) -----------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class EvalResult:
     average: dict[str, float]  # unweighted mean over benchmarks of each metric they all report
     config: dict[str, Any] = field(default_factory=dict)
 
-    def metrics(self, prefix: str = "eval/") -> dict[str, float]:
+    def metrics(self, prefix: str = M.EVAL_PREFIX) -> dict[str, float]:
         """Flat metrics for a logger: ``{prefix}{benchmark}/{metric}`` and ``{prefix}average/{metric}``."""
         flat = {f"{prefix}{name}/{key}": v for name, r in self.benchmarks.items() for key, v in r.metrics.items()}
         flat.update({f"{prefix}average/{key}": v for key, v in self.average.items()})

@@ -465,8 +465,8 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
     rollouts = 0.0
     for k, row in enumerate(rows):
         row.setdefault("step", k + 1)
-        if "rollouts" not in row and "budget/total" in row:
-            rollouts += float(row["budget/total"])
+        if "rollouts" not in row and M.BUDGET_TOTAL in row:
+            rollouts += float(row[M.BUDGET_TOTAL])
             row["rollouts"] = rollouts
     return RunResult(spec.label, seed, rows, dict(out.get("summary") or {}))
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.allocation import Allocation
 from cobarl.allocator import Allocator, AllocatorConfig
 from cobarl.stats import as_id_list
@@ -223,8 +224,8 @@ def _arm(options: ProbeOptions, seed: int, arm: str, favoured_ids: list) -> dict
     train_ds, eval_ds, verifier = _data(config)
     train_scores, held_scores = _measure(model, tokenizer, config, train_ds, eval_ds, verifier)
     return {"train": train_scores.tolist(), "held_out": held_scores.tolist(), "rollouts": summary.rollouts,
-            "heldout_greedy_before": summary.accuracy_before.get("eval/heldout_greedy_accuracy"),
-            "heldout_greedy_after": summary.accuracy_after.get("eval/heldout_greedy_accuracy"),
+            "heldout_greedy_before": summary.accuracy_before.get(M.EVAL_HELDOUT_GREEDY),
+            "heldout_greedy_after": summary.accuracy_after.get(M.EVAL_HELDOUT_GREEDY),
             "seconds": summary.seconds}
 
 

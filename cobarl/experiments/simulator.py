@@ -416,7 +416,7 @@ class SimRun:
         end_buckets = empirical_buckets(self.learner.pass_rates(self.train), self.seed, 1, self.cfg.eval_rollouts)
         task, held = self.task, self.heldout
         return {
-            "final": {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {},
+            "final": {k: v for k, v in rows[-1].items() if k.startswith(M.EVAL_PREFIX)} if rows else {},
             M.SUMMARY_INITIAL_ACCURACY: float(sigmoid(task.skill0[task.cluster[held]] - task.difficulty[held]).mean()),
             M.SUMMARY_FINAL_ACCURACY: rows[-1][M.EVAL_HELDOUT_ACCURACY] if rows else None,
             "rollouts": self.rollouts,

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocation import Allocation, budget_metrics
 from cobarl import io
@@ -304,8 +305,8 @@ class SharedState:
             for uid, pid, n in zip(uids, plan.prompt_ids, plan.rollout_n.tolist()):
                 self.inflight[str(uid)] = (pid, int(n))
             self._last_plan = {
-                "budget/objective": plan.allocation.objective,
-                "perf/allocate_s": plan.allocation.diagnostics.get("seconds", 0.0),
+                M.BUDGET_OBJECTIVE: plan.allocation.objective,
+                M.PERF_ALLOCATE_S: plan.allocation.diagnostics.get("seconds", 0.0),
             }
             return plan
 
@@ -341,7 +342,7 @@ class SharedState:
             pending, self.pending = self.pending, []
             unplanned, self.unplanned = self.unplanned, 0
             if not pending:
-                return {"rollout/unplanned": float(unplanned)} if unplanned else {}
+                return {M.ROLLOUT_UNPLANNED: float(unplanned)} if unplanned else {}
             uids = [p[0] for p in pending]
             r = np.array([p[3] for p in pending], dtype=np.float64)
             out = dict(self.allocator.observe([p[1] for p in pending], r))
@@ -350,10 +351,10 @@ class SharedState:
         out.update(budget_metrics(np.fromiter(budgets.values(), dtype=np.int64)))  # budgets of the groups observed
         out.update(self._last_plan)
         out.update(group_advantages(r, uids).metrics())
-        out["rollout/count"] = float(r.size)
-        out["rollout/unplanned"] = float(unplanned)
-        out["reward/mean"] = float(r.mean())
-        out["reward/std"] = float(r.std())
+        out[M.ROLLOUT_COUNT] = float(r.size)
+        out[M.ROLLOUT_UNPLANNED] = float(unplanned)
+        out[M.REWARD_MEAN] = float(r.mean())
+        out[M.REWARD_STD] = float(r.std())
         return out
 
     def state_dict(self) -> dict:

@@ -278,9 +278,9 @@ def make_callbacks(run_dir: Path, *, max_steps: int, progress: bool) -> list:
             if self.bar is not None and logs and "loss" in logs:
                 self.bar.update(state.global_step - self.bar.n)
                 self.bar.set_postfix(
-                    reward=f"{logs.get('reward/mean', float('nan')):.3f}",
-                    eff=f"{logs.get('rollout/effective_ratio', float('nan')):.2f}",
-                    alpha=f"{logs.get('capability/alpha', float('nan')):.2f}",
+                    reward=f"{logs.get(M.REWARD_MEAN, float('nan')):.3f}",
+                    eff=f"{logs.get(M.ROLLOUT_EFFECTIVE_RATIO, float('nan')):.2f}",
+                    alpha=f"{logs.get(M.CAPABILITY_ALPHA, float('nan')):.2f}",
                     refresh=False,
                 )
 
@@ -736,15 +736,15 @@ def _end_process_group() -> None:
 
 def summarise(config, run_dir: Path, steps: int, before, after, started: float, checkpoint, world: int) -> RunSummary:
     rows = read_metrics(run_dir / METRICS_FILE)
-    generations = [r for r in rows if r.get("rollout/count")]  # with num_iterations > 1 only some steps generate
-    step_s = [r.get("perf/step_s") or 0.0 for r in rows]
-    rollouts = int(sum(r["rollout/count"] for r in generations))
-    failures = int(sum(r.get("reward/failures") or 0 for r in generations))
+    generations = [r for r in rows if r.get(M.ROLLOUT_COUNT)]  # with num_iterations > 1 only some steps generate
+    step_s = [r.get(M.PERF_STEP_S) or 0.0 for r in rows]
+    rollouts = int(sum(r[M.ROLLOUT_COUNT] for r in generations))
+    failures = int(sum(r.get(M.REWARD_FAILURES) or 0 for r in generations))
     return RunSummary(
         run_dir=str(run_dir),
         steps=steps,
         rollouts=rollouts,
-        effective_ratio=sum(r.get("rollout/effective_ratio") or 0.0 for r in generations) / max(len(generations), 1),
+        effective_ratio=sum(r.get(M.ROLLOUT_EFFECTIVE_RATIO) or 0.0 for r in generations) / max(len(generations), 1),
         accuracy_before=before,
         accuracy_after=after,
         initial_heldout_accuracy=before[M.EVAL_HELDOUT_ACCURACY],
@@ -752,7 +752,7 @@ def summarise(config, run_dir: Path, steps: int, before, after, started: float, 
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(step_s) / max(len(rows), 1),
         rollouts_per_second=rollouts / max(sum(step_s), 1e-9),
-        overhead_frac=sum(r.get("perf/overhead_frac") or 0.0 for r in rows) / max(len(rows), 1),
+        overhead_frac=sum(r.get(M.PERF_OVERHEAD_FRAC) or 0.0 for r in rows) / max(len(rows), 1),
         resumed_from=str(checkpoint) if checkpoint is not None else None,
         processes=world,
         rollouts_per_step=config.rollouts_per_step,

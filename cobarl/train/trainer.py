@@ -53,6 +53,7 @@ from torch.utils.data import Sampler
 import trl
 from trl import GRPOConfig, GRPOTrainer
 
+from cobarl import metrics as M
 from cobarl.io import load_state, save_state, write_atomic
 
 SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
@@ -434,17 +435,17 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
 
         m = self._metrics["train"]
         values = {k: float(v) for k, v in observed.items() if isinstance(v, (int, float, np.floating, np.integer))}
-        if "budget/mean" not in values:  # non-main ranks, or a custom allocator object that does not report budgets
+        if M.BUDGET_MEAN not in values:  # non-main ranks, or a custom allocator object that does not report budgets
             values.update(budget_metrics(counts))
         if adv is not None:
             values.update(adv.metrics())
         failed, calls = self._step_failures
-        values["rollout/count"] = float(counts.sum())
-        values["reward/failures"] = float(failed)
-        values["reward/failure_frac"] = failed / calls if calls else 0.0
-        values["reward/mean"] = float(np.mean(rewards)) if len(rewards) else float("nan")
-        values["reward/std"] = float(np.std(rewards)) if len(rewards) else float("nan")
-        values["perf/overhead_s"] = self._overhead_s
+        values[M.ROLLOUT_COUNT] = float(counts.sum())
+        values[M.REWARD_FAILURES] = float(failed)
+        values[M.REWARD_FAILURE_FRAC] = failed / calls if calls else 0.0
+        values[M.REWARD_MEAN] = float(np.mean(rewards)) if len(rewards) else float("nan")
+        values[M.REWARD_STD] = float(np.std(rewards)) if len(rewards) else float("nan")
+        values[M.PERF_OVERHEAD_S] = self._overhead_s
         for k, v in values.items():
             m[k].append(v)
         if m.get("frac_reward_zero_std") and adv is not None:
@@ -462,9 +463,9 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         if self.model.training and self._step_t0 is not None and "loss" in logs:
             elapsed = time.perf_counter() - self._step_t0
             steps = max(self.state.global_step - self._last_logged_step, 1)
-            logs["perf/step_s"] = elapsed / steps
-            logs["perf/rollouts_per_s"] = self._rollouts_since_log / elapsed if elapsed > 0 else 0.0
-            logs["perf/overhead_frac"] = self._overhead_s / elapsed if elapsed > 0 else 0.0
+            logs[M.PERF_STEP_S] = elapsed / steps
+            logs[M.PERF_ROLLOUTS_PER_S] = self._rollouts_since_log / elapsed if elapsed > 0 else 0.0
+            logs[M.PERF_OVERHEAD_FRAC] = self._overhead_s / elapsed if elapsed > 0 else 0.0
             self._step_t0, self._rollouts_since_log = None, 0
             self._last_logged_step = self.state.global_step
             # Only the main process evaluates: the others would repeat the same work for a log they never write.
