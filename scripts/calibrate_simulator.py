@@ -22,7 +22,7 @@ Targets (``--targets FILE``, JSON; every key a number, ``sources`` an optional o
 
 Usage::
 
-    python scripts/calibrate_simulator.py --targets scripts/targets-v4-seed0.json
+    python scripts/calibrate_simulator.py --targets scripts/targets-v4.json
     python scripts/calibrate_simulator.py --targets t.json --seeds 2 --lr 0.1,0.2 --transfer 0.5 --json out.json
 """
 

@@ -99,7 +99,7 @@ def test_compare_cli_preset(tmp_path):
 
 
 def _targets(tmp_path: Path, **change) -> Path:
-    t = json.loads((REPO / "scripts" / "targets-v4-seed0.json").read_text())
+    t = json.loads((REPO / "scripts" / "targets-v4.json").read_text())
     t.update(change)
     path = tmp_path / "targets.json"
     path.write_text(json.dumps(t))

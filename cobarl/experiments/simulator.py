@@ -316,7 +316,7 @@ def families_v4_options(*, skill_offset: float, difficulty_std: float, lr: float
 
 
 # The one place presets live (``cobarl compare --sim-preset``). "default" is the documented default task;
-# "families-v4": values printed by ``scripts/calibrate_simulator.py --targets scripts/targets-v4-seed0.json``
+# "families-v4": values printed by ``scripts/calibrate_simulator.py --targets scripts/targets-v4.json``
 # (docs/simulator-v4.md), fitted on strategy-neutral measurements only.
 SIM_PRESETS: dict[str, SimOptions] = {
     "default": SimOptions(),
