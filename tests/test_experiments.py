@@ -27,7 +27,9 @@ from cobarl.experiments import (
     simulate,
 )
 from cobarl.experiments.cli import main
-from cobarl.experiments.report import FILES, PLOTS, mean_ci, write_report
+from cobarl.experiments.figures import PLOTS
+from cobarl.experiments.report import FILES, write_report
+from cobarl.experiments.report_stats import mean_ci
 from cobarl.experiments.simulator import (
     AdamScale,
     Learner,
@@ -463,13 +465,14 @@ def test_importing_the_report_module_leaves_the_umask_alone(monkeypatch):
     import importlib
     import os
 
-    from cobarl.experiments import report
+    from cobarl.experiments import figures, markdown, report, report_stats
 
     def no_umask(mask):
-        raise AssertionError("report.py changed the umask at import time")
+        raise AssertionError("a report module changed the umask at import time")
 
     monkeypatch.setattr(os, "umask", no_umask)
-    importlib.reload(report)
+    for module in (report_stats, figures, markdown, report):
+        importlib.reload(module)
 
 
 # --- tuning sweep: cobarl compare --grid -------------------------------------------------------
@@ -581,7 +584,7 @@ def _fake_run(label, seed, validation, heldout):
 
 
 def test_selection_uses_validation_never_heldout():
-    from cobarl.experiments.report import summarise
+    from cobarl.experiments.report_stats import summarise
 
     opts = _grid_options("kappa=7,15")
     # kappa=7 is best on validation, kappa=15 on held-out, by a wide margin on every seed
@@ -601,7 +604,8 @@ def test_selection_uses_validation_never_heldout():
 
 
 def test_selection_without_the_validation_metric_chooses_nothing():
-    from cobarl.experiments.report import report_markdown, summarise
+    from cobarl.experiments.markdown import report_markdown
+    from cobarl.experiments.report_stats import summarise
 
     opts = _grid_options("kappa=7")
     runs = [RunResult(label, 0, [{"step": 1, "rollouts": 64, "eval/heldout_accuracy": 0.5}], {}) for label in opts.grid.points]
@@ -611,7 +615,7 @@ def test_selection_without_the_validation_metric_chooses_nothing():
 
 
 def test_grid_report_files(monkeypatch, tmp_path):
-    from cobarl.experiments.report import GRID_HEATMAP, grid_plot_name
+    from cobarl.experiments.figures import GRID_HEATMAP, grid_plot_name
 
     out = tmp_path / "grid"
     rc = main([*TINY_ARGS, "--strategies", "coba", "--grid", "kappa=7,11", "--grid", "max_budget=16,32", "--output-dir", str(out)])

@@ -106,7 +106,7 @@ def ratio(gains: tuple[float, float]) -> float:
 def verdict(probe: Sequence[float], placebo: Sequence[float], min_ratio: float) -> dict[str, Any]:
     """Pass when the probe's mean ratio is >= ``min_ratio``, its 95 % interval excludes 1, and the paired
     difference to the placebo's ratio has a 95 % interval above 0; a seed with no ratio fails the check."""
-    from cobarl.experiments.report import mean_ci
+    from cobarl.experiments.report_stats import mean_ci
 
     ci = mean_ci(probe)
     diff = mean_ci([a - b for a, b in zip(probe, placebo)])
@@ -309,7 +309,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def write_probe(summary: dict[str, Any], out: Path) -> None:
-    from cobarl.experiments.report import _clean
+    from cobarl.experiments.report_stats import _clean
     from cobarl.io import write_json, write_text
 
     out.mkdir(parents=True, exist_ok=True)
