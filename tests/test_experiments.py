@@ -406,6 +406,7 @@ def test_ctrl_c_stops_the_runs_and_keeps_the_finished_ones(monkeypatch, workers)
     import multiprocessing
 
     from cobarl.experiments import compare
+    from cobarl.experiments.backends import simulated_backend
 
     monkeypatch.setattr(compare, "_progress", lambda total, enabled: _InterruptAfter(2))
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=tuple(range(6)), steps=40,
@@ -422,7 +423,7 @@ def test_ctrl_c_stops_the_runs_and_keeps_the_finished_ones(monkeypatch, workers)
     assert multiprocessing.active_children() == []
     for run in runs:  # what was kept is what an uninterrupted run gives
         spec = next(s for s in opts.strategies if s.label == run.label)
-        assert run.rows == compare.simulated_backend(spec, run.seed, opts).rows
+        assert run.rows == simulated_backend(spec, run.seed, opts).rows
 
 
 def test_ctrl_c_in_the_cli_writes_the_finished_runs_and_exits_130(monkeypatch, capsys, tmp_path):
@@ -492,7 +493,7 @@ def test_validation_split_leaves_the_train_and_heldout_draws_alone():
 
 
 def test_parse_grid():
-    from cobarl.experiments.compare import parse_grid
+    from cobarl.experiments.grid import parse_grid
 
     assert parse_grid(["kappa=7,11;max-budget=32", "tau=adaptive,8"]) == {
         "kappa": (7.0, 11.0), "max_budget": (32,), "tau": ("adaptive", 8.0)}
@@ -512,7 +513,7 @@ def test_parse_grid():
 
 
 def test_expand_grid_labels_order_and_base():
-    from cobarl.experiments.compare import expand_grid
+    from cobarl.experiments.grid import expand_grid
 
     specs, grid = expand_grid(parse_strategy("coba"), {"kappa": (7.0, 15.0), "max_budget": (32, 64)}, 10)
     labels = ["coba", "coba:kappa=7,max_budget=32", "coba:kappa=7,max_budget=64",
@@ -554,7 +555,7 @@ def test_bad_grid_is_refused_before_any_run(monkeypatch, capsys, tmp_path, args,
 
 
 def _grid_options(grid_text: str, strategy: str = "coba", seeds=(0, 1)) -> CompareOptions:
-    from cobarl.experiments.compare import expand_grid, parse_grid
+    from cobarl.experiments.grid import expand_grid, parse_grid
 
     specs, grid = expand_grid(parse_strategy(strategy), parse_grid([grid_text]), 12)
     return CompareOptions(strategies=tuple(specs), seeds=seeds, steps=12, prompts_per_step=8, rollouts_per_prompt=8,
@@ -562,7 +563,7 @@ def _grid_options(grid_text: str, strategy: str = "coba", seeds=(0, 1)) -> Compa
 
 
 def test_sweep_pairs_seeds_and_runs_each_configuration_as_labelled():
-    from cobarl.experiments.compare import simulated_backend
+    from cobarl.experiments.backends import simulated_backend
 
     opts = _grid_options("kappa=7,15;max_budget=16,32")
     runs = run_compare(opts, progress=False)
@@ -654,7 +655,7 @@ def test_a_spec_with_several_options_survives_the_comma_list():
 
 def test_compare_train_args_reach_every_real_run_through_train_parser():
     from cobarl.experiments.cli import build_parser, options_from_args
-    from cobarl.experiments.compare import real_run_options
+    from cobarl.experiments.backends import real_run_options
 
     def options(*argv):
         return options_from_args(build_parser().parse_args(list(argv)))

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from cobarl.experiments import compare  # noqa: E402
+from cobarl.experiments import compare, specs  # noqa: E402
 from cobarl.experiments.cli import main as compare_main  # noqa: E402
 from cobarl.io import FolderLock  # noqa: E402
 from cobarl.rewards import GuardedReward  # noqa: E402
@@ -209,8 +209,8 @@ def test_5_sigterm_to_train_exits_143_with_the_resume_hint(monkeypatch, tmp_path
 
 
 def test_5_workers_die_with_their_parent(tmp_path):
-    code = ("import time; from concurrent.futures import ProcessPoolExecutor; from cobarl.experiments.compare import _ignore_sigint;"
-            "pool = ProcessPoolExecutor(1, initializer=_ignore_sigint); f = pool.submit(time.sleep, 60);"
+    code = ("import time; from concurrent.futures import ProcessPoolExecutor; from cobarl.experiments.pool import ignore_sigint;"
+            "pool = ProcessPoolExecutor(1, initializer=ignore_sigint); f = pool.submit(time.sleep, 60);"
             "time.sleep(1); print(list(pool._processes), flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -310,7 +310,7 @@ def test_10_yaml_duplicates_and_conflicting_keys_are_refused(tmp_path, text, mes
 
 def test_10_a_repeated_option_in_a_strategy_spec_is_refused():
     with pytest.raises(ValueError, match="kappa given twice"):
-        compare.parse_strategies(["coba:kappa=7,kappa=9"])
+        specs.parse_strategies(["coba:kappa=7,kappa=9"])
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -144,7 +144,10 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
 
 def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
     """A strategy option of `cobarl compare --backend real` is a `cobarl train` option, validated the same way."""
-    from cobarl.experiments.compare import CompareOptions, parse_strategy, real_run_options, run_compare
+    from cobarl.experiments.backends import real_run_options
+    from cobarl.experiments.compare import run_compare
+    from cobarl.experiments.runs import CompareOptions
+    from cobarl.experiments.specs import parse_strategy
     from cobarl.train.config import make_config
 
     opts = CompareOptions(strategies=(parse_strategy("coba:kappa=7,window=2"),), seeds=(3,), steps=5,

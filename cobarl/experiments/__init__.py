@@ -5,20 +5,16 @@ LLM-free model of GRPO learning dynamics (:mod:`cobarl.experiments.simulator`), 
 calls the ``cobarl train`` trainer.
 """
 
-from cobarl.experiments.compare import (
-    BACKENDS,
+from cobarl.experiments.backends import BACKENDS, BackendUnavailable
+from cobarl.experiments.compare import run_compare
+from cobarl.experiments.grid import Grid, expand_grid, parse_grid
+from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.specs import (
     DEFAULT_STRATEGIES,
     PRESETS,
-    BackendUnavailable,
-    CompareOptions,
-    Grid,
-    RunResult,
     StrategySpec,
-    expand_grid,
-    parse_grid,
     parse_strategies,
     parse_strategy,
-    run_compare,
 )
 from cobarl.experiments.simulator import SimConfig, SimOptions, simulate
 

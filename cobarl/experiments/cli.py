@@ -25,22 +25,12 @@ from typing import Any
 
 from cobarl.allocator import Allocator
 from cobarl.cli_checks import integer, number, writable_dir
-from cobarl.experiments.compare import (
-    BACKENDS,
-    DEFAULT_STRATEGIES,
-    PRESETS,
-    BackendUnavailable,
-    CompareInterrupted,
-    CompareOptions,
-    RunResult,
-    default_workers,
-    effective_allocator,
-    expand_grid,
-    parse_grid,
-    parse_strategies,
-    run_compare,
-    sigterm_as_interrupt,
-)
+from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
+from cobarl.experiments.compare import CompareInterrupted, run_compare
+from cobarl.experiments.grid import expand_grid, parse_grid
+from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
+from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings

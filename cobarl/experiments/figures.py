@@ -14,7 +14,9 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.compare import SELECTION_METRIC, CompareOptions, RunResult, format_value
+from cobarl.experiments.grid import SELECTION_METRIC
+from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.specs import format_value
 from cobarl.experiments.report_stats import _series, accuracy_key
 from cobarl.experiments.simulator import PASS_RATE_BINS, PHASES
 from cobarl.io import write_atomic

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from cobarl.experiments.compare import format_value
+from cobarl.experiments.specs import format_value
 from cobarl.experiments.figures import GRID_HEATMAP, PLOTS, values_text
 
 def _pm(entry: dict | None, scale: float = 1.0, digits: int = 3) -> str:

@@ -232,14 +232,14 @@ def _arm(options: ProbeOptions, seed: int, arm: str, favoured_ids: list) -> dict
 def _pool_map(fn, jobs: list[tuple], workers: int) -> list:
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    from cobarl.experiments.compare import _ignore_sigint, _stop
+    from cobarl.experiments.pool import ignore_sigint, stop_pool
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=ignore_sigint)
     try:
         futures = [pool.submit(fn, *job) for job in jobs]
         out = [f.result() for f in futures]
     except BaseException:
-        _stop(pool)
+        stop_pool(pool)
         raise
     pool.shutdown()
     return out
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from datetime import datetime
 
-    from cobarl.experiments.compare import default_workers
+    from cobarl.experiments.pool import default_workers
     from cobarl.train.cli import build_parser as train_parser
     from cobarl.train.config import load_yaml
 
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"cobarl probe: error: {err}", file=sys.stderr)
         return 2
-    from cobarl.experiments.compare import Terminated, sigterm_as_interrupt
+    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():

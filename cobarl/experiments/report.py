@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cobarl.experiments.compare import CompareOptions, RunResult
+from cobarl.experiments.runs import CompareOptions, RunResult
 from cobarl.experiments.figures import plot_all, plot_grid
 from cobarl.experiments.markdown import report_markdown
 from cobarl.experiments.report_stats import _clean, metrics_csv, summarise

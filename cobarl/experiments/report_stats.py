@@ -18,13 +18,9 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.compare import (
-    SELECTION_METRIC,
-    CompareOptions,
-    RunResult,
-    allocator_settings,
-    effective_allocator,
-)
+from cobarl.experiments.backends import allocator_settings, effective_allocator
+from cobarl.experiments.grid import SELECTION_METRIC
+from cobarl.experiments.runs import CompareOptions, RunResult
 
 ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY,)
 

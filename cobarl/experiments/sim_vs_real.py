@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cobarl.experiments.compare import FIXED_FIELDS, StrategySpec, allocator_settings, parse_strategy
+from cobarl.experiments.backends import allocator_settings
+from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""

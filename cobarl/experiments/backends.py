@@ -1,0 +1,122 @@
+"""The back-ends of ``cobarl compare``: functions ``(spec, seed, options) -> RunResult``, one
+training run each.
+
+* ``simulated``: :mod:`cobarl.experiments.simulator` (no LLM; many seeds in seconds);
+* ``real``: ``cobarl.experiments.real.run_training(config) -> dict`` (the ``cobarl train`` trainer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from cobarl import metrics as M
+from cobarl.allocator import AllocatorConfig
+from cobarl.experiments.runs import BACKEND_NAMES, CompareOptions, RunResult
+from cobarl.experiments.simulator import simulate
+from cobarl.experiments.specs import StrategySpec
+
+def simulated_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    rows, summary = simulate(
+        spec.allocator_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier
+    )
+    return RunResult(spec.label, seed, rows, summary)
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (e.g. the trainer or its extras are missing)."""
+
+
+def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> dict[str, Any]:
+    """The ``cobarl train`` options of one real run, flat as on its command line (the strategy's
+    overrides are AllocatorConfig fields, i.e. ``cobarl train`` flags)."""
+    if not isinstance(spec.strategy, str):
+        raise BackendUnavailable("the real backend takes strategy names, not callables")
+    return {
+        "allocator": spec.strategy,
+        **spec.overrides,
+        "seed": seed,
+        "max_steps": options.steps,
+        "prompts_per_step": options.prompts_per_step,
+        "rollouts_per_prompt": options.rollouts_per_prompt * options.budget_multiplier * spec.budget_multiplier,
+        "progress": False,
+        "transitions": True,  # the report's transition matrix; ~7 s per run on the embedded task
+        # accuracy against rollouts at six points, so 'rollouts to target' is resolved (~3 s each here)
+        "eval_every": max(1, options.steps // 6),
+        **options.real_options,
+    }
+
+
+def effective_allocator(spec: StrategySpec, options: CompareOptions) -> AllocatorConfig:
+    """The allocator settings an arm runs with on ``options.backend``, every default filled in: on
+    the real back-end those of ``cobarl train`` (whose defaults may differ from `AllocatorConfig`'s,
+    e.g. a max budget fitted to its task), on the simulator the spec's own."""
+    if options.backend == "real":
+        from cobarl.train.config import make_config
+
+        return make_config(real_run_options(spec, options.seeds[0], options)).allocator_config().resolved()
+    return spec.allocator_config(options.steps).resolved()
+
+
+def allocator_settings(config: AllocatorConfig) -> dict[str, Any]:
+    """JSON-ready fields of an allocator config (a callable strategy or rule by its name)."""
+    return {f.name: v if v is None or isinstance(v, (bool, int, float, str)) else getattr(v, "__name__", str(v))
+            for f in fields(config) for v in [getattr(config, f.name)]}
+
+
+def check_real_runs(options: CompareOptions) -> None:
+    """Build every run's `TrainConfig` with ``cobarl train``'s own validation before starting any run."""
+    from cobarl.train.config import make_config
+
+    for spec in options.strategies:
+        for seed in options.seeds:
+            try:
+                make_config(real_run_options(spec, seed, options))
+            except ValueError as e:
+                raise ValueError(f"strategy {spec.label!r}, seed {seed}: {e}") from None
+
+
+def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    """One ``cobarl train`` run via ``cobarl.experiments.real.run_training(options) -> dict``.
+
+    The options (`real_run_options`) go through the same `cobarl.train.config.make_config` as the
+    ``cobarl train`` command line; the result holds ``rows``: one dict per step with ``step`` and
+    the simulator's metric names (``rollout/effective_ratio``, ``capability/alpha``, ``eval/...``),
+    and ``summary``.
+    """
+    run_training = real_backend_function()
+    out = run_training(real_run_options(spec, seed, options))
+    rows = list(out.get("rows") or out.get("metrics") or [])
+    rollouts = 0.0
+    for k, row in enumerate(rows):
+        row.setdefault("step", k + 1)
+        if "rollouts" not in row and M.BUDGET_TOTAL in row:
+            rollouts += float(row[M.BUDGET_TOTAL])
+            row["rollouts"] = rollouts
+    return RunResult(spec.label, seed, rows, dict(out.get("summary") or {}))
+
+
+def real_backend_function() -> Callable[[dict], dict]:
+    """`cobarl.experiments.real.run_training`, once the trainer it drives is known to import."""
+    try:
+        from cobarl.train.run import run  # noqa: F401 -- the trainer and the `train` extras
+    except ImportError as err:
+        raise BackendUnavailable(
+            "the real backend runs cobarl train, which needs the `train` extras (pip install 'cobarl[train]'); "
+            f"it could not be imported: {err}"
+        ) from None
+    from cobarl.experiments import real
+
+    return real.run_training
+
+
+BACKENDS: dict[str, Callable[[StrategySpec, int, CompareOptions], RunResult]] = {
+    "simulated": simulated_backend,
+    "real": real_backend,
+}
+assert tuple(BACKENDS) == BACKEND_NAMES
+
+
+def run_one(backend: str, spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
+    return BACKENDS[backend](spec, seed, options)

@@ -1,0 +1,70 @@
+"""Worker processes and signals: workers ignore Ctrl-C and die with their parent, SIGTERM is
+handled as Ctrl-C, and a stopped pool ends its running workers (``cobarl compare``, ``cobarl probe``,
+``cobarl train``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+def ignore_sigint() -> None:
+    # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what to keep.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker whose parent died (SIGKILL, a crash) must not live on re-parented: Linux ends it with its parent.
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends SIGTERM to this process when its parent dies (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm preemption, ``kill``), handled as Ctrl-C: finished work is kept."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, so the
+    Ctrl-C path runs: workers are ended, finished results kept, and the exit status says so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now: ``shutdown`` alone lets running runs
+    finish, and leaving its ``with`` block waits for every queued one (Python < 3.14 has no
+    ``terminate_workers``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    # The pool's manager thread may still register a worker after the first look: look again.
+    processes += [p for p in (getattr(pool, "_processes", None) or {}).values() if p not in processes]
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
+        if process.is_alive():  # a worker slow to die on a loaded machine: no orphan either way
+            process.kill()
+            process.join()
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,96 @@
+"""What a comparison runs (`CompareOptions`) and what one run gives back (`RunResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cobarl.allocator import AllocatorConfig
+from cobarl.experiments.grid import Grid
+from cobarl.experiments.simulator import SimConfig, SimOptions
+from cobarl.experiments.specs import StrategySpec
+
+BACKEND_NAMES = ("simulated", "real")
+"""The back-ends (`cobarl.experiments.backends.BACKENDS`)."""
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Everything one comparison needs (the CLI fills it).
+
+    Attributes:
+        strategies: the arms.
+        seeds: run every arm once per seed (same seeds for every arm).
+        steps: training steps per run.
+        prompts_per_step: M, prompts per step.
+        rollouts_per_prompt: G, average rollouts per prompt; the budget per step is
+            ``M * G * budget_multiplier * spec.budget_multiplier``.
+        budget_multiplier: scales every arm's budget (``0.5`` = a half-budget comparison).
+        backend: ``"simulated"`` or ``"real"``.
+        sim: simulator settings (simulated backend only).
+        workers: processes running seeds in parallel (1 = in this process).
+        target_accuracy: held-out accuracy for "rollouts to target" (None: on each seed, the
+            baseline's final accuracy on that seed).
+        baseline: label of the arm the gaps are measured against (default: ``uniform`` if run).
+        real_options: extra keys passed to ``run_training`` (real backend only).
+        grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
+    """
+
+    strategies: tuple[StrategySpec, ...]
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    steps: int = 200
+    prompts_per_step: int = 64
+    rollouts_per_prompt: float = 16.0
+    budget_multiplier: float = 1.0
+    backend: str = "simulated"
+    sim: SimConfig = field(default_factory=SimConfig)
+    workers: int = 1
+    target_accuracy: float | None = None
+    baseline: str | None = None
+    real_options: dict[str, Any] = field(default_factory=dict)
+    grid: Grid | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+        if self.steps < 1 or self.prompts_per_step < 1 or not self.seeds:
+            raise ValueError("need steps >= 1, prompts_per_step >= 1 and at least one seed")
+        if self.rollouts_per_prompt <= 0 or self.budget_multiplier <= 0:
+            raise ValueError("rollouts_per_prompt and budget_multiplier must be > 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {list(self.seeds)}")
+        for spec in self.strategies:
+            lo = spec.overrides.get("min_budget", AllocatorConfig.min_budget)
+            hi = spec.overrides.get("max_budget", AllocatorConfig.max_budget)
+            per_prompt = self.rollouts_per_prompt * self.budget_multiplier * spec.budget_multiplier
+            if not lo <= per_prompt <= hi:
+                raise ValueError(
+                    f"{spec.label}: {per_prompt:g} rollouts per prompt on average is outside "
+                    f"[min_budget, max_budget] = [{lo}, {hi}]; change --rollouts-per-prompt or --budget-multiplier"
+                )
+        if self.baseline is not None and self.baseline not in [s.label for s in self.strategies]:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the strategies run")
+
+    @property
+    def baseline_label(self) -> str:
+        labels = [s.label for s in self.strategies]
+        return self.baseline or ("uniform" if "uniform" in labels else labels[0])
+
+    def sim_options(self) -> SimOptions:
+        return SimOptions(
+            steps=self.steps,
+            prompts_per_step=self.prompts_per_step,
+            rollouts_per_prompt=self.rollouts_per_prompt,
+            budget_multiplier=self.budget_multiplier,
+            sim=self.sim,
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One (strategy, seed) run: ``rows`` of per-step metrics and the final ``summary``."""
+
+    label: str
+    seed: int
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]

@@ -1,0 +1,169 @@
+"""Strategy specs of ``cobarl compare``: ``NAME[:key=value,...][@MULTIPLIER]``, e.g. ``coba``,
+``fixed-beta-1.5-10.5``, ``coba:kappa=7`` or ``coba@0.5`` (half the rollouts of the others); the
+presets they name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cobarl.allocator import STRATEGIES, AllocatorConfig
+from cobarl.options import parse_option
+
+# Preset name -> (allocator strategy, allocator overrides, description for the report).
+# Preset name -> (allocator strategy, allocator overrides, description for the report).
+PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "uniform": ("uniform", {}, "plain GRPO, every prompt gets the nominal group size"),
+    "knapsack-rl": ("knapsack-rl", {}, "Knapsack-RL, public-code policy (cost caps, fallback to p=0 prompts)"),
+    "coba": ("coba", {}, "CoBA-RL, paper Algorithm 1 (greedy on Eq. 9 over all prompts, tau = 8), solved exactly"),
+    "coba-heap": ("coba-heap", {}, "CoBA-RL, paper Algorithm 1 with the literal max-heap"),
+    "coba-reference": (
+        "coba-reference",
+        {"tau": "adaptive"},
+        "CoBA-RL, public-code path (category split, 60-80 % heap share, (1-p) fallback, adaptive tau)",
+    ),
+    "knapsack": ("knapsack", {}, "Knapsack-RL value solved exactly over all prompts, no fallbacks"),
+    "fixed-beta-10.5-1.5": ("fixed-beta", {"fixed_alpha": 10.5, "fixed_beta": 1.5}, "fixed Beta(10.5, 1.5): favours easy prompts"),
+    "fixed-beta-1.5-10.5": ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5}, "fixed Beta(1.5, 10.5): favours hard prompts"),
+    "linear-decay": ("linear-decay", {}, "alpha stepped 10 -> 1 in equal stages over training (Table 3)"),
+    "explore-to-exploit": ("explore-to-exploit", {}, "alpha follows the success rate instead of the failure rate (Table 2)"),
+}
+# The issue's list: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
+# linear decay, Explore->Exploit.
+DEFAULT_STRATEGIES = (
+    "uniform",
+    "knapsack-rl",
+    "coba",
+    "coba-reference",
+    "fixed-beta-10.5-1.5",
+    "fixed-beta-1.5-10.5",
+    "linear-decay",
+    "explore-to-exploit",
+)
+# Set by the spec's name and by the run, not by key=value.
+FIXED_FIELDS = tuple(f.name for f in fields(AllocatorConfig) if f.name == "strategy" or f.metadata.get("derived"))
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One arm of a comparison.
+
+    Attributes:
+        label: name in the report (the spec string as typed, e.g. ``coba@0.5``).
+        strategy: an allocator strategy name (``cobarl.STRATEGIES``) or a callable
+            ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
+        overrides: extra :class:`cobarl.AllocatorConfig` fields.
+        budget_multiplier: this arm's rollouts relative to the others (``@0.5`` = half).
+    """
+
+    label: str
+    strategy: str | Callable
+    overrides: dict[str, Any] = field(default_factory=dict)
+    budget_multiplier: float = 1.0
+
+    def allocator_config(self, total_steps: int) -> AllocatorConfig:
+        return AllocatorConfig(strategy=self.strategy, total_steps=total_steps, **self.overrides)
+
+    def describe(self) -> str:
+        base = self.label.split("@")[0].split(":")[0]
+        if base in PRESETS:
+            text = PRESETS[base][2]
+        else:
+            text = STRATEGIES[self.strategy].summary if isinstance(self.strategy, str) else "custom callable"
+        preset = PRESETS[base][1] if base in PRESETS else {}
+        changed = {k: v for k, v in self.overrides.items() if preset.get(k) != v}
+        if changed:  # the preset's text names its own settings (e.g. tau = 8): say what this arm changes
+            text += "; here " + ", ".join(f"{k} = {format_value(v)}" for k, v in changed.items())
+        if self.budget_multiplier != 1.0:
+            text += f", at {self.budget_multiplier:g}x budget"
+        return text
+
+
+def parse_value(key: str, text: str) -> Any:
+    return parse_option(AllocatorConfig, key, text, text=True)
+
+
+def parse_strategy(spec: str) -> StrategySpec:
+    """Parse ``NAME[:key=value,...][@MULTIPLIER]``; names are presets or allocator strategies.
+
+    >>> parse_strategy("coba:kappa=7@0.5").overrides, parse_strategy("coba@0.5").budget_multiplier
+    ({'kappa': 7.0}, 0.5)
+    """
+    text = spec.strip()
+    body, _, mult = text.partition("@")
+    name, _, opts = body.partition(":")
+    fixed = name.startswith("fixed-beta-") and name not in PRESETS
+    if name in PRESETS:
+        strategy, overrides, _ = PRESETS[name]
+        overrides = dict(overrides)
+    elif fixed:  # fixed-beta-A-B for any pair
+        try:
+            a, b = (float(x) for x in name[len("fixed-beta-") :].split("-"))
+        except ValueError:
+            raise ValueError(f"bad fixed Beta spec {name!r}; write fixed-beta-ALPHA-BETA, e.g. fixed-beta-1.5-10.5") from None
+        strategy, overrides = "fixed-beta", {"fixed_alpha": a, "fixed_beta": b}
+    elif name in STRATEGIES:
+        strategy, overrides = name, {}
+    else:
+        valid = sorted(set(PRESETS) | set(STRATEGIES))
+        raise ValueError(f"unknown strategy {name!r} in {spec!r}; valid: {', '.join(valid)}, fixed-beta-A-B")
+    given: set[str] = set()
+    for item in filter(None, opts.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in option_names():
+            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(option_names())}")
+        if key in given:
+            raise ValueError(f"option {key} given twice in {spec!r}; give each option once")
+        given.add(key)
+        try:
+            overrides[key] = parse_value(key, value.strip())
+        except ValueError as err:
+            raise ValueError(f"bad option {item!r} in {spec!r}: {err}") from None
+    multiplier = 1.0
+    if mult:
+        try:
+            multiplier = float(mult)
+        except ValueError:
+            raise ValueError(f"bad budget multiplier {mult!r} in {spec!r}; e.g. coba@0.5") from None
+        if multiplier <= 0:
+            raise ValueError(f"budget multiplier must be > 0 in {spec!r}")
+    return StrategySpec(label=text, strategy=strategy, overrides=overrides, budget_multiplier=multiplier)
+
+
+def option_names() -> list[str]:
+    return sorted(f.name for f in fields(AllocatorConfig) if f.name not in FIXED_FIELDS)
+
+
+def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
+    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the issue's list.
+
+    A part ``key=value`` after a comma continues the spec before it, so a spec's own option list
+    survives: ``coba:kappa=7,tau=adaptive,uniform`` is two specs.
+    """
+    names: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if "=" in part and ":" not in part.partition("=")[0] and names and ":" in names[-1]:
+                names[-1] += f",{part}"
+            elif part == "all":
+                names.extend(PRESETS)
+            elif part == "default":
+                names.extend(DEFAULT_STRATEGIES)
+            elif part:
+                names.append(part)
+    specs = [parse_strategy(n) for n in names]
+    labels = [s.label for s in specs]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ValueError(f"strategy listed twice: {', '.join(sorted(dup))}")
+    if not specs:
+        raise ValueError("no strategies given")
+    return specs
+
+
+def format_value(v: Any) -> str:
+    """An option value as written in a spec: ``7``, ``0.5``, ``adaptive``."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
