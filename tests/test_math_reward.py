@@ -204,7 +204,7 @@ def test_parent_watch_fallback_without_the_kernel_signal():
     # What other systems get: no kernel signal, only the polling thread.
     parent, child = _start_parent("""
         import subprocess, sys, time
-        code = ("import sys, time; from cobarl.rewards import math as m; m._set_parent_death_signal = lambda: None; "
+        code = ("import sys, time; from cobarl.rewards import math_pool as m; m._set_parent_death_signal = lambda: None; "
                 "m._die_with_parent(int(sys.argv[1])); print('ready', flush=True); time.sleep(600)")
         import os
         c = subprocess.Popen([sys.executable, '-c', code, str(os.getpid())], stdout=subprocess.PIPE, text=True)
