@@ -27,14 +27,9 @@ from cobarl.io import FolderLock  # noqa: E402
 from cobarl.rewards import GuardedReward  # noqa: E402
 from cobarl.train.cli import config_from_args, main  # noqa: E402
 from cobarl.train.config import load_yaml  # noqa: E402
-from cobarl.train.run import (  # noqa: E402
-    METRICS_FILE,
-    check_resume_state,
-    prepare_run_dir,
-    read_metrics,
-    repair_metrics,
-    sample_scores,
-)
+from cobarl.train.evaluate import sample_scores  # noqa: E402
+from cobarl.train.metrics_log import METRICS_FILE, read_metrics, repair_metrics  # noqa: E402
+from cobarl.train.rundir import check_resume_state, prepare_run_dir  # noqa: E402
 from cobarl.train.trainer import exceeds_failure_limit  # noqa: E402
 from test_train_cli import tiny_model_dir  # noqa: E402,F401 - a random tiny model saved locally (fixture)
 
@@ -88,7 +83,7 @@ def test_1_evaluation_failures_are_counted_reported_and_never_cached(flaky_run, 
 
 @pytest.mark.slow
 def test_1_summary_text_warns_about_evaluation_failures(flaky_run):
-    from cobarl.train.run import RunSummary
+    from cobarl.train.summary import RunSummary
 
     summary = RunSummary(**json.loads((flaky_run / "summary.json").read_text()))
     assert "reward calls of the held-out evaluations failed" in summary.text()

@@ -13,7 +13,8 @@ from cobarl.train.config import TrainConfig, make_config  # noqa: E402
 from cobarl.train.data import embedded_datasets, load_dataset_file, split_held_out  # noqa: E402
 from cobarl.rewards import resolve_reward  # noqa: E402
 from cobarl.models.load import resolve_model_path  # noqa: E402
-from cobarl.train.run import make_reward_func, truncate_metrics  # noqa: E402
+from cobarl.train.metrics_log import truncate_metrics  # noqa: E402
+from cobarl.train.rewards import make_reward_func  # noqa: E402
 
 
 def write_jsonl(path, rows):
@@ -80,14 +81,14 @@ def test_embedded_and_held_out_split():
 
 def test_dataset_validation_split_is_the_last_train_rows_and_bounded(tmp_path):
     from cobarl.train.config import make_config
-    from cobarl.train.run import _load_data
+    from cobarl.train.data import load_splits
 
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"{k}+0=", "answer": str(k)} for k in range(20)])
-    train, held_out, val = _load_data(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 3}))
+    train, held_out, val = load_splits(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 3}))
     assert (len(train), len(held_out), len(val)) == (13, 4, 3)
     assert val["prompt"] == ["13+0=", "14+0=", "15+0="] and held_out["prompt"][0] == "16+0="
     with pytest.raises(ValueError, match="--validation-size 9 would take more than half of the 16 training rows"):
-        _load_data(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 9}))
+        load_splits(make_config({"dataset": str(path), "eval_size": 4, "validation_size": 9}))
 
 
 def test_reward_registry_accepts_name_callable_and_import_path():

@@ -21,17 +21,15 @@ from cobarl.rewards import GuardedReward, load_reward  # noqa: E402
 from cobarl.train.checkpoints import checkpoint_problem, last_complete_checkpoint, select_checkpoint  # noqa: E402
 from cobarl.train.cli import config_from_args, main  # noqa: E402
 from cobarl.train.config import batch_layout, dump_yaml, make_config  # noqa: E402
-from cobarl.train.run import (  # noqa: E402
+from cobarl.train.metrics_log import METRICS_FILE, read_metrics, truncate_metrics  # noqa: E402
+from cobarl.train.rewards import BatchReward  # noqa: E402
+from cobarl.train.run import run  # noqa: E402
+from cobarl.train.rundir import (  # noqa: E402
     CONFIG_FILE,
-    METRICS_FILE,
-    BatchReward,
     check_resume_config,
-    interrupt_hint,
     check_resume_step,
+    interrupt_hint,
     prepare_run_dir,
-    read_metrics,
-    run,
-    truncate_metrics,
 )
 
 torch.set_num_threads(1)

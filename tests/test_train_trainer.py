@@ -27,7 +27,8 @@ from cobarl.tasks.embedded import get_task  # noqa: E402
 
 # These tests were written against the arithmetic task (their toy verifiers read its answers).
 V3_CHARS = get_task("arith-v3").chars
-from cobarl.train.run import METRICS_FILE, build_trainer, make_callbacks, read_metrics  # noqa: E402
+from cobarl.train.build import build_trainer  # noqa: E402
+from cobarl.train.metrics_log import METRICS_FILE, make_callbacks, read_metrics  # noqa: E402
 from cobarl.io import STATE_FILE  # noqa: E402
 from cobarl.train.trainer import (  # noqa: E402
     AdaptiveGRPOConfig,

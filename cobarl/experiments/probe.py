@@ -167,7 +167,7 @@ def _config(options: ProbeOptions, seed: int, arm: str | None = None):
 
 def _measure(model, tokenizer, config, train_ds, eval_ds, verifier) -> tuple[np.ndarray, np.ndarray]:
     """``[train prompts, 16]`` and ``[held-out prompts, 8]`` scores at the training temperature."""
-    from cobarl.train.run import sample_scores
+    from cobarl.train.evaluate import sample_scores
 
     kw = dict(max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=config.seed)
     return (sample_scores(model, tokenizer, train_ds, verifier, num_samples=TRAIN_SAMPLES, **kw),
@@ -180,9 +180,9 @@ def _data(config):
     from cobarl.rewards import load_reward
 
     hf_logging.disable_progress_bar()
-    from cobarl.train.run import _load_data
+    from cobarl.train.data import load_splits
 
-    train_ds, eval_ds, _ = _load_data(config)
+    train_ds, eval_ds, _ = load_splits(config)
     verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=1)
     return train_ds, eval_ds, verifier
 
@@ -194,10 +194,10 @@ def _units(dataset) -> list:
 def _start(options: ProbeOptions, seed: int) -> dict[str, Any]:
     """The starting model's scores and the split, for one seed (a worker process)."""
     from cobarl.models.load import load_policy, resolve_model_path
-    from cobarl.train.run import _set_threads, _device
+    from cobarl.train.build import pick_device, set_threads
 
     config = _config(options, seed)
-    _set_threads(config, _device(config))
+    set_threads(config, pick_device(config))
     train_ds, eval_ds, verifier = _data(config)
     model, tokenizer = load_policy(resolve_model_path(config.model, seed=seed, task=config.task))
     train_scores, held_scores = _measure(model, tokenizer, config, train_ds, eval_ds, verifier)

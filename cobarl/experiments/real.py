@@ -21,7 +21,9 @@ def run_training(options: dict) -> dict:
     (AllocatorConfig fields of the strategy spec) are merged in.
     """
     from cobarl.train.config import make_config
-    from cobarl.train.run import METRICS_FILE, RUNS_ROOT, read_metrics, run
+    from cobarl.train.metrics_log import METRICS_FILE, read_metrics
+    from cobarl.train.run import run
+    from cobarl.train.rundir import RUNS_ROOT
 
     options = dict(options)
     # Parallel workers may start runs within the same second: give each its own directory.

@@ -35,6 +35,10 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(Path(checkpoint).name.split("-")[1])
+
+
 def _json_problem(path: Path) -> str | None:
     try:
         json.loads(path.read_text())

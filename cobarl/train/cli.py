@@ -86,7 +86,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     resuming = ns.get("resume", from_file.get("resume", False))
     base = None
     if resuming:
-        from cobarl.train.run import saved_config
+        from cobarl.train.rundir import saved_config
 
         base = saved_config({**from_file, **ns})
     return make_config({**from_file, **ns}, base=base)
@@ -94,7 +94,8 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cobarl train`` / ``python -m cobarl.train``; returns the exit status."""
-    from cobarl.train.run import interrupt_hint, process_rank, resolve_run_dir, run
+    from cobarl.train.run import run
+    from cobarl.train.rundir import interrupt_hint, process_rank, resolve_run_dir
 
     is_main = process_rank()[0] == 0
     try:

@@ -20,6 +20,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from cobarl.train.config import TrainConfig
+
 
 def problems_to_dataset(problems: Sequence[Any]) -> Dataset:
     """`cobarl.tasks.Problem` objects (prompt_id, prompt, answer, difficulty, family) -> Dataset; the
@@ -85,3 +87,22 @@ def split_held_out(dataset: Dataset, eval_size: int) -> tuple[Dataset, Dataset]:
         raise ValueError(f"dataset has {len(dataset)} rows; need at least 2 to hold some out for evaluation")
     n_train = len(dataset) - n_eval
     return dataset.select(range(n_train)), dataset.select(range(n_train, len(dataset)))
+
+
+def load_splits(config: TrainConfig):
+    """(train, held-out, validation or None): three disjoint splits."""
+    if config.dataset is None:
+        return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed,
+                                 validation_size=config.validation_size, task=config.task)
+    train_ds = load_dataset_file(config.dataset)
+    if config.eval_dataset is not None:
+        eval_ds = load_dataset_file(config.eval_dataset, limit=config.eval_size)
+    else:
+        train_ds, eval_ds = split_held_out(train_ds, config.eval_size)
+    if not config.validation_size:
+        return train_ds, eval_ds, None
+    if config.validation_size > len(train_ds) // 2:
+        raise ValueError(f"--validation-size {config.validation_size} would take more than half of the "
+                         f"{len(train_ds)} training rows of {config.dataset}; pass at most {len(train_ds) // 2}")
+    return (train_ds.select(range(len(train_ds) - config.validation_size)), eval_ds,
+            train_ds.select(range(len(train_ds) - config.validation_size, len(train_ds))))

@@ -1,0 +1,205 @@
+"""The run folder of `cobarl train`: where a run goes, what may already be there, and whether a
+``--resume`` may continue it (saved config, process count, allocator state, step).
+
+A new run goes only into a folder that does not exist or is empty; one that holds a run is never
+appended to: ``--resume`` continues it, ``--fresh`` moves it aside."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cobarl.io import LOCK_FILE
+from cobarl.train.checkpoints import checkpoint_step, last_complete_checkpoint, select_checkpoint
+from cobarl.train.config import TrainConfig, config_diff, load_yaml, make_config
+from cobarl.train.metrics_log import METRICS_FILE
+
+CONFIG_FILE = "config.yaml"
+TRANSITIONS_BEFORE_FILE = "train_buckets_before.json"
+RUNS_ROOT = Path("runs")
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (torchrun, accelerate launch); (0, 1) otherwise.
+
+    Read before torch.distributed is set up, so every process can check options before any work."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_run_dir(config: TrainConfig) -> Path:
+    if config.output_dir is not None:
+        return Path(config.output_dir).expanduser()
+    if config.resume:
+        runs = sorted(RUNS_ROOT.glob("train-*"), key=lambda p: p.stat().st_mtime) if RUNS_ROOT.is_dir() else []
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run under {RUNS_ROOT}/; pass --output-dir RUN_DIR")
+        return runs[-1]
+    return RUNS_ROOT / time.strftime("train-%Y%m%d-%H%M%S")
+
+
+def saved_config(values: dict[str, Any]) -> TrainConfig | None:
+    """The ``config.yaml`` of the run that ``values`` (with ``resume``) points at, or None if it has none."""
+    probe = TrainConfig(**{k: v for k, v in values.items() if k in ("output_dir", "resume")})
+    run_dir = resolve_run_dir(probe)
+    if not holds_run(run_dir):
+        return None  # refused by prepare_run_dir, naming the folder
+    return read_saved_config(run_dir)
+
+
+def read_saved_config(run_dir: Path) -> TrainConfig:
+    """The run's ``config.yaml``; missing or unreadable is an error: resuming on defaults would silently
+    run another configuration (other sizes, other budgets) under the same summary."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume: {path} is missing, so the options this run was started with are unknown and resuming "
+            "would use defaults. Restore config.yaml (a copy is not kept elsewhere), or start over with --fresh")
+    try:
+        return load_run_config(path)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--resume: {path} cannot be read ({e}); restore it, or start over with --fresh") from None
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    """A run's saved ``config.yaml``. One written before the ``task`` option existed ran the embedded task
+    of that time, arith-v3: reading it as today's default would resume the run on another task."""
+    values = load_yaml(path)
+    if "task" not in values and values.get("dataset") is None:
+        values["task"] = "arith-v3"
+    return make_config(values)
+
+
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "eval_before.json", TRANSITIONS_BEFORE_FILE)
+
+
+def holds_run(run_dir: Path) -> bool:
+    names = (CONFIG_FILE, METRICS_FILE, "summary.json")
+    return run_dir.is_dir() and (any((run_dir / n).exists() for n in names) or any(run_dir.glob("checkpoint-*")))
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that a cobarl run did not write (a new run never goes among them)."""
+    if not run_dir.is_dir():
+        return []
+    ours = set(RUN_FILES) | {LOCK_FILE, "runs"}  # runs/: tensorboard's logs (--report-to tensorboard)
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name not in ours and not p.name.startswith(("checkpoint-", "damaged-ckpt-", "."))
+                  and not p.name.endswith(".tmp"))
+
+
+def move_aside(run_dir: Path) -> Path:
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.old-{n}").exists():
+        n += 1
+    target = run_dir.with_name(f"{run_dir.name}.old-{n}")
+    os.replace(run_dir, target)
+    return target
+
+
+def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse a resume whose run-defining options differ from the run's saved config (unless allowed)."""
+    saved = read_saved_config(run_dir)
+    if config.allow_config_change:
+        return
+    diff = config_diff(saved, config)
+    if diff:
+        raise ValueError(
+            f"--resume would change run-defining options of {run_dir} (saved -> now):\n  " + "\n  ".join(diff)
+            + "\nDrop these options to continue the run as it was, or pass --allow-config-change to accept "
+            "(the result then differs from an uninterrupted run)."
+        )
+
+
+def check_resume_world(checkpoint: Path, world: int, allow: bool) -> None:
+    saved = json.loads((checkpoint / "cobarl_state.json").read_text()).get("world_size", 1)
+    if saved != world and not allow:
+        raise ValueError(
+            f"{checkpoint} was written by {saved} process(es) and this launch has {world}: the per-process "
+            "random states and batch split differ, so the run would not continue as it was. Launch with "
+            f"{saved} process(es), or pass --allow-config-change to accept"
+        )
+
+
+def check_resume_step(checkpoint: Path, max_steps: int) -> None:
+    """Refuse to resume from a checkpoint that already reached ``max_steps``: the trainer's loop would
+    run one more step past it (measured: 12 -> 13) instead of stopping."""
+    step = int(checkpoint.name.split("-")[1])
+    if step >= max_steps:
+        finished = (checkpoint.parent / "summary.json").is_file()
+        raise ValueError(
+            f"--resume: {checkpoint.name} already reached --max-steps {max_steps}, so training is complete ("
+            + ("the run finished: its summary.json is there" if finished else "the run was stopped before its final evaluation")
+            + f"); raise --max-steps to train further, or evaluate {checkpoint} with cobarl eval"
+        )
+
+
+def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None]) -> Path | None:
+    """Decide what happens to ``run_dir``; returns the checkpoint to resume from (None: start at step 0).
+
+    Only the main process changes files (sets damaged checkpoints or an old run aside)."""
+    if config.resume:
+        if not holds_run(run_dir):
+            raise FileNotFoundError(f"--resume: {run_dir} holds no run (no {CONFIG_FILE}, no checkpoint)")
+        check_resume_config(config, run_dir)
+        checkpoint = select_checkpoint(run_dir, log=log, set_aside=is_main)
+        if checkpoint is None:
+            log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
+        else:
+            check_resume_world(checkpoint, world, config.allow_config_change)
+            check_resume_state(checkpoint, config)
+            # A checkpoint at exactly --max-steps without a summary was interrupted in its final evaluation:
+            # run() finishes it (evaluates and summarises). Anything past it, or already summarised, is refused.
+            if (run_dir / "summary.json").is_file() or config.lora_r or checkpoint_step(checkpoint) > config.max_steps:
+                check_resume_step(checkpoint, config.max_steps)
+        return checkpoint
+    # Only the main process judges the directory: the others may look after it has written config.yaml.
+    # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
+    if is_main and holds_run(run_dir):
+        if not config.fresh:
+            raise FileExistsError(
+                f"{run_dir} already holds a run; continue it with --resume, start over with --fresh "
+                "(moves the old run aside), or pick another --output-dir"
+            )
+        log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
+    elif is_main and foreign_files(run_dir):
+        names = foreign_files(run_dir)
+        raise FileExistsError(
+            f"{run_dir} already holds files that are not a cobarl run ({', '.join(names[:5])}"
+            + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            + "); a run writes config.yaml, metrics.jsonl and checkpoints into its folder and would mix with them. "
+            "Pass an --output-dir that does not exist yet or is empty")
+    return None
+
+
+def check_resume_state(checkpoint: Path, config: TrainConfig) -> None:
+    """Refuse an allocator state whose count of observed generations does not match the checkpoint's step
+    (a wiped or replaced ``cobarl_state.json`` would resume with statistics of another run, or none)."""
+    state = json.loads((checkpoint / "cobarl_state.json").read_text())
+    step = checkpoint_step(checkpoint)
+    expected = -(-step // config.num_iterations)
+    tracker = (state.get("allocator") or {}).get("tracker") or {}
+    stats = (state.get("allocator") or {}).get("stats") or {}
+    seen = tracker.get("step")
+    # A generation with no scorable rollout is not observed, so fewer than `expected` is possible; more is not,
+    # and observed generations (or any generation at all) with no prompt history means the state was wiped.
+    wiped = not stats.get("history") and (bool(seen) or bool(expected))
+    if state.get("global_step", step) != step or not isinstance(seen, int) or seen > expected or wiped:
+        raise ValueError(
+            f"--resume: {checkpoint}/cobarl_state.json does not match its checkpoint (step {step}, so at most {expected} "
+            f"observed generation(s); the state records {seen!r} and {len(stats.get('history') or [])} prompt histories): "
+            "it was damaged or replaced. Move this checkpoint aside to resume from an earlier one, or start over with --fresh")
+
+
+def interrupt_hint(run_dir: Path) -> str:
+    """What to run after an interrupt, given what is on disk."""
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint is not None:
+        return f"Continue from {checkpoint.name} with: cobarl train --resume --output-dir {run_dir}"
+    if (run_dir / CONFIG_FILE).is_file():
+        return (f"No checkpoint was written yet. Start the run over (same options) with: "
+                f"cobarl train --resume --output-dir {run_dir}")
+    return "Nothing was written yet; run the same command again."
