@@ -13,7 +13,6 @@ from cobarl.models import (
     build_model,
     build_tokenizer,
     ensure_default_model,
-    sample_accuracy,
     warm_start,
 )
 from cobarl.models import tiny
@@ -91,25 +90,36 @@ def test_mistake_rate_teaches_the_systematic_mistake(tokenizer):
     assert problem[0].answer.startswith("-") and completion == problem[0].answer[1:]
 
 
-def test_sample_accuracy_keys_and_range(tokenizer):
+def _held_out_accuracy(model, tokenizer, problems, **kw):
+    """The one held-out evaluator (`cobarl.train.evaluate.held_out_accuracy`) with the embedded task's verifier."""
+    pytest.importorskip("trl")
+    from cobarl.rewards.exact import exact_match_reward
+    from cobarl.train.data import problems_to_dataset
+    from cobarl.train.evaluate import held_out_accuracy
+
+    return held_out_accuracy(model, tokenizer, problems_to_dataset(problems), exact_match_reward,
+                             max_new_tokens=MAX_NEW_TOKENS, **kw)
+
+
+def test_held_out_accuracy_keys_and_range(tokenizer):
     model = build_model(tokenizer, seed=0)
     _, held_out = make_splits(0, 20, seed=0)
-    acc = sample_accuracy(model, tokenizer, held_out, num_samples=2, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS)
-    assert set(acc) == {"acc/overall"} | {f"acc/level_{lv}" for lv in range(5)}
+    acc = _held_out_accuracy(model, tokenizer, held_out, num_samples=2, temperature=1.0)
+    assert set(acc) == {"accuracy"} | {f"accuracy/level_{lv}" for lv in range(5)}
     assert all(0.0 <= v <= 1.0 for v in acc.values())
-    greedy = sample_accuracy(model, tokenizer, held_out, temperature=0)
-    assert greedy == sample_accuracy(model, tokenizer, held_out, temperature=0)
+    greedy = _held_out_accuracy(model, tokenizer, held_out, temperature=0)
+    assert greedy == _held_out_accuracy(model, tokenizer, held_out, temperature=0)
 
 
-def test_sample_accuracy_counts_a_memorised_answer(tokenizer):
+def test_held_out_accuracy_counts_a_memorised_answer(tokenizer):
     # Teach one problem until greedy decoding must get it right: checks generation,
     # left padding, EOS stopping and decoding end to end.
     model = build_model(tokenizer, seed=0)
     problem = make_problems(1, seed=0, levels=(1,))
     warm_start(model, tokenizer, problem, steps=60, seed=0, lr=1e-2, batch_size=4)
     padded_batch = problem + make_problems(3, seed=1, levels=(4,), start_id=1)  # longer prompts force padding
-    acc = sample_accuracy(model, tokenizer, padded_batch, temperature=0)
-    assert acc["acc/level_1"] == 1.0
+    acc = _held_out_accuracy(model, tokenizer, padded_batch, temperature=0)
+    assert acc["accuracy/level_1"] == 1.0
 
 
 def test_ensure_default_model_builds_once_and_loads(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from cobarl.models.tiny import (
     build_model,
     build_tokenizer,
     ensure_default_model,
-    sample_accuracy,
     sample_completions,
     warm_start,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "build_model",
     "build_tokenizer",
     "ensure_default_model",
-    "sample_accuracy",
     "sample_completions",
     "warm_start",
 ]

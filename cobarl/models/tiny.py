@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
-from cobarl.rewards.exact import exact_match_reward
 from cobarl.tasks import families
 from cobarl.tasks.arithmetic import MAX_ANSWER_CHARS, Problem, sign_dropped
 from cobarl.tasks.embedded import DEFAULT_TASK, get_task
@@ -248,53 +247,6 @@ def sample_completions(
         seed=0 if seed is None else seed,
     )
     return [s[0] for s in samples]
-
-
-def sample_accuracy(
-    model: Qwen2ForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    problems: Sequence[Problem],
-    *,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    batch_size: int = 256,
-    seed: int | None = 0,
-) -> dict[str, float]:
-    """Mean exact-match accuracy of sampled completions, overall and per difficulty level.
-
-    Args:
-        model, tokenizer: the policy.
-        problems: problems to score, e.g. the held-out list of ``make_splits``.
-        num_samples: completions per problem.
-        temperature: sampling temperature; 0 means greedy (then use ``num_samples=1``).
-        max_new_tokens: generation length cap.
-        batch_size: sequences per ``generate`` call.
-        seed: torch seed for sampling (``None`` leaves the global RNG alone).
-
-    Returns:
-        ``{"acc/overall": ..., "acc/level_0": ..., ...}`` (levels present in ``problems`` only).
-    """
-    if not problems:
-        return {}
-    repeated = [p for p in problems for _ in range(num_samples)]
-    completions = sample_completions(
-        model,
-        tokenizer,
-        [p.prompt for p in repeated],
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    by_level: dict[int, list[float]] = defaultdict(list)
-    for p, c in zip(repeated, completions):
-        by_level[p.difficulty].append(exact_match_reward(c, p.answer))
-    scores = [s for v in by_level.values() for s in v]
-    result = {"acc/overall": sum(scores) / len(scores)}
-    for level in sorted(by_level):
-        result[f"acc/level_{level}"] = sum(by_level[level]) / len(by_level[level])
-    return result
 
 
 def _is_saved_model(path: Path) -> bool:
