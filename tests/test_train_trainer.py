@@ -210,17 +210,6 @@ def test_callable_allocator(tmp_path):
     assert rec.steps[0]["counts"] == [10, 2, 2, 2]
 
 
-def test_refuses_vllm_server_without_rollout_func(tmp_path):
-    tok = build_tokenizer(V3_CHARS)
-    args = AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=8, prompts_per_step=2,
-                              per_device_train_batch_size=8, use_cpu=True, bf16=False, report_to="none",
-                              use_vllm=True, vllm_mode="server")
-    train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0, task="arith-v3")
-    with pytest.raises(ValueError, match="vLLM server mode"):
-        AdaptiveGRPOTrainer(model=build_model(tok, seed=0), reward_funcs=lambda **k: [], args=args,
-                            train_dataset=train_ds, processing_class=tok)
-
-
 def test_config_refuses_unmeetable_budget(tmp_path):
     with pytest.raises(ValueError, match="total_budget=6 is below 4 prompts x min_budget=2"):
         AdaptiveGRPOConfig(output_dir=str(tmp_path), rollouts_per_step=6, prompts_per_step=4,

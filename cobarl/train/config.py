@@ -167,8 +167,10 @@ class TrainConfig:
     lora_dropout: float = option(0.0, "LoRA dropout.", ge=0, lt=1)
     lora_target_modules: str = option("all-linear", "Modules LoRA adapts: all-linear or comma-separated names.")
     use_vllm: bool = option(False, "Generate with vLLM (GPU only).")
-    vllm_mode: str = option("colocate", "vLLM mode: colocate (server mode needs a rollout function).",
+    vllm_mode: str = option("colocate", "vLLM mode: colocate (a vLLM engine in each training process) or server (a "
+                          "`trl vllm-serve` server; every rollout row is sent with n=1, so each prompt gets its own count).",
                           choices=("colocate", "server"))
+    vllm_server_url: str | None = option(None, "vLLM server URL for --vllm-mode server. Default: TRL's, http://0.0.0.0:8000.")
     device: str = option("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
     cpu_threads: int = option(0, "torch CPU threads; 0: 1 for the embedded tiny model (faster), torch's default otherwise.", ge=0)
 
@@ -242,9 +244,6 @@ def _validate(c: TrainConfig):
         return
     yield from _check_sizes(c)
     yield from _check_budget(c)
-    if c.use_vllm and c.vllm_mode == "server":
-        yield ("vLLM server mode cannot serve variable per-prompt budgets (TRL asks the server for a fixed "
-               "n per prompt); use --vllm-mode colocate, or pass a rollout_func to AdaptiveGRPOTrainer")
     if c.use_vllm and c.device == "cpu":
         yield "use_vllm needs a GPU; drop --use-vllm or set --device cuda"
     if c.task is not None and c.dataset is not None:
@@ -484,7 +483,7 @@ def dump_yaml(config: TrainConfig, path: str | Path) -> None:
 NOT_RUN_DEFINING = frozenset({
     "output_dir", "resume", "fresh", "allow_config_change", "max_steps", "save_steps", "save_total_limit",
     "progress", "report_to", "cpu_threads", "eval_every", "reward_timeout", "reward_workers", "reward_failure_limit",
-    "device", "transitions",
+    "device", "transitions", "vllm_server_url",
 })
 
 

@@ -13,7 +13,8 @@ Tested against TRL 1.14.2 and 1.16.0 (pin: >=1.14.2,!=1.15.0,<1.17) (the private
    the gathered raw rewards to the allocator. With several processes the main process plans and
    broadcasts the counts; every rank lays out the same global batch, generates its slice, and
    observes the same gathered rewards in the same order, so allocator state is identical on all
-   ranks whatever the allocator (a stochastic callable included)::
+   ranks whatever the allocator (a stochastic callable included). ``_generate`` makes TRL's vLLM
+   paths generate one completion per row (see its docstring)::
 
        sampler rows   p3 p3 p3 p3 p8 p8 p8 p8 p1 p1 p1 p1      (placeholders, 3 prompts x 4)
        allocation     p3: 2        p8: 7          p1: 3         (sums to 12, each in [min, max])
@@ -30,7 +31,7 @@ Tested against TRL 1.14.2 and 1.16.0 (pin: >=1.14.2,!=1.15.0,<1.17) (the private
 
 ``num_generations`` only has to satisfy TRL's divisibility checks (it is set to a divisor of the
 batch); TRL still uses it in ``view(-1, num_generations)`` for ``frac_reward_zero_std`` (which we
-overwrite) and for vLLM *server* mode (refused). With ``loss_type="dapo"`` (TRL's default) every
+overwrite); vLLM generation in training sees 1 instead (``_generate``). With ``loss_type="dapo"`` (TRL's default) every
 token counts once, so a prompt with more rollouts carries proportionally more weight in the loss.
 """
 
@@ -40,7 +41,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,12 @@ from trl import GRPOConfig, GRPOTrainer
 
 from cobarl import metrics as M
 from cobarl.io import load_state, save_state, write_atomic
+from cobarl.train.grouping import scalar_rewards, trl_advantages
+from cobarl.train.sampler import PromptBatchSampler
 
 SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
 BROKEN_TRL = (Version("1.15.0"),)  # its chunked log-prob path fails on CPU-only torch
 PROMPT_ID = "prompt_id"
-TRL_EPS = 1e-4  # TRL divides by (std + 1e-4)
 
 if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1] or Version(trl.__version__) in BROKEN_TRL:  # pragma: no cover
     raise ImportError(
@@ -168,96 +170,6 @@ class AdaptiveGRPOConfig(GRPOConfig):
         return cfg
 
 
-def scalar_rewards(rewards_per_func: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """TRL's scalar reward: the weighted sum over reward functions ignoring NaN; NaN where every function
-    returned None (an unscorable rollout)."""
-    out = np.nansum(rewards_per_func * weights[None, :], axis=1)
-    out[np.isnan(rewards_per_func).all(axis=1)] = np.nan
-    return out
-
-
-def _nan_mean_std(x: np.ndarray) -> tuple[float, float]:
-    """Mean and unbiased std over the finite entries (NaN when there are too few), like TRL's nanstd."""
-    x = x[~np.isnan(x)]
-    mean = float(x.mean()) if len(x) else float("nan")
-    std = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
-    return mean, std
-
-
-def _by_group(values: np.ndarray, index: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-rollout group mean and std of ``values`` (groups given by a dense ``index``)."""
-    stats = np.array([_nan_mean_std(values[index == g]) for g in range(n_groups)]).reshape(n_groups, 2)
-    return stats[index, 0], stats[index, 1]
-
-
-def trl_advantages(rewards_per_func: np.ndarray, weights: np.ndarray, group_ids: list, *, scale_rewards: str,
-                   aggregation: str) -> np.ndarray:
-    """TRL's advantages (1.14-1.16, both ``multi_objective_aggregation`` modes, every ``scale_rewards``)
-    with groups taken by prompt id instead of ``view(-1, num_generations)``.
-
-    Unscorable rollouts are left out of every mean and std and get advantage 0, as in TRL.
-    """
-    _, index = np.unique(np.asarray([str(g) for g in group_ids]), return_inverse=True)
-    n_groups = int(index.max()) + 1 if len(index) else 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if aggregation == "sum_then_normalize":
-            rewards = scalar_rewards(rewards_per_func, weights)
-            mean, std = _by_group(rewards, index, n_groups)
-            if scale_rewards == "batch":
-                std = np.full_like(rewards, _nan_mean_std(rewards)[1])
-            adv = rewards - mean
-            if scale_rewards != "none":
-                adv = adv / (std + TRL_EPS)
-        elif aggregation == "normalize_then_sum":
-            normalised = np.empty_like(rewards_per_func)
-            for k in range(rewards_per_func.shape[1]):
-                mean, std = _by_group(rewards_per_func[:, k], index, n_groups)
-                normalised[:, k] = (rewards_per_func[:, k] - mean) / (std + TRL_EPS)
-            rewards = np.nansum(normalised * weights[None, :], axis=1)
-            rewards[np.isnan(rewards_per_func).all(axis=1)] = np.nan
-            mean, std = _nan_mean_std(rewards)
-            adv = (rewards - mean) / (std + TRL_EPS)
-        else:
-            raise ValueError(f"multi_objective_aggregation must be sum_then_normalize or normalize_then_sum, got {aggregation!r}")
-    return np.nan_to_num(adv, nan=0.0)
-
-
-class PromptBatchSampler(Sampler[int]):
-    """Yields dataset indices for generation batches of ``prompts_per_step`` distinct prompts.
-
-    Each batch is ``rows_per_step`` placeholder rows (prompt ``j`` fills a contiguous block of about
-    ``rows_per_step / prompts_per_step`` rows); the trainer re-lays them out by the allocation when
-    it generates. Order is a pure function of ``(seed, epoch)`` -- no allocator state -- so resuming
-    (which fast-forwards the dataloader) reproduces it, and prefetching cannot make allocations lag.
-    Each batch is yielded ``repeat_count`` times (TRL's ``steps_per_generation * num_iterations``).
-    """
-
-    def __init__(self, num_prompts: int, prompts_per_step: int, rows_per_step: int, *, repeat_count: int = 1, seed: int = 0):
-        if prompts_per_step > num_prompts:
-            raise ValueError(f"prompts_per_step ({prompts_per_step}) exceeds the number of training prompts ({num_prompts})")
-        self.num_prompts, self.prompts_per_step, self.rows_per_step = num_prompts, prompts_per_step, rows_per_step
-        self.repeat_count, self.seed, self.epoch = repeat_count, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        """This epoch's batches of distinct prompt indices."""
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_prompts).tolist()
-        p = self.prompts_per_step
-        return [order[i : i + p] for i in range(0, self.num_prompts - p + 1, p)]
-
-    def __iter__(self) -> Iterator[int]:
-        rows = np.array_split(np.arange(self.rows_per_step), self.prompts_per_step)
-        for chunk in self.batches():
-            layout = [idx for idx, block in zip(chunk, rows) for _ in block]
-            for _ in range(self.repeat_count):
-                yield from layout
-
-    def __len__(self) -> int:
-        return (self.num_prompts // self.prompts_per_step) * self.rows_per_step * self.repeat_count
-
-
 class AdaptiveGRPOTrainer(GRPOTrainer):
     """GRPO with a per-prompt rollout budget chosen every step by a `cobarl` allocator.
 
@@ -286,12 +198,6 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
     ):
         if not isinstance(args, AdaptiveGRPOConfig):
             raise TypeError(f"args must be an AdaptiveGRPOConfig, got {type(args).__name__}")
-        if args.use_vllm and args.vllm_mode == "server" and kwargs.get("rollout_func") is None:
-            raise ValueError(
-                "vLLM server mode cannot serve variable per-prompt budgets: TRL dedupes prompts by a fixed "
-                "num_generations and asks the server for n=num_generations each. Use vllm_mode='colocate', "
-                "or pass rollout_func= that generates one completion per row."
-            )
         if train_dataset is None or not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
             raise TypeError("AdaptiveGRPOTrainer needs a map-style train_dataset (datasets.Dataset)")
         if PROMPT_ID not in train_dataset.column_names:
@@ -401,6 +307,24 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         self._overhead_s += overhead
         self._log_step_metrics(counts, rewards[scored], adv, observed)
         return output
+
+    def _generate(self, prompts: list):
+        """In training with vLLM, one completion per row: the rows already repeat each prompt its planned
+        number of times, so TRL must not group them by ``num_generations``.
+
+        TRL's server mode (``VLLMGeneration.generate``) gathers every rank's rows, keeps
+        ``rows[::num_generations]`` and asks the server for ``n=num_generations`` each, then hands rank
+        ``r`` rows ``r * local .. (r + 1) * local``; with 1 it sends every row of the global batch, in the
+        planned order, with ``n=1``, and each rank gets back its own rows. Colocate mode already
+        generates ``n=1`` per row on each rank. The transformers path is left untouched.
+        """
+        if not (self.use_vllm and self.model.training):
+            return super()._generate(prompts)
+        saved, self.num_generations = self.num_generations, 1
+        try:
+            return super()._generate(prompts)
+        finally:
+            self.num_generations = saved
 
     def _group_stats(self, rewards: np.ndarray, ids: list):
         from cobarl.advantages import group_advantages
