@@ -320,7 +320,7 @@ def families_v4_options(*, skill_offset: float, difficulty_std: float, lr: float
 # (docs/simulator-v4.md), fitted on strategy-neutral measurements only.
 SIM_PRESETS: dict[str, SimOptions] = {
     "default": SimOptions(),
-    "families-v4": families_v4_options(skill_offset=-0.4, difficulty_std=1.0, lr=1.0, transfer=0.1),
+    "families-v4": families_v4_options(skill_offset=-0.2, difficulty_std=1.0, lr=0.8, transfer=0.1),
 }
 
 
