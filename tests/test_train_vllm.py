@@ -163,8 +163,10 @@ def vllm_trainer(tmp_path, monkeypatch):
     from cobarl.allocator import Allocator, AllocatorConfig
     from cobarl.models.tiny import build_model, build_tokenizer
 
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # colocate init sets them
-        monkeypatch.delenv(key, raising=False) if key not in os.environ else monkeypatch.setenv(key, os.environ[key])
+    # TRL's colocate init sets these; left set, later trainers in this process would place tensors on
+    # "cpu:<LOCAL_RANK>", which torch.load cannot restore. Restored by hand: monkeypatch.delenv of an absent
+    # key records nothing to undo.
+    launch_env = {key: os.environ.get(key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     install_fakes(lambda o, n, v: monkeypatch.setattr(o, n, v, raising=False), lambda: (build_model(build_tokenizer(V3_CHARS), seed=1), build_tokenizer(V3_CHARS)))
 
     def build(mode: str, max_steps: int = 2):
@@ -174,7 +176,12 @@ def vllm_trainer(tmp_path, monkeypatch):
         alloc = Allocator(AllocatorConfig(strategy=staircase, min_budget=2, max_budget=8))
         return make_trainer(tmp_path, config, allocator=alloc)
 
-    return build
+    yield build
+    for key, value in launch_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.mark.parametrize("mode", ["server", "colocate"])
