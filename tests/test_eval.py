@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import DATA, run_module
 
 from cobarl.evaluate import default_ks, evaluate_benchmarks, pass_at_k, summarize
 from cobarl.models.tiny import DEFAULT_MODEL_NAME
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "tests" / "data"
 
 
 # --- estimators ------------------------------------------------------------------------------------
@@ -143,12 +139,9 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_cobarl_eval_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "res" / "results.json"
-    env = {**os.environ, "COBARL_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "cobarl.evaluate", "--benchmarks", "families-v4", str(DATA / "arith_sample.jsonl"),
-           "--k", "4", "--limit", "12", "--template", "raw", "--max-tokens", "6", "--no-progress",
-           "--save-completions", "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    res = run_module("cobarl.evaluate", "--benchmarks", "families-v4", str(DATA / "arith_sample.jsonl"),
+                     "--k", "4", "--limit", "12", "--template", "raw", "--max-tokens", "6", "--no-progress",
+                     "--save-completions", "-o", str(out), timeout=240, cwd=tmp_path, COBARL_CACHE=str(cache_dir))
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     assert set(data["benchmarks"]) == {"families-v4", "arith_sample"}

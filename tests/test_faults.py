@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
@@ -31,10 +30,9 @@ from cobarl.train.evaluate import sample_scores  # noqa: E402
 from cobarl.train.metrics_log import METRICS_FILE, read_metrics, repair_metrics  # noqa: E402
 from cobarl.train.rundir import check_resume_state, prepare_run_dir  # noqa: E402
 from cobarl.train.trainer import exceeds_failure_limit  # noqa: E402
-from test_train_cli import tiny_model_dir  # noqa: E402,F401 - a random tiny model saved locally (fixture)
+from helpers import REPO  # noqa: E402
 
-torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matmuls: much faster single-threaded
 SMALL = ["--max-steps", "2", "--save-steps", "1", "--prompts-per-step", "4", "--rollouts-per-prompt", "4",
          "--max-budget", "8", "--train-size", "16", "--eval-size", "8", "--max-completion-length", "4",
          "--learning-rate", "1e-2", "--no-progress", "--reward-workers", "1", "--device", "cpu"]

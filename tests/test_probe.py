@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_module
 
 from cobarl.experiments.probe import (
     ProbeAllocator,
@@ -21,8 +18,6 @@ from cobarl.experiments.probe import (
     verdict,
     weighted_counts,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_stratified_half_takes_one_of_each_neighbouring_pair():
@@ -69,10 +64,8 @@ def test_gains_ratios_and_verdict():
     assert not verdict([2.0, math.nan, 2.2], [1.0, 1.0, 1.0], 1.5)["passed"]  # a seed without a ratio
 
 
-def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "cobarl.cli", "probe", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+def _cli(*args: str, timeout: float = 600):
+    return run_module("cobarl.cli", "probe", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -90,17 +83,11 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_writes_ratios_for_every_seed(tmp_path):
+def test_cli_end_to_end_writes_ratios_for_every_seed(tmp_path, families_model_dir):
     pytest.importorskip("trl")
-    from cobarl.models.tiny import build_model, build_tokenizer
-    from cobarl.tasks import families
-
-    model = tmp_path / "model"
-    tok = build_tokenizer(families.CHARS)
-    build_model(tok, seed=0).save_pretrained(model)
-    tok.save_pretrained(model)
     out = tmp_path / "probe"
-    res = _cli("--seeds", "2", "--workers", "1", "--output-dir", str(out), "--model", str(model), "--max-steps", "2",
+    res = _cli("--seeds", "2", "--workers", "1", "--output-dir", str(out), "--model", str(families_model_dir),
+               "--max-steps", "2",
                "--save-steps", "2", "--train-size", "24", "--eval-size", "24", "--prompts-per-step", "4",
                "--rollouts-per-prompt", "4", "--learning-rate", "1e-2")
     assert res.returncode in (0, 1), res.stderr[-3000:]  # 1: the check ran and the task failed it
@@ -111,5 +98,5 @@ def test_cli_end_to_end_writes_ratios_for_every_seed(tmp_path):
     budgets = [json.loads(line)["budget/max"] for line in (out / "runs" / "probe-seed0" / "metrics.jsonl").read_text().splitlines()]
     assert max(budgets) > 4  # the favoured prompts got more than the uniform 4
     assert "allocation sensitivity" in res.stdout and (out / "report.md").is_file()
-    again = _cli("--seeds", "2", "--output-dir", str(out), "--model", str(model), timeout=120)
+    again = _cli("--seeds", "2", "--output-dir", str(out), "--model", str(families_model_dir), timeout=120)
     assert again.returncode == 2 and "already holds a probe" in again.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from cobarl.experiments.sim_probe import cluster_means, curve_shares, expected_histogram, run_sim_probe
 from cobarl.experiments.simulator import (
@@ -22,7 +23,6 @@ from cobarl.experiments.simulator import (
 )
 from cobarl.tasks.families import MISTAKE_RATES
 
-REPO = Path(__file__).resolve().parents[1]
 # A small task with clusters of distinct, known starting skills: 8 clusters x 8 train prompts.
 SMALL = SimConfig(train_prompts=64, heldout_prompts=64, validation_prompts=8, clusters=8, difficulty_std=0.3,
                   cluster_skills=cluster_skills_from_pass_rates([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]))

@@ -1,9 +1,5 @@
 """Tiny character-level Qwen2 policy: tokenizer, save/load, warm-start, sampling."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is built locally
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -19,14 +15,7 @@ from cobarl.models import tiny
 from cobarl.tasks import make_problems, make_splits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are too small to gain from threads, and on a shared 2-core machine
-    # OpenMP spin-waiting under contention makes each step ~20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

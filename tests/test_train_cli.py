@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_module
 
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
 from cobarl.train.cli import build_parser, config_from_args  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def parity_reward(completion: str, answer: str) -> float:
-    """Mixed outcomes even for a random model (used via --reward test_train_cli:parity_reward)."""
-    return float(len(completion) % 2 == len(answer) % 2)
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "cobarl.train", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from cobarl.models.tiny import build_model, build_tokenizer
-
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    tok = build_tokenizer()
-    build_model(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def cli(*args: str, timeout: float = 300):
+    return run_module("cobarl.train", *args, timeout=timeout)
 
 
 SMALL = ["--max-steps", "3", "--save-steps", "2", "--prompts-per-step", "4", "--rollouts-per-prompt", "4",
@@ -49,7 +26,7 @@ SMALL = ["--max-steps", "3", "--save-steps", "2", "--prompts-per-step", "4", "--
 @pytest.mark.slow
 def test_cli_end_to_end_and_resume(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
-    res = cli("--model", str(tiny_model_dir), "--output-dir", str(run_dir), "--reward", "test_train_cli:parity_reward", *SMALL)
+    res = cli("--model", str(tiny_model_dir), "--output-dir", str(run_dir), "--reward", "helpers:parity_reward", *SMALL)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "held-out accuracy" in res.stdout and str(run_dir) in res.stdout
     assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()

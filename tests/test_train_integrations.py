@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
@@ -15,7 +13,7 @@ from test_train_trainer import make_trainer, small_config  # noqa: E402
 
 from cobarl.train.checkpoints import checkpoint_problem  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matmuls: much faster single-threaded
 
 
 def test_tensorboard_event_files_hold_budget_and_capability_metrics(tmp_path):

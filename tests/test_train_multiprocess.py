@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import torchrun
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes (see the README for the quick loop)
 
-REPO = Path(__file__).resolve().parents[1]
 ROLLOUTS, PROMPTS, STEPS = 16, 4, 3
-
-
-def parity_reward(completion: str, answer: str) -> float:
-    """Mixed outcomes even for a random model."""
-    return float(len(completion) % 2 == len(answer) % 2)
 
 
 def stochastic_allocation(pass_rates, total_budget, min_budget, max_budget):
@@ -65,7 +58,7 @@ def resume_worker(model_dir: str, out_dir: str, mode: str) -> None:
         model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=1, seed=3,
         prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
         max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu", resume=mode == "resume",
-        reward="test_train_multiprocess:parity_reward",
+        reward="helpers:parity_reward",
     ))
     run(config, log=lambda _: None)
     rank = int(os.environ["RANK"])
@@ -96,7 +89,7 @@ def worker(model_dir: str, out_dir: str) -> None:
         model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=2,
         prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
         max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu",
-        reward="test_train_multiprocess:parity_reward",
+        reward="helpers:parity_reward",
     ))
     alloc = Allocator(AllocatorConfig(strategy=stochastic_allocation, min_budget=2, max_budget=8))
     summary = run(config, log=lambda _: None, allocator=alloc)
@@ -104,38 +97,15 @@ def worker(model_dir: str, out_dir: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result, default=str))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tiny_model(tmp: Path) -> Path:
-    from cobarl.models.tiny import build_model, build_tokenizer
-
-    model_dir = tmp / "model"
-    tok = build_tokenizer()
-    build_model(tok, seed=0).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    return model_dir
-
-
 def _torchrun(tmp: Path, *args: str) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    res = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), __file__, *args],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    torchrun(tmp, __file__, *args)
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
+def two_process_run(tmp_path_factory, tiny_model_dir):
     pytest.importorskip("trl")
     tmp = tmp_path_factory.mktemp("mp")
-    _torchrun(tmp, str(_tiny_model(tmp)), str(tmp))
+    _torchrun(tmp, str(tiny_model_dir), str(tmp))
     return tmp, [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
@@ -165,13 +135,13 @@ def test_ranks_share_one_plan_and_end_with_identical_allocator_state(two_process
     assert json.dumps(r0["state"]["tracker"], sort_keys=True) == json.dumps(r1["state"]["tracker"], sort_keys=True)
 
 
-def test_two_process_resume_is_exact(tmp_path):
+def test_two_process_resume_is_exact(tmp_path, tiny_model_dir):
     """Killed after step 2 (its newest checkpoint gone), resumed with the same launch: the same
     plan for step 3 and the same final allocator state on both ranks as the uninterrupted run."""
     pytest.importorskip("trl")
     import shutil
 
-    model_dir = str(_tiny_model(tmp_path))
+    model_dir = str(tiny_model_dir)
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir()
     _torchrun(full, model_dir, str(full), "full")

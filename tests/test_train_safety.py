@@ -4,14 +4,12 @@ options on resume, torn metrics lines, failing or hanging rewards."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
@@ -32,7 +30,7 @@ from cobarl.train.rundir import (  # noqa: E402
     prepare_run_dir,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matmuls: much faster single-threaded
 
 
 # --- 7. every option validated before work, naming the field ------------------------------------------

@@ -7,14 +7,12 @@ mixed outcomes from the first step and the allocation becomes non-uniform.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
@@ -37,7 +35,7 @@ from cobarl.train.trainer import (  # noqa: E402
     scalar_rewards,
 )
 
-torch.set_num_threads(1)  # tiny matmuls: much faster single-threaded
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matmuls: much faster single-threaded
 
 
 def toy_verifier(completion: str, answer: str) -> float:

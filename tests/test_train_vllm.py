@@ -20,12 +20,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import torchrun
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-REPO = Path(__file__).resolve().parents[1]
 STAIRS = [2, 3, 4, 7]  # 4 prompts, 16 rollouts: every prompt a different count
 
 
@@ -247,7 +246,7 @@ def worker(model_dir: str, out_dir: str) -> None:
     config = make_config(dict(
         model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=3, save_steps=10, seed=0,
         prompts_per_step=4, rollouts_per_step=16, max_budget=8, train_size=8, eval_size=4, max_completion_length=4,
-        learning_rate=1e-30, progress=False, device="cpu", reward="test_train_multiprocess:parity_reward",
+        learning_rate=1e-30, progress=False, device="cpu", reward="helpers:parity_reward",
     ))
     trainers = []
     init = AdaptiveGRPOTrainer.__init__
@@ -267,21 +266,9 @@ def worker(model_dir: str, out_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_server_mode_counts_on_one_and_two_processes(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_train_multiprocess import _free_port, _tiny_model
-
-    import subprocess
-
-    model_dir = _tiny_model(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    torchrun = Path(sys.executable).with_name("torchrun")
+def test_server_mode_counts_on_one_and_two_processes(tmp_path, tiny_model_dir):
     for world in (1, 2):
-        res = subprocess.run([str(torchrun), "--nproc_per_node", str(world), "--master_port", str(_free_port()),
-                              __file__, str(model_dir), str(tmp_path / f"w{world}")],
-                             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+        torchrun(tmp_path, __file__, str(tiny_model_dir), str(tmp_path / f"w{world}"), processes=world)
     one = json.loads((tmp_path / "w1" / "world1-rank0.json").read_text())
     two = [json.loads((tmp_path / "w2" / f"world2-rank{r}.json").read_text()) for r in (0, 1)]
     assert one["plans"] == two[0]["plans"] == two[1]["plans"]  # same counts on 1 and 2 processes, one plan for both ranks
