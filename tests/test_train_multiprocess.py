@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import torchrun
+from helpers import REPO, free_port, subprocess_env, torchrun, venv_script
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes (see the README for the quick loop)
 
@@ -156,6 +158,47 @@ def test_two_process_resume_is_exact(tmp_path, tiny_model_dir):
         assert after[0]["ids"] == before[2]["ids"] and after[0]["counts"] == before[2]["counts"]
     saved = [json.loads((d / "run" / "checkpoint-3" / "cobarl_state.json").read_text())["allocator"] for d in (full, cut)]
     assert saved[0] == saved[1]
+
+
+def readme_command(launcher: str) -> list[str]:
+    """The ``.venv/bin/<launcher> ...`` command of the README's "Multi-process training" section,
+    continuation lines joined, split as the shell would."""
+    section = (REPO / "README.md").read_text().split("\n## Multi-process training\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.replace("\\\n", " ").splitlines()]
+    found = [line for line in lines if line.startswith(f".venv/bin/{launcher} ")]
+    assert len(found) == 1, f"the README's multi-process section should show one {launcher} command, found {found}"
+    return shlex.split(found[0])
+
+
+def _replace(args: list[str], flag: str, value: str) -> None:
+    assert flag in args, f"{flag} is no longer in the README's command: {shlex.join(args)}"
+    args[args.index(flag) + 1] = value
+
+
+def test_readme_accelerate_launch_line_spends_the_global_budget(tmp_path, families_model_dir):
+    """The README's ``accelerate launch`` line as written, with only its output directory replaced and the
+    run made small (2 steps, a local random model instead of the warm-started default, a small eval set)."""
+    pytest.importorskip("trl")
+    pytest.importorskip("accelerate")
+    args = readme_command("accelerate")
+    assert args[:2] == [".venv/bin/accelerate", "launch"] and "--num_processes" in args, args
+    processes = int(args[args.index("--num_processes") + 1])
+    rollouts = int(args[args.index("--rollouts-per-step") + 1])
+    args[0] = str(venv_script("accelerate"))
+    args[2:2] = ["--main_process_port", str(free_port())]  # not the fixed default 29500: runs may overlap
+    run_dir = tmp_path / "run"
+    _replace(args, "--output-dir", str(run_dir))
+    _replace(args, "--max-steps", "2")
+    args += ["--model", str(families_model_dir), "--eval-size", "8", "--max-completion-length", "4", "--no-progress"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert processes == 2
+    spent = f"allocations: 2 x {rollouts} rollouts across {processes} process(es)   rollouts spent: {2 * rollouts}"
+    assert spent in res.stdout, res.stdout[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["processes"] == processes and summary["allocations"] == 2 and summary["rollouts"] == 2 * rollouts
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2] and all(row["rollout/count"] == rollouts for row in rows)
 
 
 if __name__ == "__main__":
