@@ -227,8 +227,8 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
         assert side["simulated"] == side["real"]
     md = (out / "report.md").read_text()
     assert "## Simulator vs real back-end" in md and "| `uniform@0.5` |" in md
-    # an arm is mirrored with the settings it ran with, under its own label (cobarl train's defaults
-    # can differ from the simulator's, e.g. its max budget)
+    # an arm is mirrored with the settings it ran with, under its own label (a real arm on the embedded
+    # task runs with its preset max budget, which the simulator does not have)
     ran = {**summary["strategies"]["coba"], "allocator_config": {**summary["strategies"]["coba"]["allocator_config"], "max_budget": 16}}
     (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "strategies": {**summary["strategies"], "coba": ran}}))
     assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "sim16")]) == 0

@@ -127,3 +127,26 @@ def test_truncate_metrics_drops_redone_steps_and_torn_lines(tmp_path):
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "rew')
     truncate_metrics(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_one_set_of_allocator_defaults_with_the_embedded_task_preset(tmp_path):
+    """The library's AllocatorConfig defaults everywhere; the embedded task's max_budget=32 is its
+    preset, applied only when it runs and --max-budget is not given (issue 19, item 2)."""
+    from cobarl.allocator import AllocatorConfig
+    from cobarl.tasks.embedded import TASKS
+    from cobarl.train.config import config_diff, dump_yaml
+    from cobarl.train.rundir import CONFIG_FILE, read_saved_config
+
+    assert all(t.max_budget == 32 for t in TASKS.values())
+    assert make_config({}).allocator == AllocatorConfig(max_budget=32) == TrainConfig().allocator
+    for task in TASKS:
+        assert make_config({"task": task, "allocator": "knapsack"}).allocator.max_budget == 32
+    assert make_config({"dataset": "d.jsonl"}).allocator == AllocatorConfig() == TrainConfig(dataset="d.jsonl").allocator
+    assert make_config({"max_budget": 128}).allocator.max_budget == 128  # the user's value wins over the preset
+    assert make_config({"dataset": "d.jsonl", "max_budget": 16}).allocator.max_budget == 16
+    # a run whose config.yaml recorded max_budget 32 resumes without a config difference
+    dump_yaml(make_config({"max_steps": 5}), tmp_path / CONFIG_FILE)
+    saved = read_saved_config(tmp_path)
+    assert saved.allocator.max_budget == 32
+    assert config_diff(saved, make_config({"resume": True}, base=saved)) == []
+    assert config_diff(saved, make_config({})) == []

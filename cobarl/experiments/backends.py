@@ -50,8 +50,9 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
 
 def effective_allocator(spec: StrategySpec, options: CompareOptions) -> AllocatorConfig:
     """The allocator settings an arm runs with on ``options.backend``, every default filled in: on
-    the real back-end those of ``cobarl train`` (whose defaults may differ from `AllocatorConfig`'s,
-    e.g. a max budget fitted to its task), on the simulator the spec's own."""
+    the real back-end as ``cobarl train`` resolves them (`make_config`: the library defaults plus the
+    task's preset, e.g. the embedded task's max budget 32, unless the spec sets it), on the simulator
+    the spec's own."""
     if options.backend == "real":
         from cobarl.train.config import make_config
 

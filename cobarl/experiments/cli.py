@@ -173,7 +173,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
                              f"{len(strategies)}: {', '.join(s.label for s in strategies)}")
         try:
             grid_options = parse_grid(args.grid)
-            # what the base arm runs with on this back-end (cobarl train's defaults on the real one)
+            # what the base arm runs with on this back-end (the real back-end adds the task's preset)
             base = effective_allocator(strategies[0], CompareOptions(
                 strategies=strategies, seeds=seeds, steps=args.steps, prompts_per_step=args.prompts_per_step,
                 rollouts_per_prompt=args.rollouts_per_prompt, budget_multiplier=args.budget_multiplier,

@@ -48,8 +48,9 @@ def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
 
 def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
     """The real comparison's arms under the same labels, each set to the allocator settings it ran
-    with: a real arm runs with ``cobarl train``'s defaults (e.g. its max budget), which can differ
-    from the simulator's, and a mirror must not silently change them."""
+    with, as recorded in its summary.json: a real arm on the embedded task runs with that task's
+    preset (max budget 32, `cobarl.tasks.embedded.EmbeddedTask`), which the simulator's task does
+    not have, and a mirror must not silently change it."""
     specs = []
     for label, ran_with in settings["strategies"].items():
         spec = parse_strategy(label)

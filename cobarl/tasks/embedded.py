@@ -30,6 +30,10 @@ class EmbeddedTask:
         warm_start_problems, warm_start_steps, warm_start_lr, warm_start_batch: the supervised stage.
         max_prompts: most prompts one split (train, held-out, validation) may ask for: splits are drawn
             by rejection sampling from fixed pools, which slows to minutes (or runs dry) beyond it.
+        max_budget: the task's preset for ``AllocatorConfig.max_budget``, 4 x its nominal 8 rollouts per
+            prompt (the library default, 128, would let one prompt take a quarter of a 128-rollout step;
+            docs/benchmarks.md measured the task with it). ``cobarl train`` (and so ``cobarl compare
+            --backend real``) applies it only when this task runs and ``--max-budget`` is not given.
     """
 
     name: str
@@ -45,6 +49,7 @@ class EmbeddedTask:
     warm_start_lr: float
     warm_start_batch: int = 64
     max_prompts: int = 20_000
+    max_budget: int = 32
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly recipe, written next to the cached model."""
@@ -90,3 +95,11 @@ def get_task(name: str) -> EmbeddedTask:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def task_preset(dataset: str | None, task: str | None) -> dict[str, Any]:
+    """The AllocatorConfig fields a ``cobarl train`` run's task presets: the embedded task's
+    ``max_budget`` (see `EmbeddedTask`); none for ``--dataset``, which keeps the library defaults.
+    An option the user sets overrides its preset."""
+    chosen = TASKS.get(task or DEFAULT_TASK) if dataset is None else None
+    return {"max_budget": chosen.max_budget} if chosen is not None else {}

@@ -22,7 +22,6 @@ from cobarl.train.config import (
     TrainConfig,
     allocator_fields,
     allocator_key,
-    default_allocator,
     load_yaml,
     make_config,
 )
@@ -67,14 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
         if not f.metadata.get("nested"):
             _add_flag(parser, TrainConfig, f, f.name, f.default)
     group = parser.add_argument_group("allocator (cobarl.AllocatorConfig)")
-    defaults = default_allocator()
+    defaults = AllocatorConfig()
+    from cobarl.tasks.embedded import TASKS
+
+    presets = {"max_budget": ", ".join(sorted({str(t.max_budget) for t in TASKS.values()}))}
     for f in allocator_fields():
         name = allocator_key(f)
         if name == "allocator":
             group.add_argument("--allocator", dest="allocator", choices=ALLOCATORS,
                                help=f"{f.metadata['help']} (default: {defaults.strategy})")
             continue
-        _add_flag(group, AllocatorConfig, f, name, getattr(defaults, f.name), none_means="the strategy's paper default")
+        default = getattr(defaults, f.name)
+        if f.name in presets:  # the embedded task's preset (EmbeddedTask), applied when the flag is left out
+            default = f"{default}; the embedded task: {presets[f.name]}, 4 x its 8 rollouts per prompt"
+        _add_flag(group, AllocatorConfig, f, name, default, none_means="the strategy's paper default")
     return parser
 
 

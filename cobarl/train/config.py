@@ -19,7 +19,7 @@ from typing import Any
 from cobarl.allocation import budget_problem
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 from cobarl.options import check_fields, check_option, option, parse_option
-from cobarl.tasks.embedded import TASKS
+from cobarl.tasks.embedded import DEFAULT_TASK, TASKS, task_preset
 
 # The allocator names `cobarl train` accepts; a Python caller may also pass a callable to the trainer.
 ALLOCATORS = tuple(STRATEGIES)
@@ -33,12 +33,6 @@ _FLAG_NAMES = {f.name: f.metadata["flag"] for f in dataclasses.fields(AllocatorC
 _MACHINE = "what one machine can hold"
 # Keys of old config files / flags, mapped to their current names.
 RENAMED = {"beta": "kl_beta"}
-
-
-def default_allocator() -> AllocatorConfig:
-    # The embedded task averages 8 rollouts per prompt; a cap of 4x that keeps one prompt from
-    # taking a quarter of a 128-rollout step (and is what docs/benchmarks.md measured).
-    return AllocatorConfig(max_budget=32)
 
 
 @dataclass(frozen=True)
@@ -126,9 +120,10 @@ class TrainConfig:
     )
 
     # --- budget allocation -----------------------------------------------------------------------
-    allocator: AllocatorConfig = field(
-        default_factory=default_allocator,
-        metadata={"help": "Budget allocator options (cobarl.AllocatorConfig); each field is a flag of its own.",
+    allocator: AllocatorConfig | None = field(
+        default=None,
+        metadata={"help": "Budget allocator options (cobarl.AllocatorConfig); each field is a flag of its own. "
+                  "None: the library defaults with the task's preset (task_preset).",
                   "nested": True},
     )
     prompts_per_step: int = option(16, "Distinct prompts drawn per generation.", ge=1, le=100_000, why=_MACHINE)
@@ -175,6 +170,8 @@ class TrainConfig:
     cpu_threads: int = option(0, "torch CPU threads; 0: 1 for the embedded tiny model (faster), torch's default otherwise.", ge=0)
 
     def __post_init__(self) -> None:
+        if self.allocator is None:
+            object.__setattr__(self, "allocator", AllocatorConfig(**task_preset(self.dataset, self.task)))
         errors = check_fields(self)
         if errors:  # cross-field checks on ill-typed or out-of-range values would only add noise
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
@@ -259,8 +256,6 @@ def _check_sizes(c: TrainConfig):
     """What one field's own bounds cannot say: the embedded tasks draw their splits by rejection
     sampling, which slows to a crawl beyond the task's ``max_prompts``."""
     if c.dataset is None:
-        from cobarl.tasks.embedded import DEFAULT_TASK
-
         task = TASKS.get(c.task or DEFAULT_TASK)
         cap = task.max_prompts if task is not None else EMBEDDED_MAX_PROMPTS
         for name in ("train_size", "eval_size", "validation_size"):
@@ -341,7 +336,8 @@ def batch_layout(c: TrainConfig, world: int) -> tuple[int, int]:
 
 
 def make_allocator_config(values: dict[str, Any], base: AllocatorConfig | None = None) -> AllocatorConfig:
-    """An AllocatorConfig from flat option names (``allocator`` for the strategy), type-checked."""
+    """An AllocatorConfig from flat option names (``allocator`` for the strategy), type-checked;
+    the fields not given are those of ``base`` (default: the library's `AllocatorConfig`)."""
     fields = {allocator_key(f): f for f in allocator_fields()}
     errors, changes = [], {}
     for key, value in values.items():
@@ -355,7 +351,7 @@ def make_allocator_config(values: dict[str, Any], base: AllocatorConfig | None =
     if isinstance(strategy, str) and strategy not in ALLOCATORS:
         raise ValueError(f"invalid train config:\n  unknown allocator {strategy!r}; valid allocators: {', '.join(ALLOCATORS)}")
     try:
-        return dataclasses.replace(base or default_allocator(), **changes)
+        return dataclasses.replace(base or AllocatorConfig(), **changes)
     except (ValueError, TypeError) as e:
         raise ValueError(f"invalid train config:\n  allocator: {e}") from None
 
@@ -393,8 +389,12 @@ def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def make_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """A validated `TrainConfig` from flat or nested option values (CLI, YAML, compare)."""
+    """A validated `TrainConfig` from flat or nested option values (CLI, YAML, compare). A new run
+    starts from the library's allocator defaults plus its task's preset (`task_preset`); a resumed
+    one (``base``) from the settings it recorded."""
     train, alloc = split_values(values)
+    if base is None:
+        alloc = {**task_preset(train.get("dataset"), train.get("task")), **alloc}
     allocator = make_allocator_config(alloc, base.allocator if base is not None else None)
     if base is not None:
         return dataclasses.replace(base, allocator=allocator, **train)
