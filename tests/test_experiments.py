@@ -8,6 +8,7 @@ import sys
 import time
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,7 +252,7 @@ def test_against_a_real_report_mirrors_its_arms_and_checks_the_simulator(tmp_pat
     old = {label: {k: v for k, v in e.items() if k != "allocator_config"} for label, e in summary["strategies"].items()}
     (real / "summary.json").write_text(json.dumps({**summary, "backend": "real", "strategies": old}))
     assert main([*sim_only, "--against", str(real), "--output-dir", str(tmp_path / "x")]) == 2
-    assert "does not record the allocator settings" in capsys.readouterr().err
+    assert "strategies['uniform'] lacks 'allocator_config'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -670,3 +671,49 @@ def test_compare_train_args_reach_every_real_run_through_train_parser():
         options("--backend", "real", "--train-args", "--seed 3 --max-budget 8")
     with pytest.raises(ValueError, match="not valid cobarl train options"):
         options("--backend", "real", "--train-args", "--no-such-option 1")
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in RESULTS.glob("*/summary.json") if p.parent.name != "probe-v4"),
+                         ids=lambda p: p.parent.name)
+def test_committed_summaries_read_whole_and_round_trip(path):
+    """Every committed compare report (no format_version: version 0) reads through summary_io, and
+    writing it back gives the same JSON plus the version."""
+    from cobarl.experiments.summary_io import FORMAT_VERSION, read_summary, summary_text
+
+    s = read_summary(path)
+    assert s.format_version == 0 and s.baseline in s.strategies and s.strategies[s.baseline].allocator_config
+    again = json.loads(summary_text(s))
+    assert again.pop("format_version") == FORMAT_VERSION and again == json.loads(path.read_text())
+
+
+def test_summary_with_a_missing_or_renamed_key_is_refused_by_name(tmp_path):
+    from cobarl.experiments.summary_io import FORMAT_VERSION, SummaryFormatError, read_summary
+
+    good = json.loads((RESULTS / "real-v4-six-arms" / "summary.json").read_text())
+    cases = {
+        "final_heldout_accuracy": lambda d: d["strategies"]["coba"].pop("final_heldout_accuracy"),
+        "effective_ratio_relative_percent": lambda d: d["gaps_vs_baseline"]["coba"].update(
+            effective_ratio_rel_pct=d["gaps_vs_baseline"]["coba"].pop("effective_ratio_relative_percent")),
+        "half_width": lambda d: d["strategies"]["uniform"]["effective_ratio"].pop("half_width"),
+        "steps": lambda d: d.pop("steps"),
+    }
+    for key, damage in cases.items():
+        d = json.loads(json.dumps(good))
+        damage(d)
+        (tmp_path / "summary.json").write_text(json.dumps(d))
+        with pytest.raises(SummaryFormatError, match=f"lacks '{key}'"):
+            read_summary(tmp_path / "summary.json")
+    # version 1 needs what version 0 may lack; a newer version is refused, not half-read
+    d = {k: v for k, v in good.items() if k != "baseline_final_by_seed"}
+    (tmp_path / "summary.json").write_text(json.dumps({**d, "format_version": 1}))
+    with pytest.raises(SummaryFormatError, match="lacks 'baseline_final_by_seed'"):
+        read_summary(tmp_path / "summary.json")
+    (tmp_path / "summary.json").write_text(json.dumps({**good, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(SummaryFormatError, match=f"format_version {FORMAT_VERSION + 1} is not one this cobarl reads"):
+        read_summary(tmp_path / "summary.json")
+    # a cobarl probe summary is not a comparison's
+    with pytest.raises(SummaryFormatError, match="lacks 'backend'"):
+        read_summary(RESULTS / "probe-v4" / "summary.json")

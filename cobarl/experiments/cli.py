@@ -14,7 +14,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -34,6 +33,7 @@ from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategi
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
+from cobarl.experiments.summary_io import SummaryFormatError, read_summary
 from cobarl.experiments.simulator import SIM_PRESETS, SimConfig
 
 DEFAULT_PRESET = "default"
@@ -259,8 +259,8 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
         raise ValueError(f"--against takes {', '.join(given)} from the real comparison; leave {'it' if len(given) == 1 else 'them'} out")
     path = Path(args.against) / "summary.json"
     try:
-        real = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        real = read_summary(path)
+    except (OSError, SummaryFormatError) as err:
         raise ValueError(f"--against: cannot read {path} ({err}); pass the folder of a 'cobarl compare --backend real' report") from None
     settings = real_comparison_settings(real)
     args.strategies = mirrored_strategies(settings)  # StrategySpecs, taken as they are by options_from_args
@@ -268,7 +268,7 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
     args.steps, args.prompts_per_step = settings["steps"], settings["prompts_per_step"]
     args.rollouts_per_prompt, args.budget_multiplier = settings["rollouts_per_prompt"], settings["budget_multiplier"]
     args.baseline = settings["baseline"]
-    return args.against, real
+    return args.against, real.to_dict()
 
 
 def _preset_name(argv: list[str]) -> str:

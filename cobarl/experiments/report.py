@@ -7,7 +7,6 @@ atomically (`cobarl.io.write_atomic`), so a reader never sees half a report.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from cobarl.experiments.figures import plot_all, plot_grid
 from cobarl.experiments.markdown import report_markdown
 from cobarl.experiments.report_stats import _clean, metrics_csv, summarise
 from cobarl.experiments.sim_vs_real import simulator_check
+from cobarl.experiments.summary_io import write_summary
 from cobarl.io import write_text
 
 FILES = ("summary.json", "metrics.csv", "report.md")
@@ -40,7 +40,7 @@ def write_report(
         summary["simulator_check"] = _clean(simulator_check(summary, against[1]))
         summary["simulator_check"]["real_report"] = against[0]
     write_text(out / "metrics.csv", metrics_csv(runs))
-    write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_summary(out / "summary.json", summary)  # checked: it reads back whole (summary_io)
     written = plot_all(runs, options, out) if plots else []
     if plots and summary.get("grid") and summary["grid"]["chosen"] is not None:
         written = plot_grid(summary["grid"], out) + written

@@ -22,28 +22,27 @@ from scipy import stats
 
 from cobarl.experiments.backends import allocator_settings
 from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
+from cobarl.experiments.summary_io import RunSummary
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""
 
 
-def real_comparison_settings(real: dict[str, Any]) -> dict[str, Any]:
-    """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json):
-    ``strategies`` maps each arm's label to the allocator settings it ran with."""
-    if real.get("backend") != "real":
-        raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.get('backend')!r}")
-    missing = [k for k in (*AGAINST_FIELDS, "strategies") if k not in real]
-    if missing:
-        raise ValueError(f"--against: summary.json lacks {', '.join(missing)}; is it a cobarl compare report?")
-    if real.get("incomplete"):
+def real_comparison_settings(real: RunSummary) -> dict[str, Any]:
+    """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json, read
+    whole by `cobarl.experiments.summary_io.read_summary`): ``strategies`` maps each arm's label to
+    the allocator settings it ran with."""
+    if real.backend != "real":
+        raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.backend!r}")
+    if real.incomplete:
         raise ValueError("--against: that real comparison was stopped early (summary.json: incomplete), so some arms "
                          "lack seeds and the simulated arms would not pair with them; finish it first")
-    unknown = [label for label, e in real["strategies"].items() if not e.get("allocator_config")]
+    unknown = [label for label, e in real.strategies.items() if not e.allocator_config]
     if unknown:  # mirroring them with the simulator's defaults could silently change e.g. their max budget
         raise ValueError(f"--against: summary.json does not record the allocator settings of {', '.join(unknown)} "
                          "(written by an older cobarl); re-run that comparison with this version")
-    return {**{k: real[k] for k in AGAINST_FIELDS},
-            "strategies": {label: e["allocator_config"] for label, e in real["strategies"].items()}}
+    return {**{k: real.settings[k] for k in AGAINST_FIELDS},
+            "strategies": {label: e.allocator_config for label, e in real.strategies.items()}}
 
 
 def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:

@@ -1,0 +1,209 @@
+"""``summary.json`` of ``cobarl compare``: typed records, written and read only here.
+
+A comparison's summary is a `RunSummary`: its settings, one `ArmResult` per strategy (per-metric
+`MeanCI` over seeds), one `PairedGap` per arm against the baseline, and, untyped, a sweep's
+``grid``, a stopped comparison's ``incomplete`` and ``--against``'s ``simulator_check``. The JSON
+layout is the one `cobarl.experiments.report_stats.summarise` builds, plus ``format_version``.
+
+Reading is all or nothing: a key the format needs that is missing (renamed, or written by another
+version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Files without
+``format_version`` (written before it, e.g. ``docs/results/*``) are read as version 0, whose only
+difference is that ``baseline_final_by_seed`` may be absent (then None).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+"""Version of the layout written now; 0: the same layout without the key (older files)."""
+
+ARM_METRICS = (
+    "initial_heldout_accuracy", "final_heldout_accuracy", "final_heldout_greedy_accuracy", "final_train_solved",
+    "final_train_accuracy", "effective_ratio", "effective_ratio_last_third", "rollouts", "rollouts_to_target",
+)
+GAP_METRICS = (
+    "final_heldout_accuracy", "final_heldout_greedy_accuracy", "final_train_solved", "effective_ratio",
+    "effective_ratio_relative_percent", "rollouts_ratio",
+)
+_HEADER = ("command", "backend", "seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier",
+           "budget_per_step", "simulator", "accuracy_metric", "baseline", "target_accuracy")
+_ARM_FIELDS = ("description", "allocator", "overrides", "budget_multiplier", "allocator_config", "seeds")
+
+
+class SummaryFormatError(ValueError):
+    """A summary.json this version cannot read whole (a key missing or renamed, a newer version)."""
+
+
+def _need(d: Any, key: str, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise SummaryFormatError(f"{where} must be a JSON object, got {type(d).__name__}")
+    if key not in d:
+        raise SummaryFormatError(f"{where} lacks {key!r} (renamed, or written by another cobarl version?)")
+    return d[key]
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _json_num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """Mean over seeds with its 95 % Student-t interval (NaN: undefined; ``n`` finite values)."""
+
+    mean: float
+    ci95: tuple[float, float]
+    half_width: float
+    n: int
+    values: tuple[float, ...]
+    reached: int | None = None  # rollouts_to_target only: runs that reached the target, of `runs`
+    runs: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> MeanCI:
+        lo, hi = _need(d, "ci95", where)
+        return cls(_num(_need(d, "mean", where)), (_num(lo), _num(hi)), _num(_need(d, "half_width", where)),
+                   int(_need(d, "n", where)), tuple(float(v) for v in _need(d, "values", where)),
+                   d.get("reached"), d.get("runs"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"mean": _json_num(self.mean), "ci95": [_json_num(self.ci95[0]), _json_num(self.ci95[1])],
+               "half_width": _json_num(self.half_width), "n": self.n, "values": list(self.values)}
+        if self.reached is not None:
+            out.update(reached=self.reached, runs=self.runs)
+        return out
+
+
+def _metrics(d: Any, names: tuple[str, ...], where: str) -> dict[str, MeanCI]:
+    return {k: MeanCI.from_dict(_need(d, k, where), f"{where}[{k!r}]") for k in names}
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One strategy's result over its seeds, and the allocator settings it ran with."""
+
+    description: str
+    allocator: str
+    overrides: dict[str, Any]
+    budget_multiplier: float
+    allocator_config: dict[str, Any]
+    seeds: tuple[int, ...]
+    metrics: dict[str, MeanCI]  # ARM_METRICS; empty for an arm with no finished run
+    transitions_percent: list | None = None
+    transitions_initial_counts: list | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ArmResult:
+        head = {k: _need(d, k, where) for k in _ARM_FIELDS}
+        metrics = _metrics(d, ARM_METRICS, where) if head["seeds"] else {}
+        return cls(**{**head, "seeds": tuple(head["seeds"])}, metrics=metrics,
+                   transitions_percent=d.get("transitions_percent"),
+                   transitions_initial_counts=d.get("transitions_initial_counts"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in _ARM_FIELDS} | {"seeds": list(self.seeds)}
+        out |= {k: m.to_dict() for k, m in self.metrics.items()}
+        if self.transitions_percent is not None:
+            out |= {"transitions_percent": self.transitions_percent,
+                    "transitions_initial_counts": self.transitions_initial_counts}
+        return out
+
+
+@dataclass(frozen=True)
+class PairedGap:
+    """An arm minus the baseline, per seed both ran (`GAP_METRICS`, each a `MeanCI`)."""
+
+    metrics: dict[str, MeanCI]
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> PairedGap:
+        return cls(_metrics(d, GAP_METRICS, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: m.to_dict() for k, m in self.metrics.items()}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A comparison's summary.json (see the module docstring)."""
+
+    settings: dict[str, Any]  # the _HEADER keys: command, backend, seeds, steps, budgets, baseline, ...
+    strategies: dict[str, ArmResult]
+    gaps_vs_baseline: dict[str, PairedGap]
+    baseline_final_by_seed: dict[str, Any] | None = None
+    grid: dict[str, Any] | None = None
+    incomplete: dict[str, Any] | None = None
+    simulator_check: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
+
+    @property
+    def backend(self) -> str:
+        return self.settings["backend"]
+
+    @property
+    def baseline(self) -> str:
+        return self.settings["baseline"]
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "summary.json") -> RunSummary:
+        version = d.get("format_version", 0) if isinstance(d, dict) else None
+        if not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
+            raise SummaryFormatError(f"{where}: format_version {version!r} is not one this cobarl reads "
+                                     f"(0 to {FORMAT_VERSION}); read it with the cobarl version that wrote it")
+        settings = {k: _need(d, k, where) for k in _HEADER}
+        arms = _need(d, "strategies", where)
+        strategies = {label: ArmResult.from_dict(e, f"{where}: strategies[{label!r}]") for label, e in arms.items()}
+        gaps = {label: PairedGap.from_dict(g, f"{where}: gaps_vs_baseline[{label!r}]")
+                for label, g in _need(d, "gaps_vs_baseline", where).items()}
+        by_seed = _need(d, "baseline_final_by_seed", where) if version >= 1 else d.get("baseline_final_by_seed")
+        if settings["baseline"] not in strategies:
+            raise SummaryFormatError(f"{where}: baseline {settings['baseline']!r} is not one of its strategies")
+        known = {*_HEADER, "strategies", "gaps_vs_baseline", "baseline_final_by_seed", "grid", "incomplete",
+                 "simulator_check", "format_version"}
+        return cls(settings, strategies, gaps, by_seed, d.get("grid"), d.get("incomplete"), d.get("simulator_check"),
+                   version, {k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout, written as the current version."""
+        out: dict[str, Any] = {"format_version": FORMAT_VERSION, **self.settings}
+        if self.baseline_final_by_seed is not None:
+            out["baseline_final_by_seed"] = self.baseline_final_by_seed
+        out["strategies"] = {label: a.to_dict() for label, a in self.strategies.items()}
+        out["gaps_vs_baseline"] = {label: g.to_dict() for label, g in self.gaps_vs_baseline.items()}
+        for key in ("grid", "incomplete", "simulator_check"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {**out, **self.extra}
+
+
+def summary_text(summary: dict[str, Any] | RunSummary) -> str:
+    """The file's text; a dict is checked by reading it as a `RunSummary` first (so what is written
+    can be read back whole)."""
+    if isinstance(summary, dict):
+        summary = RunSummary.from_dict(summary, "summary to write")
+    return json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def write_summary(path: str | Path, summary: dict[str, Any] | RunSummary) -> None:
+    from cobarl.io import write_text
+
+    write_text(path, summary_text(summary))
+
+
+def read_summary(path: str | Path) -> RunSummary:
+    """A comparison's summary.json, whole, or `SummaryFormatError` / `OSError` naming the problem."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SummaryFormatError(f"{path}: not valid JSON ({err})") from None
+    return RunSummary.from_dict(data, str(path))
