@@ -21,10 +21,10 @@ from cobarl.allocation.greedy import heap, threshold
 from cobarl.value import is_concave
 
 
-def uniform(m: int, budget: int) -> np.ndarray:
-    """Plain GRPO: ``budget // M`` each, the remainder one by one to the first prompts."""
-    counts = np.full(m, budget // m, dtype=np.int64)
-    counts[: budget % m] += 1
+def uniform(m: int, total_budget: int) -> np.ndarray:
+    """Plain GRPO: ``total_budget // M`` each, the remainder one by one to the first prompts."""
+    counts = np.full(m, total_budget // m, dtype=np.int64)
+    counts[: total_budget % m] += 1
     return counts
 
 
@@ -52,7 +52,7 @@ def _even(counts: np.ndarray, idx, amount: int) -> None:
 # --- CoBA-RL: BetaAllocator.allocate ----------------------------------------------------------------
 
 def coba_reference(
-    value: Callable, p: np.ndarray, budget: int, lo: int, hi: int, seen: np.ndarray
+    value: Callable, p: np.ndarray, total_budget: int, lo: int, hi: int, seen: np.ndarray
 ) -> tuple[np.ndarray, dict]:
     """CoBA-RL's public ``BetaAllocator.allocate``.
 
@@ -67,10 +67,10 @@ def coba_reference(
     """
     m = p.shape[0]
     if not seen.any():
-        return uniform(m, budget), {"exploration": 0, "exploration_share": 0.0, "unspent": 0}
+        return uniform(m, total_budget), {"exploration": 0, "exploration_share": 0.0, "unspent": 0}
     p = np.where(seen, p, 0.5)
     counts = np.full(m, lo, dtype=np.int64)
-    free = budget - lo * m
+    free = total_budget - lo * m
     hard = np.flatnonzero(p < 0.05)
     easy = np.flatnonzero(p > 0.99)
     explore = np.flatnonzero((p >= 0.05) & (p <= 0.99))
@@ -136,7 +136,7 @@ _LOG_MISS = float(np.log(1 - 0.9))
 
 
 def knapsack_rl(
-    p: np.ndarray, budget: int, lo: int, hi: int, seen: np.ndarray, nominal: int
+    p: np.ndarray, total_budget: int, lo: int, hi: int, seen: np.ndarray, nominal: int
 ) -> tuple[np.ndarray, dict]:
     """Knapsack-RL's public ``sampling_budget_by_knapsack`` as its runs call it.
 
@@ -147,7 +147,7 @@ def knapsack_rl(
       unseen prompts get ``nominal`` and take no part in the optimisation;
     * with no effective prompt, the rest goes evenly to the "zero" prompts (seen p = 0 **and
       unseen**: the public code reads an unseen prompt's rate as 0), else every prompt gets
-      ``nominal`` (here: uniform, which is the same when ``budget = M * nominal``);
+      ``nominal`` (here: uniform, which is the same when ``total_budget = M * nominal``);
     * else the knapsack may spend at most ``sum int(min(hi, cost_i))`` with
       ``cost = ln(0.1) / ln(max(p, 1 - p))`` (float32 like the public arrays); the surplus goes
       evenly to the zero prompts, else to every non-effective prompt;
@@ -164,17 +164,17 @@ def knapsack_rl(
     zero = np.flatnonzero(~seen | (p == 0))
     eff = np.flatnonzero(effective)
     unseen = int((~seen).sum())
-    if unseen and lo * (m - unseen) + nominal * unseen > budget:
+    if unseen and lo * (m - unseen) + nominal * unseen > total_budget:
         # The public code over-commits here and fails its final check; unseen prompts get what fits.
-        nominal = (budget - lo * (m - unseen)) // unseen
+        nominal = (total_budget - lo * (m - unseen)) // unseen
     counts = np.where(seen, lo, nominal).astype(np.int64)
-    remaining = budget - int(counts.sum())
+    remaining = total_budget - int(counts.sum())
     info: dict = {"effective": int(eff.size), "fallback": 0, "overflow": 0, "nominal": nominal}
     if remaining > 0 and eff.size == 0:
         if zero.size:
             overflow = _capped_even(counts, zero, remaining, hi)
         else:
-            counts[:] = uniform(m, budget)
+            counts[:] = uniform(m, total_budget)
             overflow = 0
         info["overflow"] = overflow
         _fill(counts, np.arange(m), overflow, hi)
@@ -230,7 +230,7 @@ def _knapsack_gains(p32: np.ndarray, lo: int, k_max: int) -> np.ndarray:
     return g[inverse]
 
 
-def _knapsack_dp(p32: np.ndarray, lo: int, k_max: int, budget: int) -> tuple[np.ndarray, int]:
+def _knapsack_dp(p32: np.ndarray, lo: int, k_max: int, capacity: int) -> tuple[np.ndarray, int]:
     """Knapsack-RL's ``solve_by_dp``: exact-capacity multiple-choice knapsack, same tie-breaking.
 
     ``dp[i][w] = max_k dp[i-1][w-k] + g_i(k)`` over k = 0..min(k_max, w), float64 sums of
@@ -241,9 +241,9 @@ def _knapsack_dp(p32: np.ndarray, lo: int, k_max: int, budget: int) -> tuple[np.
     """
     n = p32.size
     extra = np.zeros(n, dtype=np.int64)
-    if budget <= 0 or n == 0:
-        return extra, max(budget, 0)
-    width = min(budget, n * k_max)  # every w up to the capacity is reachable, none beyond
+    if capacity <= 0 or n == 0:
+        return extra, max(capacity, 0)
+    width = min(capacity, n * k_max)  # every w up to the capacity is reachable, none beyond
     gains = _knapsack_gains(p32, lo, k_max).astype(np.float64)
     prev = np.full(width + 1, -np.inf)
     prev[0] = 0.0
@@ -263,4 +263,4 @@ def _knapsack_dp(p32: np.ndarray, lo: int, k_max: int, budget: int) -> tuple[np.
         k = int(choice[i, w])
         extra[i] = k
         w -= k
-    return extra, budget - width
+    return extra, capacity - width

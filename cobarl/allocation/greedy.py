@@ -19,13 +19,13 @@ from cobarl.value import bind, is_concave
 SORT_ALL_BELOW = 4096
 
 
-def heap(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> np.ndarray:
+def heap(value: Callable, p: np.ndarray, total_budget: int, lo: int, hi: int) -> np.ndarray:
     """Algorithm 1 of CoBA-RL, unit by unit with a max-heap: O(R log M).
 
     Returns ``[M]`` counts; stops early only if every prompt reaches ``hi``.
     """
     counts = np.full(p.shape[0], lo, dtype=np.int64)
-    remaining = budget - lo * p.shape[0]
+    remaining = total_budget - lo * p.shape[0]
     bound = bind(value, p)
     first = bound.gain(counts)
     # heapq is a min-heap: store -gain; the index breaks ties toward the lower prompt.
@@ -71,7 +71,7 @@ def _count_above(bound, m: int, t: float, lo: int, hi: int, exact: bool = True) 
     return left
 
 
-def threshold(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> tuple[np.ndarray, dict]:
+def threshold(value: Callable, p: np.ndarray, total_budget: int, lo: int, hi: int) -> tuple[np.ndarray, dict]:
     """Exact greedy result in O(M log(range)) without a heap (needs a concave value).
 
     Finds thresholds ``t_hi > t_lo`` with ``n(t_hi) <= R <= n(t_lo)``, where ``n(t)`` counts
@@ -84,7 +84,7 @@ def threshold(value: Callable, p: np.ndarray, budget: int, lo: int, hi: int) -> 
         raise ValueError("method='threshold' needs a concave value (value.concave = True); use method='heap' or 'dp'")
     m = p.shape[0]
     width = hi - lo
-    remaining = budget - lo * m
+    remaining = total_budget - lo * m
     if remaining == 0 or width == 0:
         return np.full(m, lo, dtype=np.int64), {"iterations": 0}
     if remaining == m * width:
