@@ -202,7 +202,7 @@ class Allocator:
     def _fresh_state(self) -> tuple[PromptStats | RecentRolloutStats, CapabilityTracker]:
         c = self.config
         if c.stats == "appearances":
-            stats = PromptStats(window=c.stats_window, estimator=c.estimator, prior=c.prior)
+            stats = PromptStats(stats_window=c.stats_window, estimator=c.estimator, prior=c.prior)
         else:
             stats = RecentRolloutStats(rollouts=c.recent_rollouts, min_rollouts=c.min_rollouts)
         tracker = CapabilityTracker(

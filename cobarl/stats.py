@@ -2,7 +2,7 @@
 
 Stage 1 of the data flow (stats -> capability -> value -> allocate). Rollout rewards are reduced to
 per-prompt (successes, attempts) by :func:`group_outcomes`, grouped by id, never by reshape.
-:class:`PromptStats` keeps a sliding window over each prompt's last ``window`` appearances and turns
+:class:`PromptStats` keeps a sliding window over each prompt's last ``stats_window`` appearances and turns
 it into a pass-rate estimate for the next allocation.
 """
 
@@ -188,8 +188,9 @@ class PromptStats(_History):
     """Success counts per prompt over a sliding window of its last appearances.
 
     Args:
-        window: number of most recent appearances (steps in which the prompt was rolled out) that
-            the estimate uses. The public CoBA-RL script uses 1: the previous epoch's rollouts only.
+        stats_window: number of most recent appearances (steps in which the prompt was rolled out)
+            that the estimate uses (not the capability tracker's failure-rate ``window``). The public
+            CoBA-RL script uses 1: the previous epoch's rollouts only.
         estimator: ``"empirical"`` gives successes / attempts (the papers' estimate);
             ``"posterior"`` gives the Beta-Binomial posterior mean with a prior centred on the
             prior pass rate and worth ``prior_strength`` pseudo-rollouts, which keeps a prompt seen
@@ -199,14 +200,14 @@ class PromptStats(_History):
         prior_strength: pseudo-rollouts of the posterior prior (only for ``estimator="posterior"``).
     """
 
-    window: int = 1
+    stats_window: int = 1
     estimator: str = "empirical"
     prior: str = "global"
     prior_strength: float = 2.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+        if not isinstance(self.stats_window, int) or self.stats_window < 1:
+            raise ValueError(f"stats_window must be an integer >= 1, got {self.stats_window!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.prior not in PRIORS:
@@ -234,7 +235,7 @@ class PromptStats(_History):
                 f"prompt {ids[i]!r}: successes={successes[i]}, attempts={attempts[i]}; need integers 0 <= successes <= attempts, attempts >= 1"
             )
         for pid, s, a in zip(ids, successes.tolist(), attempts.tolist()):
-            self._history.setdefault(pid, deque(maxlen=self.window)).append((int(s), int(a)))
+            self._history.setdefault(pid, deque(maxlen=self.stats_window)).append((int(s), int(a)))
         self._total_successes += int(successes.sum())
         self._total_attempts += int(attempts.sum())
 
@@ -279,7 +280,7 @@ class PromptStats(_History):
         """JSON-serialisable state; ids keep their type (a list of pairs, not a dict keyed by str)."""
         return {
             "config": {
-                "window": self.window,
+                "stats_window": self.stats_window,
                 "estimator": self.estimator,
                 "prior": self.prior,
                 "prior_strength": self.prior_strength,
@@ -291,14 +292,16 @@ class PromptStats(_History):
 
     def load_state_dict(self, state: dict) -> None:
         """All or nothing: a state saved with other options is refused before anything changes."""
-        cfg = state["config"]
+        cfg = dict(state["config"])
+        if "window" in cfg and "stats_window" not in cfg:
+            cfg["stats_window"] = cfg.pop("window")  # states written before the rename
         mine = self.state_dict()["config"]
         if cfg != mine:
             # A longer history loaded into a shorter window would silently drop appearances; another
             # estimator or prior would silently change every estimate.
             diff = ", ".join(f"{k}: saved {cfg.get(k)!r}, now {v!r}" for k, v in mine.items() if cfg.get(k) != v)
             raise ValueError(f"prompt statistics were saved with other options ({diff})")
-        history = {pid: deque((tuple(x) for x in hist), maxlen=self.window) for pid, hist in state["history"]}
+        history = {pid: deque((tuple(x) for x in hist), maxlen=self.stats_window) for pid, hist in state["history"]}
         totals = int(state["total_successes"]), int(state["total_attempts"])
         self._history = history
         self._total_successes, self._total_attempts = totals

@@ -21,7 +21,7 @@ def test_group_outcomes_names_the_nan_prompt():
 
 
 def test_window_keeps_last_appearances():
-    st = PromptStats(window=2)
+    st = PromptStats(stats_window=2)
     st.update([7], np.array([0]), np.array([4]))
     st.update([7], np.array([2]), np.array([4]))
     st.update([7], np.array([4]), np.array([8]))
@@ -54,10 +54,10 @@ def test_vectorised_over_ids_of_mixed_types():
 
 
 def test_state_round_trip_keeps_id_types():
-    st = PromptStats(window=3)
+    st = PromptStats(stats_window=3)
     st.update([1, "a"], np.array([1, 2]), np.array([2, 2]))
     st.update([1], np.array([0]), np.array([4]))
-    restored = PromptStats(window=3)
+    restored = PromptStats(stats_window=3)
     restored.load_state_dict(json.loads(json.dumps(st.state_dict())))
     assert restored.state_dict() == st.state_dict()
     np.testing.assert_array_equal(restored.pass_rates([1, "a", "1"]), st.pass_rates([1, "a", "1"]))
@@ -65,9 +65,21 @@ def test_state_round_trip_keeps_id_types():
 
 
 def test_load_refuses_a_different_window():
-    st = PromptStats(window=3)
-    with pytest.raises(ValueError, match="window: saved 3, now 1"):
-        PromptStats(window=1).load_state_dict(st.state_dict())
+    st = PromptStats(stats_window=3)
+    with pytest.raises(ValueError, match="stats_window: saved 3, now 1"):
+        PromptStats(stats_window=1).load_state_dict(st.state_dict())
+
+
+def test_load_reads_a_state_saved_before_stats_window_was_named():
+    st = PromptStats(stats_window=2)
+    st.update([1], np.array([1]), np.array([2]))
+    old = st.state_dict()
+    old["config"] = {("window" if k == "stats_window" else k): v for k, v in old["config"].items()}
+    restored = PromptStats(stats_window=2)
+    restored.load_state_dict(old)
+    assert restored.state_dict() == st.state_dict()
+    with pytest.raises(ValueError, match="stats_window: saved 2, now 3"):
+        PromptStats(stats_window=3).load_state_dict(old)
 
 
 @pytest.mark.parametrize(
