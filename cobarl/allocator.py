@@ -25,6 +25,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.allocation import Allocation, allocate, budget_metrics
 from cobarl.capability import CapabilityTracker
+from cobarl.io import check_state_format
 from cobarl.options import check_fields, option
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
 from cobarl.value import CobaValue, KnapsackValue
@@ -309,12 +310,7 @@ class Allocator:
         """All or nothing: a state from another format, version or configuration is refused
         before anything changes (resuming with another strategy or window would silently mix two
         runs' statistics)."""
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError("not a cobarl allocator state (no 'format': 'cobarl.allocator'); it may come from cobarl < 0.2")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"allocator state version {state.get('version')!r} is not supported (this cobarl reads {STATE_VERSION})"
-            )
+        check_state_format(state, STATE_FORMAT, STATE_VERSION)
         mine, saved = self.config.to_dict(), state["config"]
         diff = [f"{f.name}: saved {saved.get(f.name)!r}, now {mine[f.name]!r}" for f in fields(AllocatorConfig)
                 if saved.get(f.name) != mine[f.name] and f.name != "total_steps"]

@@ -1,4 +1,4 @@
-"""Files that are either whole or absent: atomic writes and the allocator state file.
+"""Files that are either whole or absent: atomic writes and the one state file (``cobarl_state.json``).
 
 A run killed mid-write (Ctrl-C, SIGKILL, a full disk) must never leave a half-written summary,
 config or checkpoint state that a later ``--resume`` would trust. Every file cobarl writes goes
@@ -46,25 +46,46 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = None) 
 
 
 def save_state(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write an allocator ``state_dict()`` (with any extra keys) to ``<directory>/cobarl_state.json``.
+    """Write a state (an :class:`~cobarl.Allocator`'s, the TRL trainer's checkpoint state or the verl
+    plugin's) to ``<directory>/cobarl_state.json`` atomically, creating the folder.
 
-    The one state file of the TRL trainer and the verl plugin; its ``format`` and ``version``
-    fields (see :meth:`cobarl.Allocator.state_dict`) are checked by :meth:`cobarl.Allocator.load_state_dict`.
+    The one state-file writer; each state names its ``format`` and ``version``, checked on reading by
+    :func:`check_state_format`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return write_json(directory / STATE_FILE, state)
 
 
-def load_state(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read ``<directory>/cobarl_state.json``; a missing or unreadable file is an error naming it."""
+def load_state(directory: str | os.PathLike, *, missing_ok: bool = False) -> dict[str, Any] | None:
+    """Read ``<directory>/cobarl_state.json``: a missing file is an error naming it (``None`` with
+    ``missing_ok=True``), an unreadable one always an error naming it."""
     path = Path(directory) / STATE_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise FileNotFoundError(f"{path} is missing: this checkpoint has no cobarl allocator state") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
+
+
+def check_state_format(state: Any, fmt: str, version: int, *, unnamed_key: str | None = None) -> None:
+    """Refuse, with a message, a state of another format than ``fmt`` or another version than ``version``.
+
+    ``unnamed_key``: a key found only in this format's files written before states named their format
+    (version 2 without ``format``); such a file is read as this format.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"not a {fmt} state: a JSON object was expected, got {type(state).__name__}")
+    saved = state.get("format")
+    if saved is None and unnamed_key is not None and unnamed_key in state and state.get("version") == 2:
+        saved = fmt
+    if saved != fmt:
+        raise ValueError(f"not a {fmt} state: its format is {saved!r}" + ("" if saved else " (none given)"))
+    if state.get("version") != version:
+        raise ValueError(f"{fmt} state version {state.get('version')!r} is not supported (this cobarl reads {version})")
 
 
 LOCK_FILE = ".cobarl.lock"

@@ -156,8 +156,10 @@ def test_load_state_is_all_or_nothing_and_refuses_another_run():
     assert fresh.state_dict() == Allocator(strategy="coba").state_dict()
     with pytest.raises(ValueError, match="version"):
         fresh.load_state_dict({**state, "version": 1})
-    with pytest.raises(ValueError, match="not a cobarl allocator state"):
+    with pytest.raises(ValueError, match=r"not a cobarl\.allocator state: its format is None \(none given\)"):
         fresh.load_state_dict({"stats": state["stats"], "tracker": state["tracker"]})
+    with pytest.raises(ValueError, match=r"not a cobarl\.allocator state: its format is 'cobarl\.verl-plugin'"):
+        fresh.load_state_dict({**state, "format": "cobarl.verl-plugin"})
 
 
 def test_metrics_follow_the_schema_and_its_timing():

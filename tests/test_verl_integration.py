@@ -22,7 +22,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from verl.trainer.ppo.v1 import get_trainer_cls  # noqa: E402
 
 import cobarl.integrations.verl as cv  # noqa: E402
-from cobarl.integrations.verl_plan import STATE_FILE, get_state, reset_registry, save_state  # noqa: E402
+from cobarl.integrations.verl_plan import STATE_FILE, get_state, reset_registry  # noqa: E402
+from cobarl.io import save_state  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "verl"
 
@@ -106,7 +107,7 @@ def test_resume_requires_state_or_explicit_fresh_start(tmp_path):
     donor = cv.parse_settings({**OmegaConf.to_container(make_config(tmp_path).trainer.v1.sampler.sampler_kwargs)})
     state = cv.SharedState(donor)
     state.steps = 4
-    save_state(ckpt / "global_step_4", state.state_dict(), global_step=4)
+    save_state(ckpt / "global_step_4", state.state_dict(global_step=4))
     assert (ckpt / "global_step_4" / STATE_FILE).is_file()
     assert build(make_config(tmp_path)).replay_buffer.cobarl.steps == 4
     reset_registry()

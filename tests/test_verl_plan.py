@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cobarl import Allocator, AllocatorConfig
+from cobarl.io import load_state, save_state
 from cobarl.integrations.verl_plan import (
     STATE_FILE,
     SharedState,
@@ -17,12 +18,10 @@ from cobarl.integrations.verl_plan import (
     content_id,
     contiguous_chunks,
     get_state,
-    load_state,
     parse_settings,
     plan_rollout_n,
     prompt_ids_from_batch,
     reset_registry,
-    save_state,
     session_rewards,
     worker_totals,
 )
@@ -194,10 +193,10 @@ def test_state_round_trip_is_atomic_and_restores_plans(tmp_path):
         state.add(roll[:-5], rng.integers(0, 2, len(roll) - 5).astype(float))  # a few groups stay in flight
         state.flush()
     step_dir = tmp_path / "global_step_3"
-    path = save_state(step_dir, state.state_dict(), global_step=3)
+    path = save_state(step_dir, state.state_dict(global_step=3))
     assert path.name == STATE_FILE and os.listdir(step_dir) == [STATE_FILE]
     saved = json.loads(path.read_text())
-    assert saved["global_step"] == 3 and saved["version"] == 2
+    assert saved["global_step"] == 3 and (saved["format"], saved["version"]) == ("cobarl.verl-plugin", 2)
 
     restored = SharedState(settings)
     restored.load_state_dict(load_state(step_dir))
@@ -206,9 +205,13 @@ def test_state_round_trip_is_atomic_and_restores_plans(tmp_path):
     assert restored.steps == state.steps == 3
     assert plan_rollout_n(restored.allocator, ids, 8).rollout_n.tolist() == \
         plan_rollout_n(state.allocator, ids, 8).rollout_n.tolist()
-    assert load_state(tmp_path / "nowhere") is None
+    assert load_state(tmp_path / "nowhere", missing_ok=True) is None
     with pytest.raises(ValueError, match="version"):
-        restored.load_state_dict({"version": 99})
+        restored.load_state_dict({**saved, "version": 99})
+    with pytest.raises(ValueError, match="not a cobarl.verl-plugin state: its format is 'cobarl.allocator'"):
+        restored.load_state_dict(state.allocator.state_dict())
+    unnamed = {k: v for k, v in saved.items() if k != "format"}  # written before formats were named
+    SharedState(settings).load_state_dict(unnamed)
 
 
 # the guarded import -----------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from verl.trainer.ppo.v1 import get_trainer_cls  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 import cobarl.integrations.verl as cv  # noqa: E402
-from cobarl.integrations.verl_plan import STATE_FILE, get_state, load_state, reset_registry  # noqa: E402
+from cobarl.integrations.verl_plan import STATE_FILE, get_state, reset_registry  # noqa: E402
+from cobarl.io import load_state  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes (see the README for the quick loop)

@@ -54,6 +54,7 @@ except ImportError as err:  # pragma: no cover - exercised in the venv without v
         f"pip install 'cobarl[verl]'  (import failed: {err})"
     ) from err
 
+from cobarl.io import load_state, save_state
 from cobarl.integrations.verl_plan import (
     ROLLOUT_N_KEY,
     PluginSettings,
@@ -62,10 +63,8 @@ from cobarl.integrations.verl_plan import (
     balance_workers,
     check_rollout_n,
     get_state,
-    load_state,
     parse_settings,
     prompt_ids_from_batch,
-    save_state,
     session_rewards,
 )
 
@@ -169,7 +168,7 @@ def _restore(state: SharedState, config: Any) -> None:
     folder = resume_folder(config)
     if folder is None:
         return
-    saved = load_state(folder)
+    saved = load_state(folder, missing_ok=True)
     if saved is None:
         if state.settings.missing_state == "fresh":
             logger.warning("cobarl: %s has no cobarl_state.json; statistics start empty (missing_state=fresh)", folder)
@@ -270,7 +269,7 @@ class _CobaSamplingMixin:
         if save_freq <= 0 or not (global_steps % save_freq == 0 or (total is not None and global_steps >= total)):
             return
         folder = os.path.join(cfg.default_local_dir, f"global_step_{global_steps}")
-        save_state(folder, self.cobarl.state_dict(), global_step=global_steps)
+        save_state(folder, self.cobarl.state_dict(global_step=global_steps))
 
 
 class CobaReplayBuffer(_CobaSamplingMixin, ReplayBuffer):
@@ -337,4 +336,4 @@ class CobaCheckpointCallback(CheckpointCallback):
 
     def on_save(self, trainer, global_step: int, checkpoint_dir: str, async_save: bool = False, **kwargs) -> None:
         state = get_state(settings_from_config(self.config).name)
-        save_state(checkpoint_dir, state.state_dict(), global_step=global_step)
+        save_state(checkpoint_dir, state.state_dict(global_step=global_step))

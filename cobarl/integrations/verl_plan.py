@@ -14,18 +14,16 @@ training batch, a DAPO refill, an async top-up or prompts re-issued on resume, o
 4. :class:`SharedState` remembers ``uid -> (prompt id, n)``; the replay buffer :meth:`~SharedState.add`\\ s
    every finished group it sees and :meth:`~SharedState.flush`\\ es once per training step (one
    statistics and capability update per step, whatever the number of ``sample()`` calls). The state is
-   saved next to verl checkpoints by :func:`save_state` / :func:`load_state` (atomic JSON).
+   saved next to verl checkpoints by :func:`cobarl.io.save_state` / :func:`cobarl.io.load_state` (atomic JSON).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +31,12 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocation import Allocation, budget_metrics
-from cobarl import io
 from cobarl.allocator import Allocator, AllocatorConfig
-from cobarl.io import STATE_FILE
+from cobarl.io import STATE_FILE, check_state_format  # noqa: F401  (STATE_FILE: the file's name, for callers)
 from cobarl.options import parse_option
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
+STATE_FORMAT = "cobarl.verl-plugin"  # cobarl_state.json next to a verl checkpoint: the shared state below
 STATE_VERSION = 2
 PROMPT_KEYS = ("index", "content")
 MISSING_STATE = ("error", "fresh")
@@ -357,10 +355,13 @@ class SharedState:
         out[M.REWARD_STD] = float(r.std())
         return out
 
-    def state_dict(self) -> dict:
+    def state_dict(self, *, global_step: int | None = None) -> dict:
+        """JSON state for :func:`cobarl.io.save_state`; ``global_step``: verl's step, recorded when given."""
         with self.lock:
             return {
+                "format": STATE_FORMAT,
                 "version": STATE_VERSION,
+                **({} if global_step is None else {"global_step": int(global_step)}),
                 "name": self.settings.name,
                 "steps": self.steps,
                 "allocator": self.allocator.state_dict(),
@@ -369,8 +370,7 @@ class SharedState:
             }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"cobarl plugin state version {state.get('version')!r} is not {STATE_VERSION}")
+        check_state_format(state, STATE_FORMAT, STATE_VERSION, unnamed_key="inflight")
         with self.lock:
             self.allocator.load_state_dict(state["allocator"])
             self.steps = int(state.get("steps", 0))
@@ -406,19 +406,3 @@ def reset_registry() -> None:
     """Forget every shared state (tests, or a second run in one process)."""
     with _REGISTRY_LOCK:
         _REGISTRY.clear()
-
-
-# 8. checkpoint files ----------------------------------------------------------------------------------
-def save_state(checkpoint_dir: str | os.PathLike, state: Mapping[str, Any], *, global_step: int | None = None) -> Path:
-    """Write ``state`` to ``<checkpoint_dir>/cobarl_state.json`` atomically (:func:`cobarl.io.save_state`)."""
-    payload = dict(state)
-    if global_step is not None:
-        payload["global_step"] = int(global_step)
-    return io.save_state(checkpoint_dir, payload)
-
-
-def load_state(checkpoint_dir: str | os.PathLike) -> dict | None:
-    """The state saved by :func:`save_state` in ``checkpoint_dir``, or ``None`` if there is none."""
-    if not (Path(checkpoint_dir) / STATE_FILE).is_file():
-        return None
-    return io.load_state(checkpoint_dir)

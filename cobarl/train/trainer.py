@@ -55,13 +55,16 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from cobarl import metrics as M
-from cobarl.io import load_state, save_state, write_atomic
+from cobarl.io import check_state_format, load_state, save_state, write_atomic
 from cobarl.train.grouping import scalar_rewards, trl_advantages
 from cobarl.train.sampler import PromptBatchSampler
 
 SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
 BROKEN_TRL = (Version("1.15.0"),)  # its chunked log-prob path fails on CPU-only torch
 PROMPT_ID = "prompt_id"
+# The checkpoint state file (cobarl_state.json next to TRL's files): step counters and the allocator's own state.
+STATE_FORMAT = "cobarl.trl-checkpoint"
+STATE_VERSION = 2
 
 if not SUPPORTED_TRL[0] <= Version(trl.__version__) < SUPPORTED_TRL[1] or Version(trl.__version__) in BROKEN_TRL:  # pragma: no cover
     raise ImportError(
@@ -416,7 +419,7 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
                          lambda f: torch.save(self._buffered_inputs, f), binary=True)
         if self.args.should_save:
             # Written before TRL's files, so a checkpoint with trainer_state.json always has it too.
-            state = {"version": 2, "global_step": self.state.global_step, "micro_step": self._step,
+            state = {"format": STATE_FORMAT, "version": STATE_VERSION, "global_step": self.state.global_step, "micro_step": self._step,
                      "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
                      "allocator": self.allocator.state_dict()}
             save_state(ckpt, state)
@@ -484,5 +487,6 @@ def load_allocator_state(allocator, checkpoint: str | os.PathLike) -> dict:
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err}: it was not written by AdaptiveGRPOTrainer or is incomplete; "
                                 "resume from an earlier checkpoint") from None
+    check_state_format(state, STATE_FORMAT, STATE_VERSION, unnamed_key="micro_step")
     allocator.load_state_dict(state["allocator"])
     return state
