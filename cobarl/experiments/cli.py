@@ -2,7 +2,7 @@
 
 Examples::
 
-    cobarl compare                                   # the 8 strategies x 5 seeds, simulated
+    cobarl compare                                   # the 8 default strategies x 5 seeds, simulated
     cobarl compare --strategies uniform,coba,coba@0.5 --seeds 10 --output-dir runs/half
     cobarl compare --budget-multiplier 0.5           # every strategy at half budget
     python -m cobarl.experiments --strategies all --steps 100
@@ -58,9 +58,9 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
         "--strategies",
         nargs="+",
         default=None,
-        help="Comma/space-separated specs NAME[:key=value,...][@MULTIPLIER]; 'default' = the issue's list, "
+        help="Comma/space-separated specs NAME[:key=value,...][@MULTIPLIER]; 'default' = the default strategies below, "
         f"'all' = every preset. Presets: {', '.join(PRESETS)}; also any allocator strategy and fixed-beta-A-B. "
-        "Examples: coba:kappa=7, coba@0.5 (half budget). Default: the issue's list; with --grid: coba "
+        f"Examples: coba:kappa=7, coba@0.5 (half budget). Default: {', '.join(DEFAULT_STRATEGIES)}; with --grid: coba "
         "(a sweep takes exactly one, its base configuration).",
     )
     p.add_argument(

@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "linear-decay": ("linear-decay", {}, "alpha stepped 10 -> 1 in equal stages over training (Table 3)"),
     "explore-to-exploit": ("explore-to-exploit", {}, "alpha follows the success rate instead of the failure rate (Table 2)"),
 }
-# The issue's list: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
+# The default comparison: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
 # linear decay, Explore->Exploit.
 DEFAULT_STRATEGIES = (
     "uniform",
@@ -137,7 +137,7 @@ def option_names() -> list[str]:
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
-    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the issue's list.
+    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the default comparison.
 
     A part ``key=value`` after a comma continues the spec before it, so a spec's own option list
     survives: ``coba:kappa=7,tau=adaptive,uniform`` is two specs.

@@ -3,7 +3,7 @@
 * :mod:`cobarl.integrations.verl_plan`: the framework-independent half of the verl plugin
   (per-prompt ``__rollout_n__`` plans, shared allocator state, checkpoint files); needs only numpy.
 * :mod:`cobarl.integrations.verl`: verl >= 0.9 V1-trainer classes (agent-loop manager, replay
-  buffer, checkpoint callback, ``cobarl_grpo`` advantage); ``pip install 'cobarl[verl]'``.
+  buffer, checkpoint callback; advantages stay verl's ``grpo``); ``pip install 'cobarl[verl]'``.
 """
 
 from importlib.util import find_spec
