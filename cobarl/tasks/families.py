@@ -13,7 +13,7 @@ the wrong form for one kind of question (the units, the sign convention, the box
 family has its own pair of markers, shared with no other family, so a fix learned on one family
 carries over to its held-out prompts and hardly to other families: a family improves in proportion
 to the rollouts its own prompts get. Why this design, what was tried and what it measured:
-README "The embedded task".
+``docs/task-v4.md``.
 
 Held-out prompts are chosen by a hash of the prompt text (one in ``EVAL_FRACTION_DENOM``), as in
 task v3, so every train and eval list built here is disjoint whatever the seeds and sizes.

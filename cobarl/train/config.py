@@ -137,7 +137,7 @@ class TrainConfig:
     # --- policy optimisation (passed to TRL's GRPOConfig) -----------------------------------------
     learning_rate: float = option(
         1.5e-4, "Learning rate (AdamW, linear decay). The default suits the embedded task's tiny model: slow enough that "
-        "the run is limited by its rollouts, not by the step size (README, The embedded task); a real LLM wants ~1e-6.",
+        "the run is limited by its rollouts, not by the step size (docs/task-v4.md); a real LLM wants ~1e-6.",
         gt=0,
     )
     max_completion_length: int = option(8, "Max new tokens per rollout.", ge=1, le=1_000_000, why=_MACHINE)
