@@ -175,13 +175,13 @@ def _measure(model, tokenizer, config, train_ds, eval_ds, verifier) -> tuple[np.
 
 
 def _data(config):
+    """(train, held-out, verifier) of one run's config; HF's loading bars off (they drown the log)."""
     from transformers.utils import logging as hf_logging
 
     from cobarl.rewards import load_reward
-
-    hf_logging.disable_progress_bar()
     from cobarl.train.data import load_splits
 
+    hf_logging.disable_progress_bar()
     train_ds, eval_ds, _ = load_splits(config)
     verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=1)
     return train_ds, eval_ds, verifier
