@@ -344,15 +344,10 @@ _PROBE_SETS = {"seed": "--seeds / --seed-list", "allocator": "the probe's fixed 
                "output_dir": "the probe's --output-dir", "resume": "a fresh --output-dir", "fresh": "a fresh --output-dir"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     import argparse
-    import shlex
-    import sys
-    from datetime import datetime
 
     from cobarl.experiments.pool import default_workers
-    from cobarl.train.cli import build_parser as train_parser
-    from cobarl.train.config import load_yaml
 
     p = argparse.ArgumentParser(
         prog="cobarl probe", allow_abbrev=False,
@@ -368,33 +363,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-ratio", type=float, default=1.5, help="Gain ratio the task must reach (default: 1.5).")
     p.add_argument("--workers", type=int, default=default_workers(), help="Parallel runs (default: %(default)s).")
     p.add_argument("--output-dir", default=None, help="Report folder (default: runs/probe-<timestamp>).")
-    args, rest = p.parse_known_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
+    return p
+
+
+def options_from_argv(argv: list[str]) -> ProbeOptions:
+    """Every option checked, for every seed and arm, before any model is built (ValueError says what and how)."""
+    import shlex
+    from datetime import datetime
+
+    from cobarl.train.cli import build_parser as train_parser
+    from cobarl.train.config import load_yaml
+
+    args, rest = build_parser().parse_known_args(argv)
+    seeds = (tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds)))
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"the probe needs at least 2 distinct seeds for an interval, got {list(seeds)}")
+    if not (args.weight > 1 and math.isfinite(args.weight)) or not args.min_ratio > 1 or args.workers < 1:
+        raise ValueError("--weight and --min-ratio must be > 1 and --workers >= 1")
+    values = vars(train_parser().parse_args(rest))
+    yaml_path = values.pop("config", None)
+    values = {**(load_yaml(yaml_path) if yaml_path else {}), **values}
+    taken = [k for k in values if k in _PROBE_SETS]
+    if taken:
+        raise ValueError("; ".join(f"{k} is set by the probe ({_PROBE_SETS[k]})" for k in taken))
+    out = Path(args.output_dir or f"runs/probe-{datetime.now():%Y%m%d-%H%M%S}")
+    if (out / "summary.json").exists() or (out / "runs").exists():
+        raise ValueError(f"{out} already holds a probe; pick another --output-dir")
+    options = ProbeOptions(train=values, seeds=seeds, output_dir=out, weight=args.weight, min_ratio=args.min_ratio,
+                           workers=args.workers, extra={"command": " ".join(["cobarl probe", *map(shlex.quote, argv)])})
+    for seed in seeds:
+        for arm in ARMS:
+            _config(options, seed, arm)
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt
+
     try:
-        seeds = (tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds)))
-        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
-            raise ValueError(f"the probe needs at least 2 distinct seeds for an interval, got {list(seeds)}")
-        if not (args.weight > 1 and math.isfinite(args.weight)) or not args.min_ratio > 1 or args.workers < 1:
-            raise ValueError("--weight and --min-ratio must be > 1 and --workers >= 1")
-        values = vars(train_parser().parse_args(rest))
-        yaml_path = values.pop("config", None)
-        values = {**(load_yaml(yaml_path) if yaml_path else {}), **values}
-        taken = [k for k in values if k in _PROBE_SETS]
-        if taken:
-            raise ValueError("; ".join(f"{k} is set by the probe ({_PROBE_SETS[k]})" for k in taken))
-        out = Path(args.output_dir or f"runs/probe-{datetime.now():%Y%m%d-%H%M%S}")
-        if (out / "summary.json").exists() or (out / "runs").exists():
-            raise ValueError(f"{out} already holds a probe; pick another --output-dir")
-        options = ProbeOptions(train=values, seeds=seeds, output_dir=out, weight=args.weight, min_ratio=args.min_ratio,
-                               workers=args.workers, extra={"command": " ".join(["cobarl probe", *map(shlex.quote, argv)])})
-        for seed in seeds:  # every option checked, for every seed, before any model is built
-            for arm in ARMS:
-                _config(options, seed, arm)
+        options = options_from_argv(sys.argv[1:] if argv is None else argv)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"cobarl probe: error: {err}", file=sys.stderr)
         return 2
-    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt
-
     try:
         with sigterm_as_interrupt():
             summary = run_probe(options, log=lambda msg: print(msg, file=sys.stderr, flush=True))
