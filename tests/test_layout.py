@@ -60,7 +60,6 @@ FUNCTION_EXCEPTIONS = {
     "cobarl/evaluate/avgk.py:evaluate_benchmarks",  # cobarl eval's loop; predates the limit
     "cobarl/experiments/cli.py:build_parser",  # a flat list of argparse options
     "cobarl/experiments/cli.py:options_from_args",  # argument checks; predates the limit
-    "cobarl/models/tiny.py:warm_start",  # the SFT loop of the tiny model; predates the limit
 }
 
 

@@ -144,6 +144,44 @@ def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[
     return input_ids, attention_mask, labels
 
 
+def _warmup_cosine(steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over the first 5 % of steps, then cosine decay to 0."""
+    warmup = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+    return factor
+
+
+def _batch_drawer(tokenizer, problems: Sequence[Problem], batch_size: int, gen: torch.Generator,
+                  mistake_rng: random.Random, rates: Mapping[int, float], mistake: Callable[[str], str]):
+    """A function drawing one batch of SFT rows: a level uniformly, then a problem of that level, each
+    row's label replaced by ``mistake(answer)`` with its level's rate (decided afresh at every draw)."""
+    rows = _sft_rows(tokenizer, problems)
+    level_index: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(problems):
+        level_index[p.difficulty].append(i)
+    by_level = [level_index[k] for k in sorted(level_index)]
+
+    def draw() -> list[tuple[list[int], list[int]]]:
+        # Level first, then a problem of that level: a small level (arith-v3's level 0 has ~116 train
+        # prompts) would otherwise be a few percent of each batch.
+        picks = torch.randint(len(by_level), (batch_size,), generator=gen).tolist()
+        idx = [by_level[k][torch.randint(len(by_level[k]), (1,), generator=gen).item()] for k in picks]
+        batch = [rows[i] for i in idx]
+        for j, i in enumerate(idx):
+            if rates.get(problems[i].difficulty, 0.0) > 0 and mistake_rng.random() < rates[problems[i].difficulty]:
+                wrong = dataclasses.replace(problems[i], answer=mistake(problems[i].answer))
+                batch[j] = _sft_rows(tokenizer, [wrong])[0]
+        return batch
+
+    return draw
+
+
 def warm_start(
     model: Qwen2ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -181,36 +219,14 @@ def warm_start(
         raise ValueError("warm_start needs at least one problem")
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    rows = _sft_rows(tokenizer, problems)
-    rates = dict(mistake_rate or {})
-    mistake_rng = random.Random(f"cobarl-label-mistake-{seed}")
-    level_index: dict[int, list[int]] = defaultdict(list)
-    for i, p in enumerate(problems):
-        level_index[p.difficulty].append(i)
-    by_level = [level_index[k] for k in sorted(level_index)]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
+    draw = _batch_drawer(tokenizer, problems, batch_size, gen, random.Random(f"cobarl-label-mistake-{seed}"),
+                         dict(mistake_rate or {}), mistake)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
     for _ in range(steps):
-        # Level first, then a problem of that level: level 0 has only ~116 train prompts and
-        # would otherwise be a few percent of each batch.
-        picks = torch.randint(len(by_level), (batch_size,), generator=gen).tolist()
-        idx = [by_level[k][torch.randint(len(by_level[k]), (1,), generator=gen).item()] for k in picks]
-        batch = [rows[i] for i in idx]
-        for j, i in enumerate(idx):
-            if rates.get(problems[i].difficulty, 0.0) > 0 and mistake_rng.random() < rates[problems[i].difficulty]:
-                wrong = dataclasses.replace(problems[i], answer=mistake(problems[i].answer))
-                batch[j] = _sft_rows(tokenizer, [wrong])[0]
-        input_ids, attention_mask, labels = _collate(batch, tokenizer.pad_token_id)
+        input_ids, attention_mask, labels = _collate(draw(), tokenizer.pad_token_id)
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
