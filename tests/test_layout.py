@@ -55,9 +55,6 @@ MAX_FUNCTION_LINES = 60
 # Known exceptions, to be split; each names why it is still here. A new entry needs a reason.
 MODULE_EXCEPTIONS: set[str] = set()
 FUNCTION_EXCEPTIONS = {
-    "cobarl/allocation/__init__.py:allocate",  # argument checks + dispatch; predates the limit
-    "cobarl/allocation/baselines.py:knapsack_rl",  # one transcription of the public Knapsack-RL policy
-    "cobarl/evaluate/avgk.py:evaluate_benchmarks",  # cobarl eval's loop; predates the limit
     "cobarl/experiments/cli.py:build_parser",  # a flat list of argparse options
     "cobarl/experiments/cli.py:options_from_args",  # argument checks; predates the limit
 }
@@ -75,12 +72,22 @@ def test_no_module_over_500_lines():
     assert fixed == set(), f"no longer over the limit, drop from MODULE_EXCEPTIONS: {fixed}"
 
 
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function from ``def`` to its end, less its docstring: a long docstring documents, it
+    does not make the logic longer to read."""
+    n = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        n -= first.end_lineno - first.lineno + 1
+    return n
+
+
 def test_no_function_over_60_lines():
     sizes = {}
     for name, text in _sources().items():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                sizes[f"{name}:{node.name}"] = max(sizes.get(f"{name}:{node.name}", 0), node.end_lineno - node.lineno + 1)
+                sizes[f"{name}:{node.name}"] = max(sizes.get(f"{name}:{node.name}", 0), _code_lines(node))
     long = {f: n for f, n in sizes.items() if n > MAX_FUNCTION_LINES and f not in FUNCTION_EXCEPTIONS}
     assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines (break them into named steps): {long}"
     fixed = {f for f in FUNCTION_EXCEPTIONS if sizes.get(f, 0) <= MAX_FUNCTION_LINES}

@@ -191,6 +191,33 @@ def _score_all(reward: Callable[[str, str], float], completions: list[str], answ
     return [float(reward(c, a)) for c, a in zip(completions, answers)]
 
 
+def _evaluate_one(generator, name: str, problems: Sequence[Any], fmt: Callable[[Any], str],
+                  score_fn: Callable[[str, str], float], bar, *, k: int, temperature: float, top_p: float,
+                  max_tokens: int, seed: int, ks: Sequence[int] | None) -> tuple[BenchmarkResult, list[str], list[float]]:
+    """One benchmark: sample ``k`` completions per problem, score them; (result, flat completions, scores)."""
+    started = time.perf_counter()
+    prompts = [fmt(p) for p in problems]
+    cap = getattr(generator, "max_new_tokens", None)
+    budget = cap(prompts, max_tokens) if callable(cap) else max_tokens
+    samples = generator.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=budget,
+                                 seed=seed, on_done=bar.update if bar is not None else None)
+    flat = [c for group in samples for c in group]
+    answers = [str(p.answer) for p in problems for _ in range(k)]
+    warnings = getattr(score_fn, "warnings", None)
+    failures_before = warnings.total if warnings is not None else 0
+    scores = _score_all(score_fn, flat, answers)
+    table = np.asarray(scores, dtype=float).reshape(len(problems), k)  # [P, k]
+    per_problem = [{"id": str(getattr(p, "id", i)), "correct": int((row >= 0.5).sum()), "mean": float(row.mean())}
+                   for i, (p, row) in enumerate(zip(problems, table))]
+    result = BenchmarkResult(
+        name=name, problems=len(problems), samples=k, metrics=summarize(table, ks),
+        seconds=time.perf_counter() - started,
+        reward_failures=(warnings.total - failures_before) if warnings is not None else 0,
+        per_problem=per_problem,
+    )
+    return result, flat, scores
+
+
 def evaluate_benchmarks(
     generator: Generator,
     benchmarks: Mapping[str, Sequence[Any]],
@@ -228,34 +255,16 @@ def evaluate_benchmarks(
 
         bar = tqdm(total=total, desc="cobarl eval", unit="sample", dynamic_ncols=True, file=sys.stderr)
     results: dict[str, BenchmarkResult] = {}
+    sampling = dict(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, ks=ks)
     try:
         for name, problems in benchmarks.items():
             if not problems:
                 raise ValueError(f"benchmark {name!r} has no problems")
             if bar is not None:
                 bar.set_description(f"cobarl eval {name}")
-            started = time.perf_counter()
             fmt = prompt_fn[name] if isinstance(prompt_fn, Mapping) else prompt_fn
             score_fn = reward[name] if isinstance(reward, Mapping) else reward
-            prompts = [fmt(p) for p in problems]
-            cap = getattr(generator, "max_new_tokens", None)
-            budget = cap(prompts, max_tokens) if callable(cap) else max_tokens
-            samples = generator.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=budget,
-                                         seed=seed, on_done=bar.update if bar is not None else None)
-            flat = [c for group in samples for c in group]
-            answers = [str(p.answer) for p in problems for _ in range(k)]
-            warnings = getattr(score_fn, "warnings", None)
-            failures_before = warnings.total if warnings is not None else 0
-            scores = _score_all(score_fn, flat, answers)
-            table = np.asarray(scores, dtype=float).reshape(len(problems), k)  # [P, k]
-            per_problem = [{"id": str(getattr(p, "id", i)), "correct": int((row >= 0.5).sum()), "mean": float(row.mean())}
-                           for i, (p, row) in enumerate(zip(problems, table))]
-            results[name] = BenchmarkResult(
-                name=name, problems=len(problems), samples=k, metrics=summarize(table, ks),
-                seconds=time.perf_counter() - started,
-                reward_failures=(warnings.total - failures_before) if warnings is not None else 0,
-                per_problem=per_problem,
-            )
+            results[name], flat, scores = _evaluate_one(generator, name, problems, fmt, score_fn, bar, **sampling)
             if on_completions is not None:
                 on_completions(name, problems, flat, scores)
     finally:
