@@ -47,7 +47,6 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     """The parser; the run shape and simulator flags default to ``SIM_PRESETS[preset]`` (an unknown name
     falls back to the default preset, and ``--sim-preset``'s choices then refuse it)."""
     shape = SIM_PRESETS.get(preset, SIM_PRESETS[DEFAULT_PRESET])
-    base = shape.sim
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run several rollout-allocation strategies on the same task with the same seeds and write "
@@ -82,6 +81,13 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
         "--backend real' report) and add the rank correlation "
         "and the side-by-side gaps to this report. Those options then come from REAL_DIR and may not be given.",
     )
+    _add_run_options(p, shape)
+    _add_simulator_options(p, shape.sim)
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser, shape) -> None:
+    """Back-end, seeds, run shape, output and the real back-end's cobarl train options."""
     p.add_argument("--backend", choices=list(BACKENDS), default="simulated", help="simulated (no LLM) or real (cobarl train).")
     p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
     p.add_argument("--seed-list", type=str, default=None, help="Explicit comma-separated seeds, e.g. 3,7,11.")
@@ -99,7 +105,7 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
-    p.add_argument("--validation-prompts", type=integer(1), default=base.validation_prompts,
+    p.add_argument("--validation-prompts", type=integer(1), default=shape.sim.validation_prompts,
                    help="Validation prompts, apart from train and held-out; --grid chooses on them. Simulated: same "
                    "clusters; real: cobarl train --validation-size (with --grid only).")
     p.add_argument("--train-args", default=None, metavar="'OPTIONS'",
@@ -107,6 +113,10 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
                    "--train-args '--task arith-v3 --train-size 1024 --learning-rate 3e-4 --cpu-threads 1'. The options "
                    "compare sets itself (strategy and allocator options, seed, steps, prompts and rollouts per step, "
                    "output dir) are refused there.")
+
+
+def _add_simulator_options(p: argparse.ArgumentParser, base: SimConfig) -> None:
+    """The simulated task's flags, defaulting to ``base`` (the chosen ``--sim-preset``)."""
     sim = p.add_argument_group("simulator (--backend simulated)")
     sim.add_argument("--sim-preset", choices=list(SIM_PRESETS), default=DEFAULT_PRESET,
                      help="Simulated task and run shape: 'default' (the documented simulator) or 'families-v4' (shaped "
@@ -123,7 +133,6 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     sim.add_argument("--lr", type=number(0), default=base.lr,
                      help="Adam learning rate on the logits: the step is lr x gradient / RMS of the gradient noise.")
     sim.add_argument("--transfer", type=number(0, 1), default=base.transfer, help="Share of a prompt's step given to its cluster.")
-    return p
 
 
 def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
@@ -135,7 +144,8 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
         raise ValueError(f"--seed-list takes comma-separated integers, e.g. 3,7,11; got {args.seed_list!r}") from None
 
 
-def options_from_args(args: argparse.Namespace) -> CompareOptions:
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    """The simulated task from the flags and ``--sim-preset``; flags a preset would ignore are refused."""
     preset = SIM_PRESETS[getattr(args, "sim_preset", DEFAULT_PRESET)]
     skills = preset.sim.cluster_skills  # a preset's per-cluster starting skills have no flag of their own
     if args.backend != "simulated" and getattr(args, "sim_preset", DEFAULT_PRESET) != DEFAULT_PRESET:
@@ -147,7 +157,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
     if skills is not None and args.clusters != len(skills):
         raise ValueError(f"--clusters {args.clusters}: --sim-preset {args.sim_preset} fixes one starting skill per "
                          f"cluster for {len(skills)} clusters; leave --clusters out")
-    sim = SimConfig(
+    return SimConfig(
         train_prompts=args.train_prompts,
         heldout_prompts=args.heldout_prompts,
         validation_prompts=args.validation_prompts,
@@ -159,6 +169,10 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         transfer=args.transfer,
         cluster_skills=skills,
     )
+
+
+def options_from_args(args: argparse.Namespace) -> CompareOptions:
+    sim = _sim_config(args)
     seeds = _seeds(args)
     default = ["coba"] if args.grid else [",".join(DEFAULT_STRATEGIES)]
     try:
