@@ -178,12 +178,18 @@ class AllocatorConfig:
         """The strategy record (a callable strategy plans with CoBA's statistics)."""
         return STRATEGIES[self.strategy] if isinstance(self.strategy, str) else STRATEGIES["coba"]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly: callables by name."""
+    def to_dict(self, *, derived: bool = True) -> dict[str, Any]:
+        """JSON-friendly fields (callables by name): the one serialiser of an allocator config, for
+        checkpoints, config.yaml, trackers and reports. ``derived=False`` leaves out the fields the trainer
+        fills in itself (``total_steps``), as a user's config file holds them."""
         out = asdict(self)
         for name in ("strategy", "success"):
             if callable(out[name]):
                 out[name] = getattr(out[name], "__name__", "callable")
+        if not derived:
+            for f in fields(self):
+                if f.metadata.get("derived"):
+                    out.pop(f.name)
         return out
 
 

@@ -8,7 +8,6 @@ training run each.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
 from cobarl import metrics as M
@@ -58,12 +57,6 @@ def effective_allocator(spec: StrategySpec, options: CompareOptions) -> Allocato
 
         return make_config(real_run_options(spec, options.seeds[0], options)).allocator_config().resolved()
     return spec.allocator_config(options.steps).resolved()
-
-
-def allocator_settings(config: AllocatorConfig) -> dict[str, Any]:
-    """JSON-ready fields of an allocator config (a callable strategy or rule by its name)."""
-    return {f.name: v if v is None or isinstance(v, (bool, int, float, str)) else getattr(v, "__name__", str(v))
-            for f in fields(config) for v in [getattr(config, f.name)]}
 
 
 def check_real_runs(options: CompareOptions) -> None:

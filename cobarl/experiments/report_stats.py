@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.backends import allocator_settings, effective_allocator
+from cobarl.experiments.backends import effective_allocator
 from cobarl.experiments.grid import SELECTION_METRIC
 from cobarl.experiments.runs import CompareOptions, RunResult
 
@@ -141,7 +141,7 @@ def _strategy_entry(spec, options: CompareOptions, runs: list[RunResult], metric
         "overrides": spec.overrides,
         "budget_multiplier": spec.budget_multiplier * options.budget_multiplier,
         # every allocator setting the arm ran with (what --against mirrors on the simulator)
-        "allocator_config": allocator_settings(effective_allocator(spec, options)),
+        "allocator_config": effective_allocator(spec, options).to_dict(),
         "seeds": [r.seed for r in runs],
     }
     for key in metrics[0] if metrics else ():

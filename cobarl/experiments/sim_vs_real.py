@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cobarl.experiments.backends import allocator_settings
 from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
 from cobarl.experiments.summary_io import RunSummary
 
@@ -53,7 +52,7 @@ def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
     specs = []
     for label, ran_with in settings["strategies"].items():
         spec = parse_strategy(label)
-        sim_default = allocator_settings(spec.allocator_config(settings["steps"]).resolved())
+        sim_default = spec.allocator_config(settings["steps"]).resolved().to_dict()
         changed = {k: v for k, v in ran_with.items() if k not in FIXED_FIELDS and sim_default.get(k) != v}
         specs.append(StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier))
     return tuple(specs)

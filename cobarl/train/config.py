@@ -199,7 +199,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["allocator"] = allocator_to_dict(self.allocator)
+        out["allocator"] = self.allocator.to_dict(derived=False)
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -222,14 +222,6 @@ def allocator_fields() -> list[dataclasses.Field]:
 def allocator_key(f: dataclasses.Field) -> str:
     """The flat option name of an AllocatorConfig field (``strategy`` -> ``allocator``)."""
     return f.metadata.get("flag", f.name)
-
-
-def allocator_to_dict(cfg: AllocatorConfig) -> dict[str, Any]:
-    out = {}
-    for f in allocator_fields():
-        value = getattr(cfg, f.name)
-        out[f.name] = value if not callable(value) else getattr(value, "__name__", "callable")
-    return out
 
 
 # --- validation ---------------------------------------------------------------------------------------

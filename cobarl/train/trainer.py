@@ -151,10 +151,7 @@ class AdaptiveGRPOConfig(GRPOConfig):
     def to_dict(self) -> dict[str, Any]:
         # Trackers (TensorBoard, W&B) serialise the arguments as JSON: an AllocatorConfig or callable is not.
         out = super().to_dict()
-        from cobarl.train.config import allocator_to_dict
-
-        cfg = self.allocator_config()
-        out["allocator"] = allocator_to_dict(cfg)
+        out["allocator"] = self.allocator_config().to_dict(derived=False)
         return out
 
     def allocator_config(self):
