@@ -21,13 +21,13 @@ import numpy as np
 from scipy import stats
 
 from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
-from cobarl.experiments.summary_io import RunSummary
+from cobarl.experiments.summary_io import ComparisonSummary
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""
 
 
-def real_comparison_settings(real: RunSummary) -> dict[str, Any]:
+def real_comparison_settings(real: ComparisonSummary) -> dict[str, Any]:
     """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json, read
     whole by `cobarl.experiments.summary_io.read_summary`): ``strategies`` maps each arm's label to
     the allocator settings it ran with."""

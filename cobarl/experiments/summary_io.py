@@ -1,6 +1,6 @@
 """``summary.json`` of ``cobarl compare``: typed records, written and read only here.
 
-A comparison's summary is a `RunSummary`: its settings, one `ArmResult` per strategy (per-metric
+A comparison's summary is a `ComparisonSummary`: its settings, one `ArmResult` per strategy (per-metric
 `MeanCI` over seeds), one `PairedGap` per arm against the baseline, and, untyped, a sweep's
 ``grid``, a stopped comparison's ``incomplete`` and ``--against``'s ``simulator_check``. The JSON
 layout is the one `cobarl.experiments.report_stats.summarise` builds, plus ``format_version``.
@@ -132,7 +132,7 @@ class PairedGap:
 
 
 @dataclass(frozen=True)
-class RunSummary:
+class ComparisonSummary:
     """A comparison's summary.json (see the module docstring)."""
 
     settings: dict[str, Any]  # the _HEADER keys: command, backend, seeds, steps, budgets, baseline, ...
@@ -154,7 +154,7 @@ class RunSummary:
         return self.settings["baseline"]
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "summary.json") -> RunSummary:
+    def from_dict(cls, d: Any, where: str = "summary.json") -> ComparisonSummary:
         version = d.get("format_version", 0) if isinstance(d, dict) else None
         if not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
             raise SummaryFormatError(f"{where}: format_version {version!r} is not one this cobarl reads "
@@ -185,25 +185,25 @@ class RunSummary:
         return {**out, **self.extra}
 
 
-def summary_text(summary: dict[str, Any] | RunSummary) -> str:
-    """The file's text; a dict is checked by reading it as a `RunSummary` first (so what is written
+def summary_text(summary: dict[str, Any] | ComparisonSummary) -> str:
+    """The file's text; a dict is checked by reading it as a `ComparisonSummary` first (so what is written
     can be read back whole)."""
     if isinstance(summary, dict):
-        summary = RunSummary.from_dict(summary, "summary to write")
+        summary = ComparisonSummary.from_dict(summary, "summary to write")
     return json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
-def write_summary(path: str | Path, summary: dict[str, Any] | RunSummary) -> None:
+def write_summary(path: str | Path, summary: dict[str, Any] | ComparisonSummary) -> None:
     from cobarl.io import write_text
 
     write_text(path, summary_text(summary))
 
 
-def read_summary(path: str | Path) -> RunSummary:
+def read_summary(path: str | Path) -> ComparisonSummary:
     """A comparison's summary.json, whole, or `SummaryFormatError` / `OSError` naming the problem."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise SummaryFormatError(f"{path}: not valid JSON ({err})") from None
-    return RunSummary.from_dict(data, str(path))
+    return ComparisonSummary.from_dict(data, str(path))
