@@ -184,8 +184,17 @@ def _end_process_group() -> None:
     without an active exception", SIGABRT) and failed the launch. The barrier first: a rank that
     tore its group down while the other was still finishing the last collective hung it.
     """
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        # gloo's barrier can return on one rank while another still waits for its last message; a group
+        # torn down then leaves that rank hung in the barrier (seen once in ~20 two-process launches).
+        # Each rank records in the launcher's store that its barrier returned, and none tears down
+        # before all have.
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"cobarl/end/{dist.get_rank()}", "1")
+        store.wait([f"cobarl/end/{r}" for r in range(dist.get_world_size())], timedelta(minutes=5))
         dist.destroy_process_group()
