@@ -204,6 +204,7 @@ def _start(options: ProbeOptions, seed: int) -> dict[str, Any]:
     units = _units(train_ds)
     favoured = stratified_half(unit_rates(train_scores, units), seed)
     return {"train": train_scores.tolist(), "held_out": held_scores.tolist(),
+            "train_units": units, "held_out_units": _units(eval_ds), "families": "family" in train_ds.column_names,
             "favoured_units": sorted(favoured, key=str),
             "favoured_ids": [pid for pid, u in zip(train_ds["prompt_id"], units) if u in favoured]}
 
@@ -253,17 +254,15 @@ def run_probe(options: ProbeOptions, log=print) -> dict[str, Any]:
     starts = _pool_map(_start, [(options, s) for s in options.seeds], options.workers)
     log("cobarl probe: probe and placebo runs")
     jobs = [(options, s, arm, start["favoured_ids"]) for s, start in zip(options.seeds, starts) for arm in ARMS]
-    ends = _pool_map(_arm, jobs, options.workers)
+    ends = dict(zip(((s, arm) for _, s, arm, _ in jobs), _pool_map(_arm, jobs, options.workers)))
     per_seed, ratios = [], {arm: {"train": [], "held_out": []} for arm in ARMS}
-    has_families = False
-    for i, (seed, start) in enumerate(zip(options.seeds, starts)):
-        seed_train, seed_eval, _ = _data(_config(options, seed))  # each seed draws its own prompts
-        has_families = "family" in seed_train.column_names
-        tu, hu = _units(seed_train), _units(seed_eval)
+    has_families = starts[0]["families"]  # one task for every seed
+    for seed, start in zip(options.seeds, starts):
+        tu, hu = start["train_units"], start["held_out_units"]  # each seed draws its own prompts
         favoured = set(start["favoured_units"])
         row: dict[str, Any] = {"seed": seed, "favoured_units": start["favoured_units"]}
-        for j, arm in enumerate(ARMS):
-            end = ends[2 * i + j]
+        for arm in ARMS:
+            end = ends[(seed, arm)]
             gains = {"train": half_gains(unit_rates(np.array(start["train"]), tu), unit_rates(np.array(end["train"]), tu), favoured)}
             if has_families:
                 gains["held_out"] = half_gains(unit_rates(np.array(start["held_out"]), hu),

@@ -127,8 +127,7 @@ def check_resume_world(checkpoint: Path, world: int, allow: bool) -> None:
 def check_resume_step(checkpoint: Path, max_steps: int) -> None:
     """Refuse to resume from a checkpoint that already reached ``max_steps``: the trainer's loop would
     run one more step past it (measured: 12 -> 13) instead of stopping."""
-    step = int(checkpoint.name.split("-")[1])
-    if step >= max_steps:
+    if checkpoint_step(checkpoint) >= max_steps:
         finished = (checkpoint.parent / "summary.json").is_file()
         raise ValueError(
             f"--resume: {checkpoint.name} already reached --max-steps {max_steps}, so training is complete ("
