@@ -212,14 +212,14 @@ def _start(options: ProbeOptions, seed: int) -> dict[str, Any]:
 def _arm(options: ProbeOptions, seed: int, arm: str, favoured_ids: list) -> dict[str, Any]:
     """One run (``probe`` or ``placebo``) and the scores of its final model (a worker process)."""
     from cobarl.models.load import load_policy
-    from cobarl.train.checkpoints import last_complete_checkpoint
+    from cobarl.train.checkpoints import checkpoint_step, last_complete_checkpoint
     from cobarl.train.run import run
 
     config = _config(options, seed, arm)
     allocator = ProbeAllocator(config.allocator_config(), set(favoured_ids), options.weight) if arm == "probe" else None
     summary = run(config, log=lambda _msg: None, allocator=allocator)
     checkpoint = last_complete_checkpoint(Path(summary.run_dir))
-    if checkpoint is None or int(checkpoint.name.split("-")[1]) != config.max_steps:
+    if checkpoint is None or checkpoint_step(checkpoint) != config.max_steps:
         raise RuntimeError(f"{summary.run_dir}: no checkpoint of the final step {config.max_steps} to measure")
     model, tokenizer = load_policy(str(checkpoint))
     train_ds, eval_ds, verifier = _data(config)
