@@ -371,7 +371,7 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     from datetime import datetime
 
     from cobarl.train.cli import build_parser as train_parser
-    from cobarl.train.config import load_yaml
+    from cobarl.train.config import allocator_fields, allocator_key, load_yaml
 
     args, rest = build_parser().parse_known_args(argv)
     seeds = (tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds)))
@@ -385,6 +385,12 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     taken = [k for k in values if k in _PROBE_SETS]
     if taken:
         raise ValueError("; ".join(f"{k} is set by the probe ({_PROBE_SETS[k]})" for k in taken))
+    # The probe's counts are its fixed weights (the placebo is uniform): an allocator option such as
+    # --max-budget would be silently ignored, so it is refused.
+    allocator_options = sorted(set(values) & {allocator_key(f) for f in allocator_fields()})
+    if allocator_options:
+        raise ValueError(f"{', '.join(allocator_options)}: the probe allocates by its fixed weights (--weight), so "
+                         "allocator options have no effect; leave them out")
     out = Path(args.output_dir or f"runs/probe-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "summary.json").exists() or (out / "runs").exists():
         raise ValueError(f"{out} already holds a probe; pick another --output-dir")
