@@ -24,6 +24,7 @@ import numpy as np
 
 from cobarl import metrics as M
 from cobarl.allocation import Allocation, allocate, budget_metrics
+from cobarl.allocation.gvm import GvmValue
 from cobarl.capability import CapabilityTracker
 from cobarl.io import check_state_format
 from cobarl.options import check_fields, option
@@ -49,6 +50,10 @@ class Strategy:
         success: the paper code's success rule (both count ``reward == 1``).
         tau: CoBA saturation temperature (``"adaptive"``: the public code's variance rule).
         summary: one line for ``--help`` and reports.
+        policy: the rollout policy that runs it (``cobarl.policies.POLICIES``): ``"allocator"`` plans
+            budgets before generation with this record's stats, value and method; the others decide
+            between generation rounds or after generation and read only their own options.
+        variant: a policy's variant (Reinforce-Ada's ``"balanced"`` or ``"positive_focused"``).
     """
 
     schedule: str
@@ -58,6 +63,8 @@ class Strategy:
     success: str
     tau: float | str
     summary: str
+    policy: str = "allocator"
+    variant: str = ""
 
 
 def _coba(schedule: str, method: str, summary: str, tau: float | str = 8.0) -> Strategy:
@@ -82,6 +89,30 @@ STRATEGIES: dict[str, Strategy] = {
     "fixed-beta": _coba("fixed", "threshold", "CoBA value with a fixed Beta (paper Table 3)"),
     "linear-decay": _coba("linear-decay", "threshold", "CoBA value, alpha stepped down linearly (paper Table 3)"),
     "explore-to-exploit": _coba("explore-to-exploit", "threshold", "CoBA value, alpha follows the success rate (Table 2)"),
+    "gvm": Strategy(
+        "exploit-to-explore", "gvm", "gvm", "appearances", "==1", 8.0,
+        "GVM budgets n ~ 1/sqrt(p + alpha/p^(beta-1)) (p-only mode) on top of min_budget each",
+    ),
+    "reinforce-ada": Strategy(
+        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
+        "Reinforce-Ada balanced: rounds until >= n/2 correct and wrong, keep n, pool-mean baseline",
+        policy="reinforce-ada", variant="balanced",
+    ),
+    "reinforce-ada-pos": Strategy(
+        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
+        "Reinforce-Ada positive-focused: rounds until one correct, keep n, pool-mean baseline",
+        policy="reinforce-ada", variant="positive_focused",
+    ),
+    "dapo": Strategy(
+        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
+        "DAPO dynamic sampling: drop groups whose rewards are all equal, refill from new prompts",
+        policy="dapo",
+    ),
+    "pods": Strategy(
+        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
+        "PODS: generate generate_size per prompt, train on the max-variance subset of n",
+        policy="pods",
+    ),
 }
 
 # Options that only apply to one kind of statistics: left unset (None) for the other kind, so a
@@ -92,6 +123,14 @@ _STATS_OPTIONS = {
 }
 
 
+# The options of one policy (None = its paper default), refused for every other policy.
+POLICY_OPTIONS = {
+    "reinforce-ada": {"round_size": 8, "max_rounds": 4, "positive_threshold": 0.7, "pool_baseline": "counts",
+                      "scale_by_std": False},
+    "dapo": {"gen_batch_factor": 3, "max_gen_batches": 10},
+    "gvm": {"gvm_alpha": 1e-3, "gvm_beta": 2.0},
+    "pods": {"generate_size": None},
+}
 _ADAPTIVE = ("adaptive",)
 
 
@@ -134,6 +173,28 @@ class AllocatorConfig:
         None, "Rollouts before a prompt counts as seen (stats=recent-rollouts; public code: 8).", ge=1)
     fixed_alpha: float = option(10.5, "alpha for fixed-beta (paper's Table 3: 10.5 or 1.5).", gt=0)
     fixed_beta: float = option(1.5, "beta for fixed-beta (paper's Table 3: 1.5 or 10.5).", gt=0)
+    # Reinforce-Ada (RLHFlow/Reinforce-Ada verl fork, run_reinforce_ada.sh settings).
+    round_size: int | None = option(None, "Reinforce-Ada: rollouts per active prompt per round (M; public: 8).", ge=1)
+    max_rounds: int | None = option(None, "Reinforce-Ada: most rounds per step (N; public: 4).", ge=1)
+    positive_threshold: float | None = option(
+        None, "Reinforce-Ada: a rollout is positive when its reward is above this (public: 0.7).")
+    pool_baseline: str | None = option(
+        None, "Reinforce-Ada baseline: 'counts' (public: pass rate of the prompt's whole pool, rewards must be 0 or 1) "
+        "or 'mean' (mean reward of the whole pool, any rewards).", choices=("counts", "mean"))
+    scale_by_std: bool | None = option(
+        None, "Reinforce-Ada: divide advantages by the pool's std (public script: false).")
+    # DAPO dynamic sampling (verl-recipe dapo_ray_trainer.py, test_dapo_7b.sh settings).
+    gen_batch_factor: int | None = option(
+        None, "DAPO: prompts per generation batch, as a multiple of the prompts trained per step (public: 3).", ge=1)
+    max_gen_batches: int | None = option(
+        None, "DAPO: most generation batches per step before it fails (public: 10; 0 = no cap).", ge=0)
+    # GVM (RLHFlow/GVM calc_sample_ratio defaults).
+    gvm_alpha: float | None = option(None, "GVM: alpha of the weight 1/sqrt(p + alpha/p^(beta-1)) (public: 0.001).", ge=0)
+    gvm_beta: float | None = option(None, "GVM: beta of the weight (public: 2).")
+    # PODS (YixuanEvenXu/pods).
+    generate_size: int | None = option(
+        None, "PODS: rollouts generated per prompt, of which the per-prompt budget is trained (pods_full_size; "
+        "default: 4 x the per-prompt budget).", ge=2)
     total_steps: int | None = option(
         None, "Planned training steps, needed by linear-decay (cobarl train and cobarl compare derive it from the run).",
         ge=1, derived=True)
@@ -156,6 +217,20 @@ class AllocatorConfig:
             for name in options:
                 if kind != r["stats"] and getattr(self, name) is not None:
                     raise ValueError(f"{name} applies to stats={kind!r}, but this allocator uses stats={r['stats']!r}")
+        for kind, options in POLICY_OPTIONS.items():
+            for name in options:
+                if kind != self.policy_kind and getattr(self, name) is not None:
+                    raise ValueError(f"{name} is an option of {kind}, not of {self.strategy_name!r}")
+
+    @property
+    def policy_kind(self) -> str:
+        """The options group of this strategy: its policy, or ``"gvm"`` for the GVM allocator."""
+        d = self.defaults
+        return "gvm" if d.value == "gvm" else d.policy
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy if isinstance(self.strategy, str) else getattr(self.strategy, "__name__", "callable")
 
     def _resolved_values(self) -> dict[str, Any]:
         d = self.defaults
@@ -165,7 +240,7 @@ class AllocatorConfig:
             "success": self.success if self.success is not None else d.success,
             "stats": stats,
         }
-        for name, default in _STATS_OPTIONS.get(stats, {}).items():
+        for name, default in {**_STATS_OPTIONS.get(stats, {}), **POLICY_OPTIONS.get(self.policy_kind, {})}.items():
             out[name] = getattr(self, name) if getattr(self, name) is not None else default
         return out
 
@@ -241,6 +316,8 @@ class Allocator:
         """The value function the next plan will maximise."""
         if self.config.defaults.value == "knapsack":
             return KnapsackValue()
+        if self.config.defaults.value == "gvm":
+            return GvmValue(alpha=self.config.gvm_alpha, beta=self.config.gvm_beta)
         alpha, beta = self.params()
         return CobaValue(alpha=alpha, beta=beta, tau=self.config.tau)
 

@@ -60,6 +60,16 @@ ROLLOUT_GROUPS = _metric("rollout/groups", "groups (prompts) rolled out in step 
 ROLLOUT_DEGENERATE_GROUPS = _metric(
     "rollout/degenerate_groups", "groups of step t with one rollout or all rewards equal (advantage 0)"
 )
+ROLLOUT_TRAINED = _metric(
+    "rollout/trained", "rollouts of step t that enter the loss (below rollout/count for policies that generate more "
+    "than they train on: Reinforce-Ada, DAPO, PODS)"
+)
+ROLLOUT_ROUNDS = _metric("rollout/rounds", "generation calls in step t (1 unless the policy samples in rounds)")
+ROLLOUT_PROMPTS = _metric("rollout/prompts", "distinct prompts rolled out in step t (the data consumed)")
+ROLLOUT_TOKENS = _metric("rollout/completion_tokens", "completion tokens generated in step t (all processes)")
+ROLLOUT_UNFINISHED = _metric(
+    "rollout/unfinished", "prompts of step t that never met the policy's exit rule in its rounds (Reinforce-Ada)"
+)
 ROLLOUT_UNPLANNED = _metric("rollout/unplanned", "rollouts of step t whose prompt had no plan (verl refills; should be 0)")
 REWARD_MEAN = _metric("reward/mean", "mean reward of step t's rollouts")
 REWARD_STD = _metric("reward/std", "standard deviation of step t's rewards")

@@ -19,6 +19,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.allocation import baselines, greedy
 from cobarl.allocation.dp import dp
+from cobarl.allocation.gvm import GvmValue, gvm_counts
 from cobarl.registry import Registry
 from cobarl.value import KnapsackValue, as_value, is_concave
 
@@ -69,6 +70,12 @@ def _knapsack_rl(q: Problem) -> tuple[np.ndarray, dict]:
 @SOLVERS.register("coba-reference")
 def _coba_reference(q: Problem) -> tuple[np.ndarray, dict]:
     return baselines.coba_reference(q.value, q.pass_rates, q.total, q.lo, q.hi, q.seen)
+
+
+@SOLVERS.register("gvm")
+def _gvm(q: Problem) -> tuple[np.ndarray, dict]:
+    v = q.value if isinstance(q.value, GvmValue) else GvmValue()
+    return gvm_counts(q.pass_rates, q.total, min_budget=q.lo, max_budget=q.hi, alpha=v.alpha, beta=v.beta)
 
 
 METHODS = ("auto", *SOLVERS.names())

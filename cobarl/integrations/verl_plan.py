@@ -91,12 +91,31 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
         raise ValueError(f"missing_state must be one of {MISSING_STATE}, got {opts['missing_state']!r}")
     # Hydra hands numbers over typed, or as text when quoted: both read as cobarl train reads them.
     alloc = {k: parse_option(AllocatorConfig, k, v, text=True) for k, v in opts.items() if k in _ALLOCATOR_FIELDS}
+    config = AllocatorConfig(**alloc)
+    check_verl_policy(config)
     return PluginSettings(
         name=str(opts.get("name", DEFAULT_NAME)),
-        allocator=AllocatorConfig(**alloc),
+        allocator=config,
         prompt_key=opts.get("prompt_key", "index"),
         missing_state=opts.get("missing_state", "error"),
     )
+
+
+def check_verl_policy(config: AllocatorConfig) -> None:
+    """Refuse, at start-up, a policy the plugin cannot run: it plans budgets before generation inside
+    verl's own rollout, so a policy that decides between generation rounds or after generation
+    (Reinforce-Ada, DAPO, PODS) would silently train as something else."""
+    from cobarl.allocator import STRATEGIES
+
+    if config.defaults.policy == "allocator":
+        return
+    supported = ", ".join(name for name, s in STRATEGIES.items() if s.policy == "allocator")
+    hint = (" For DAPO dynamic sampling use verl-recipe's DAPO trainer (recipe/dapo, algorithm.filter_groups.enable=True), "
+            "which runs it in verl itself." if config.defaults.policy == "dapo" else "")
+    raise ValueError(
+        f"the cobarl verl plugin cannot run {config.strategy_name!r}: it decides {'between generation rounds' if config.defaults.policy == 'reinforce-ada' else 'after generation'}, "
+        f"and the plugin only sets per-prompt budgets before verl generates (every verl trainer mode). "
+        f"Supported here: {supported}; {config.strategy_name} runs in cobarl train (TRL) and the simulator.{hint}")
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------

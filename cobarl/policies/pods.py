@@ -1,0 +1,57 @@
+"""PODS (arXiv 2504.13818): generate more rollouts per prompt than train, and train on the subset
+of the group with the largest reward variance.
+
+Written from ``YixuanEvenXu/pods`` at 187f43b (``open-r1/src/open_r1/grpo_trainer.py``, the
+max-variance down-sampling block) and checked on vectors that code produced
+(``tests/data/parity_pods.json``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cobarl.policies.base import Kept, Request, RolloutPolicy
+
+
+def max_variance_subset(rewards: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the m rows with the largest reward variance: among the subsets "the i highest and
+    the m - i lowest rewards" (i = 0..m), the first with the largest variance."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if not 1 <= m <= r.size:
+        raise ValueError(f"cannot keep {m} of {r.size} rollouts")
+    order = np.argsort(-r, kind="stable")
+    best, best_var = None, -1.0
+    for i in range(m + 1):
+        pick = np.concatenate([order[:i], order[r.size - (m - i):]]) if m - i else order[:i]
+        var = float(np.var(r[pick]))
+        if var > best_var:
+            best, best_var = pick, var
+    return best
+
+
+class PodsPolicy(RolloutPolicy):
+    """One round of ``generate_size`` rollouts per prompt; n = total_budget / prompts of them train."""
+
+    def begin(self, prompt_ids: list, total_budget: int) -> Request:
+        if total_budget % len(prompt_ids):
+            raise ValueError(f"pods trains n = total_budget / prompts rollouts per prompt; got total_budget {total_budget} "
+                             f"for {len(prompt_ids)} prompts")
+        self.n = total_budget // len(prompt_ids)
+        size = self.config.generate_size or 4 * self.n
+        if size < self.n:
+            raise ValueError(f"pods generate_size ({size}) is below the rollouts trained per prompt ({self.n})")
+        return {pid: size for pid in prompt_ids}
+
+    def after_round(self, ids: list, rewards: np.ndarray) -> Request:
+        self.ids, self.rewards = ids, np.nan_to_num(rewards, nan=0.0)
+        return {}
+
+    def finish(self) -> Kept:
+        groups: dict = {}
+        for j, pid in enumerate(self.ids):
+            groups.setdefault(pid, []).append(j)
+        rows = []
+        for members in groups.values():
+            members = np.asarray(members)
+            rows.extend(members[max_variance_subset(self.rewards[members], self.n)].tolist())
+        return Kept(np.asarray(rows, dtype=np.int64))

@@ -1,0 +1,127 @@
+"""Reinforce-Ada (arXiv 2510.04996): sample in rounds, stop a prompt once its pool has enough
+signal, train on a balanced group of n, with a baseline from every sample of the pool.
+
+Pure rules first, written from ``RLHFlow/Reinforce-Ada`` at 05be605
+(``RayPPOTrainer._generate_multi_round_adaptive_downsampling`` and the global-statistics branch of
+``compute_grpo_outcome_advantage``) and checked on vectors that code produced
+(``tests/data/parity_reinforce_ada.json``); then the policy that runs them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cobarl.policies.base import Kept, Request, RolloutPolicy
+
+CHOICES = ("balanced", "positive_focused")
+STD_FLOOR = 1e-6  # the public code clamps the pool std and adds the same epsilon
+
+
+def has_exited(n_pos: int, n_neg: int, n: int, choice: str) -> bool:
+    """The exit test after a round: balanced needs ``n//2`` positives and ``n - n//2`` negatives,
+    positive-focused one positive."""
+    if choice == "balanced":
+        return n_pos >= n // 2 and n_neg >= n - n // 2
+    if choice == "positive_focused":
+        return n_pos >= 1
+    raise ValueError(f"unknown Reinforce-Ada choice {choice!r}; valid: {', '.join(CHOICES)}")
+
+
+def downsample(positive: np.ndarray, n: int, choice: str, finished: bool) -> np.ndarray:
+    """Indices (into the prompt's pool, generation order) of the n rows it trains on.
+
+    Finished prompts, and unfinished balanced ones, aim at ``n//2`` positives and fill the rest
+    with negatives; an unfinished positive-focused prompt aims at its pool's share of positives
+    (at least 1, at most n - 1). A short side is topped up from the positives first, then the
+    negatives. Within a side the earliest rows are taken.
+    """
+    pos = np.flatnonzero(positive)
+    neg = np.flatnonzero(~np.asarray(positive, dtype=bool))
+    take = min(n, pos.size + neg.size)
+    if finished or choice == "balanced":
+        k_pos = min(n // 2, pos.size)
+    else:
+        k_pos = min(max(math.ceil(pos.size / max(pos.size + neg.size, 1) * n), 1), take - 1)
+        k_pos = min(k_pos, pos.size)
+    k_neg = min(take - k_pos, neg.size)
+    short = take - k_pos - k_neg
+    if short > 0:
+        extra = min(short, pos.size - k_pos)
+        k_pos += extra
+        k_neg += min(short - extra, neg.size - k_neg)
+    return np.concatenate([pos[:k_pos], neg[:k_neg]])
+
+
+def pool_baseline(rewards: np.ndarray, positive: np.ndarray, mode: str) -> tuple[float, float]:
+    """(mean, std) of a prompt's whole pool: ``"counts"`` rebuilds the pool as its positives' ones and
+    negatives' zeros (the public code, which assumes 0/1 rewards), ``"mean"`` uses the rewards.
+    The std is the unbiased one, at least 1e-6; a pool of at most one row gives (0, 1)."""
+    values = np.asarray(positive, dtype=np.float64) if mode == "counts" else np.asarray(rewards, dtype=np.float64)
+    if values.size <= 1:
+        return 0.0, 1.0
+    return float(values.mean()), max(float(values.std(ddof=1)), STD_FLOOR)
+
+
+class ReinforceAdaPolicy(RolloutPolicy):
+    """Rounds of ``round_size`` rollouts per active prompt, at most ``max_rounds``; n trained per prompt
+    (``total_budget / prompts``). Rollouts generated per step vary between prompts x round_size and
+    prompts x round_size x max_rounds."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.choice = config.defaults.variant
+
+    def begin(self, prompt_ids: list, total_budget: int) -> Request:
+        c = self.config
+        if total_budget % len(prompt_ids) or not 1 <= total_budget // len(prompt_ids) <= c.round_size:
+            raise ValueError(f"{c.strategy_name} trains n = total_budget / prompts rollouts per prompt; got total_budget "
+                             f"{total_budget} for {len(prompt_ids)} prompts (n must be a whole number <= round_size "
+                             f"{c.round_size})")
+        self.n = total_budget // len(prompt_ids)
+        self.order = list(prompt_ids)
+        self.rows: dict = {pid: [] for pid in prompt_ids}  # step row indices of each prompt's pool
+        self.values: dict = {pid: [] for pid in prompt_ids}
+        self.finished: set = set()
+        self.round, self.seen_rows = 0, 0
+        return {pid: c.round_size for pid in prompt_ids}
+
+    def after_round(self, ids: list, rewards: np.ndarray) -> Request:
+        c = self.config
+        if c.pool_baseline == "counts" and not np.isin(rewards[~np.isnan(rewards)], (0.0, 1.0)).all():
+            bad = rewards[~np.isin(rewards, (0.0, 1.0))][0]
+            raise ValueError(f"{c.strategy_name} with pool_baseline='counts' (the public code) needs rewards of 0 or 1, "
+                             f"got {bad!r}; use pool_baseline='mean' for other rewards")
+        for j, (pid, r) in enumerate(zip(ids, rewards.tolist())):
+            self.rows[pid].append(self.seen_rows + j)
+            self.values[pid].append(r)
+        self.seen_rows += len(ids)
+        self.round += 1
+        for pid in dict.fromkeys(ids):
+            pos = int((np.asarray(self.values[pid]) > c.positive_threshold).sum())
+            if has_exited(pos, len(self.values[pid]) - pos, self.n, self.choice):
+                self.finished.add(pid)
+        if self.round >= c.max_rounds:
+            return {}
+        return {pid: c.round_size for pid in self.order if pid not in self.finished}
+
+    def finish(self) -> Kept:
+        c = self.config
+        rows, baselines = [], {}
+        for pid in self.order:
+            values = np.nan_to_num(np.asarray(self.values[pid]), nan=0.0)  # an unscorable rollout counts as wrong
+            positive = values > c.positive_threshold
+            keep = downsample(positive, self.n, self.choice, pid in self.finished)
+            rows.extend(np.asarray(self.rows[pid])[keep].tolist())
+            baselines[pid] = pool_baseline(values, positive, c.pool_baseline)
+        self.unfinished = len(self.order) - len(self.finished)
+        return Kept(np.asarray(rows, dtype=np.int64), baselines, scale_by_std=c.scale_by_std)
+
+    def metrics(self) -> dict[str, float]:
+        from cobarl import metrics as M
+
+        out = super().metrics()
+        if self.last is not None:
+            out[M.ROLLOUT_UNFINISHED] = float(self.unfinished)
+        return out
