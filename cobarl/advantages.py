@@ -109,3 +109,15 @@ def _first_index(inv: np.ndarray, n_groups: int) -> np.ndarray:
 def effective_ratio(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) -> float:
     """Share of rollouts in groups with at least two distinct rewards (non-zero GRPO gradient)."""
     return group_advantages(rewards, group_ids).effective_ratio
+
+
+def baseline_advantages(rewards: np.ndarray, group_ids: Sequence[Any], baselines: dict, *, scale_by_std: bool = False,
+                        eps: float = 1e-6) -> np.ndarray:
+    """Advantages against given per-prompt baselines: ``r - mean`` (or ``(r - mean) / (std + eps)``),
+    with ``baselines[group_id] = (mean, std)``; a NaN reward (unscorable rollout) gets 0."""
+    r = np.asarray(rewards, dtype=np.float64)
+    stats = np.array([baselines[g] for g in group_ids], dtype=np.float64).reshape(len(r), 2)
+    adv = r - stats[:, 0]
+    if scale_by_std:
+        adv = adv / (stats[:, 1] + eps)
+    return np.nan_to_num(adv, nan=0.0)

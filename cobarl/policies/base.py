@@ -99,13 +99,20 @@ class PromptStream:
         return [self.ids[i] for i in perm]
 
     def take(self, k: int) -> list:
-        """The next ``k`` prompt ids (an epoch's remainder is used before the next epoch starts)."""
+        """The next ``k`` distinct prompt ids; an epoch's remainder is used before the next epoch starts,
+        and an id the batch already holds (across that boundary) is passed over."""
+        if k > len(self.ids):
+            raise ValueError(f"cannot draw {k} distinct prompts from {len(self.ids)}; use fewer prompts per batch")
         out: list = []
+        taken: set = set()
         while len(out) < k:
             order = self._order()
-            part = order[self.position : self.position + k - len(out)]
-            out.extend(part)
-            self.position += len(part)
+            while self.position < len(order) and len(out) < k:
+                pid = order[self.position]
+                self.position += 1
+                if pid not in taken:
+                    taken.add(pid)
+                    out.append(pid)
             if self.position >= len(order):
                 self.epoch, self.position = self.epoch + 1, 0
         return out

@@ -11,6 +11,7 @@ previous complete one is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -133,3 +134,25 @@ def select_checkpoint(run_dir: Path, *, log: Callable[[str], None], set_aside: b
             os.replace(ckpt, target)
             log(f"cobarl train: moved {ckpt} aside to {target}")
     return None
+
+
+@contextlib.contextmanager
+def cpu_map_location():
+    """With several CPU processes transformers loads the optimizer with ``map_location=args.device``,
+    a ``cpu:N`` device that ``torch.load`` cannot restore to ("don't know how to restore data
+    location ... cpu:0"); map it to plain ``"cpu"`` while the checkpoint loads."""
+    import torch
+
+    original = torch.load
+
+    def load(*args, **kwargs):
+        where = kwargs.get("map_location")
+        if isinstance(where, torch.device) and where.type == "cpu":
+            kwargs["map_location"] = "cpu"
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original

@@ -108,8 +108,9 @@ def make_callbacks(run_dir: Path, *, max_steps: int, progress: bool) -> list:
                 self.bar.set_postfix(
                     reward=f"{logs.get(M.REWARD_MEAN, float('nan')):.3f}",
                     eff=f"{logs.get(M.ROLLOUT_EFFECTIVE_RATIO, float('nan')):.2f}",
-                    alpha=f"{logs.get(M.CAPABILITY_ALPHA, float('nan')):.2f}",
                     refresh=False,
+                    **({"alpha": f"{logs[M.CAPABILITY_ALPHA]:.2f}"} if M.CAPABILITY_ALPHA in logs else
+                       {"generated": f"{logs.get(M.ROLLOUT_COUNT, float('nan')):.0f}"}),
                 )
 
         def on_train_end(self, args, state, control, **kw):

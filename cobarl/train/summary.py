@@ -35,6 +35,13 @@ class RunSummary:
     eval_reward_calls: int = 0
     # [5][5] train prompts by difficulty bucket before (row) and after (column) RL (--transitions)
     transitions: list[list[int]] | None = None
+    # Fair accounting (`rollouts` above is what the run GENERATED): trained rollouts, completion tokens
+    # generated, generation calls per step and prompts consumed, summed over the run.
+    policy: str = ""
+    rollouts_trained: int = 0
+    completion_tokens: int = 0
+    rounds_per_step: float = 0.0
+    prompts: int = 0
 
     def text(self) -> str:
         b, a, nan = self.accuracy_before, self.accuracy_after, float("nan")
@@ -43,8 +50,10 @@ class RunSummary:
             f"held-out accuracy (sampled, T=1, avg@8): {self.initial_heldout_accuracy:.3f} -> {self.final_heldout_accuracy:.3f}",
         ]
         lines += [
-            f"steps: {self.steps}   allocations: {self.allocations} x {self.rollouts_per_step} rollouts across "
-            f"{self.processes} process(es)   rollouts spent: {self.rollouts}   mean effective ratio: {self.effective_ratio:.3f}",
+            f"steps: {self.steps}   policy {self.policy}: {self.allocations} x {self.rollouts_per_step} rollouts trained "
+            f"across {self.processes} process(es)   mean effective ratio: {self.effective_ratio:.3f}",
+            f"spent: {self.rollouts} rollouts generated ({self.rollouts_trained} trained), {self.completion_tokens} "
+            f"completion tokens, {self.rounds_per_step:.2f} generation rounds per step, {self.prompts} prompts consumed",
             f"time: {self.seconds:.0f}s   {self.seconds_per_step:.2f} s/step   {self.rollouts_per_second:.0f} rollouts/s   "
             f"allocation overhead: {100 * self.overhead_frac:.2f}% of step time",
         ]
@@ -83,4 +92,9 @@ def summarise(config, run_dir: Path, steps: int, before, after, started: float, 
         allocations=len(generations),
         reward_failures=failures,
         reward_calls=rollouts,
+        policy=config.strategy,
+        rollouts_trained=int(sum(r.get(M.ROLLOUT_TRAINED) or 0 for r in generations)),
+        completion_tokens=int(sum(r.get(M.ROLLOUT_TOKENS) or 0 for r in generations)),
+        rounds_per_step=sum(r.get(M.ROLLOUT_ROUNDS) or 0 for r in generations) / max(len(generations), 1),
+        prompts=int(sum(r.get(M.ROLLOUT_PROMPTS) or 0 for r in generations)),
     )

@@ -37,7 +37,6 @@ token counts once, so a prompt with more rollouts carries proportionally more we
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -56,7 +55,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from cobarl import metrics as M
 from cobarl.io import check_state_format, load_state, save_state, write_atomic
+from cobarl.train.checkpoints import cpu_map_location
 from cobarl.train.grouping import scalar_rewards, trl_advantages
+from cobarl.train.rounds import RoundsMixin
 from cobarl.train.sampler import PromptBatchSampler
 
 SUPPORTED_TRL = (Version("1.14.2"), Version("1.17"))  # [min, max); 1.15.0 is excluded below
@@ -170,7 +171,7 @@ class AdaptiveGRPOConfig(GRPOConfig):
         return cfg
 
 
-class AdaptiveGRPOTrainer(GRPOTrainer):
+class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
     """GRPO with a per-prompt rollout budget chosen every step by a `cobarl` allocator.
 
     Args:
@@ -178,8 +179,8 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             must be map-style; a ``prompt_id`` column (unique int or str ids) is added from the row
             index if absent.
         args (`AdaptiveGRPOConfig`): TRL options plus the allocation options.
-        allocator (`cobarl.allocator.Allocator`, *optional*): use this allocator instead of building
-            one from ``args``.
+        allocator (`cobarl.allocator.Allocator` or `cobarl.policies.RolloutPolicy`, *optional*): use
+            this allocator or policy instead of building one from ``args``.
         eval_fn (`Callable[[model], dict[str, float]]`, *optional*): held-out evaluation, logged as
             ``eval/<key>`` every ``eval_every`` steps.
     """
@@ -210,11 +211,20 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"prompts_per_step ({args.prompts_per_step}) exceeds the number of training prompts ({len(train_dataset)})"
             )
-        if allocator is None:
-            from cobarl.allocator import Allocator
+        from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy
 
-            allocator = Allocator(args.allocator_config())
-        self.allocator = allocator
+        if isinstance(allocator, RolloutPolicy):
+            self.policy = allocator
+        elif allocator is not None:
+            self.policy = AllocatorPolicy(args.allocator_config(), allocator)
+        else:
+            self.policy = make_policy(args.allocator_config())
+        # The allocator of a plan-before-generation policy (None for the others).
+        self.allocator = getattr(self.policy, "allocator", None)
+        if self.policy.needs_stream:
+            self.policy.stream = PromptStream(ids, seed=args.seed)
+        self._row_index = {pid: i for i, pid in enumerate(ids)}
+        self._pending = None  # (the `_generate` tuple, gathered rewards) of the kept rows of a step in rounds
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self._step_t0: float | None = None
         self._overhead_s = 0.0
@@ -226,6 +236,8 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         self._reward_failures = 0
         self._step_failures = (0, 0)  # (failed reward calls, reward calls) of the latest generation
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        if not self.policy.single_pass:
+            self._check_rounds_supported()
 
     # 1. sampler ------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler:
@@ -240,6 +252,8 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
 
     # 2. allocation, advantages, statistics ----------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        if self._pending is not None:  # the kept rows of a step in rounds were scored when generated
+            return self._pending[1]
         before = [getattr(f, "failure_count", 0) for f in self.reward_funcs]
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         failed = sum(getattr(f, "failure_count", 0) - b for f, b in zip(self.reward_funcs, before))
@@ -255,30 +269,31 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         Returns the prompt ids, their counts and the global row layout (each prompt repeated
         ``counts[i]`` times); rank ``r`` generates rows ``r * local .. (r + 1) * local``.
         """
-        world = self.accelerator.num_processes
-        all_rows = list(inputs)
-        if world > 1:
-            from accelerate.utils import broadcast_object_list, gather_object
-
-            all_rows = gather_object(inputs)
-        by_id = {}
-        for row in all_rows:
-            by_id.setdefault(row[PROMPT_ID], row)
-        prompt_ids = list(by_id)
-        payload = [None]
+        total = self.args.generation_batch_size
+        prompt_ids = self._gathered_prompt_ids(inputs)
+        counts = None
         if self.accelerator.is_main_process:
-            payload = [np.asarray(self.allocator.plan(prompt_ids, len(all_rows)).counts, dtype=np.int64).tolist()]
-        if world > 1:
-            broadcast_object_list(payload, from_process=0)
-        counts = np.asarray(payload[0], dtype=np.int64)
-        if counts.sum() != len(all_rows) or len(counts) != len(prompt_ids) or (counts < 1).any():
-            raise RuntimeError(f"allocator returned counts {counts.tolist()} for {len(prompt_ids)} prompts and budget {len(all_rows)}")
-        rows = [dict(by_id[pid]) for pid, c in zip(prompt_ids, counts.tolist()) for _ in range(c)]
+            counts = np.asarray(self.allocator.plan(prompt_ids, total).counts, dtype=np.int64).tolist()
+        counts = np.asarray(self._broadcast(counts), dtype=np.int64)
+        if counts.sum() != total or len(counts) != len(prompt_ids) or (counts < 0).any():
+            raise RuntimeError(f"allocator returned counts {counts.tolist()} for {len(prompt_ids)} prompts and budget {total}")
+        rows = [dict(self.train_dataset[self._row_index[pid]]) for pid, c in zip(prompt_ids, counts.tolist()) for _ in range(c)]
         return prompt_ids, counts, rows
+
+    def _gathered_prompt_ids(self, inputs: list[dict]) -> list:
+        """The distinct prompt ids of the generation batch over every process, in batch order."""
+        ids = [row[PROMPT_ID] for row in inputs]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            ids = gather_object(ids)
+        return list(dict.fromkeys(ids))
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
+        if not self.policy.single_pass:
+            return self._generate_in_rounds(inputs)
         t0 = time.perf_counter()
         rank, local = self.accelerator.process_index, len(inputs)
         prompt_ids, counts, rows = self._plan_generation(inputs)
@@ -305,7 +320,10 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         observed = (self.allocator.observe(ids, rewards[scored]) or {}) if ids else self.allocator.metrics()
         overhead += time.perf_counter() - t1
         self._overhead_s += overhead
-        self._log_step_metrics(counts, rewards[scored], adv, observed)
+        tokens = self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item()
+        accounting = {M.ROLLOUT_COUNT: float(counts.sum()), M.ROLLOUT_TRAINED: float(counts.sum()), M.ROLLOUT_ROUNDS: 1.0,
+                      M.ROLLOUT_PROMPTS: float((counts > 0).sum()), M.ROLLOUT_TOKENS: float(tokens)}
+        self._log_step_metrics(counts, rewards[scored], adv, {**observed, **accounting})
         return output
 
     def _generate(self, prompts: list):
@@ -318,6 +336,8 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         planned order, with ``n=1``, and each rank gets back its own rows. Colocate mode already
         generates ``n=1`` per row on each rank. The transformers path is left untouched.
         """
+        if self._pending is not None:  # a step in rounds: the kept rows were generated already
+            return self._pending[0]
         if not (self.use_vllm and self.model.training):
             return super()._generate(prompts)
         saved, self.num_generations = self.num_generations, 1
@@ -364,7 +384,6 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
         if adv is not None:
             values.update(adv.metrics())
         failed, calls = self._step_failures
-        values[M.ROLLOUT_COUNT] = float(counts.sum())
         values[M.REWARD_FAILURES] = float(failed)
         values[M.REWARD_FAILURE_FRAC] = failed / calls if calls else 0.0
         values[M.REWARD_MEAN] = float(np.mean(rewards)) if len(rewards) else float("nan")
@@ -374,7 +393,7 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             m[k].append(v)
         if m.get("frac_reward_zero_std") and adv is not None:
             m["frac_reward_zero_std"][-1] = adv.num_degenerate_groups / max(adv.num_groups, 1)
-        self._rollouts_since_log += int(counts.sum())
+        self._rollouts_since_log += int(values[M.ROLLOUT_COUNT])
 
     # 4. timing and periodic eval --------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch):
@@ -418,7 +437,7 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
             # Written before TRL's files, so a checkpoint with trainer_state.json always has it too.
             state = {"format": STATE_FORMAT, "version": STATE_VERSION, "global_step": self.state.global_step, "micro_step": self._step,
                      "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
-                     "allocator": self.allocator.state_dict()}
+                     "allocator": self.policy.state_dict()}
             save_state(ckpt, state)
         super()._save_checkpoint(model, trial)
 
@@ -428,13 +447,13 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is not None and self.args.world_size > 1 and self.args.device.type == "cpu":
-            with _cpu_map_location():
+            with cpu_map_location():
                 super()._load_optimizer_and_scheduler(checkpoint)
         else:
             super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        state = load_allocator_state(self.allocator, checkpoint)
+        state = load_allocator_state(self.policy, checkpoint)
         self._last_logged_step = self.state.global_step
         # TRL counts micro-steps from 0 after a resume; generation and buffer slicing depend on it.
         self._step = int(state.get("micro_step", self.state.global_step * self.args.gradient_accumulation_steps))
@@ -447,26 +466,6 @@ class AdaptiveGRPOTrainer(GRPOTrainer):
                 )
             path = Path(checkpoint) / buffer_file(self.accelerator.process_index)
             self._buffered_inputs = torch.load(path, map_location=self.accelerator.device, weights_only=False)
-
-
-@contextlib.contextmanager
-def _cpu_map_location():
-    """With several CPU processes transformers loads the optimizer with ``map_location=args.device``,
-    a ``cpu:N`` device that ``torch.load`` cannot restore to ("don't know how to restore data
-    location ... cpu:0"); map it to plain ``"cpu"`` while the checkpoint loads."""
-    original = torch.load
-
-    def load(*args, **kwargs):
-        where = kwargs.get("map_location")
-        if isinstance(where, torch.device) and where.type == "cpu":
-            kwargs["map_location"] = "cpu"
-        return original(*args, **kwargs)
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
 
 
 def exceeds_failure_limit(failed: int, calls: int, limit: float) -> bool:
