@@ -28,25 +28,37 @@ def gvm_weights(pass_rates: np.ndarray, grad_norms: np.ndarray | None = None, *,
     return w
 
 
-def gvm_ratios(weights: np.ndarray) -> np.ndarray:
-    """Weights normalised to sum 1 (all zero stays all zero)."""
+def gvm_ratios(weights: np.ndarray, pass_rates: np.ndarray | None = None, *, filter_threshold: float = 0.0,
+               filter_insufficient: float = 0.0, total: int = 0) -> np.ndarray:
+    """Weights normalised to sum 1, with the public code's optional filters: ``filter_threshold > 0``
+    keeps prompts with ``p <= filter_threshold``; ``filter_insufficient > 0`` keeps prompts with
+    ``p * ratio * total >= filter_insufficient`` (ratio after the first filter, before renormalising).
+    Raises where the public code divides by zero (every weight 0)."""
     w = np.asarray(weights, dtype=np.float64)
-    total = w.sum()
-    return w / total if total > 0 else np.zeros_like(w)
+    if not (w > 0).any():
+        raise ValueError("every GVM weight is 0 (each prompt has p = 0 or G = 0): there is nothing to split by")
+    ratio = w / w.sum()
+    p = None if pass_rates is None else np.asarray(pass_rates, dtype=np.float64)
+    if filter_threshold > 0:
+        ratio = np.where(p <= filter_threshold, ratio, 0.0)
+    if filter_insufficient > 0:
+        ratio = np.where(p * ratio * total >= filter_insufficient, ratio, 0.0)
+    if not (ratio > 0).any():
+        raise ValueError("the GVM filters removed every prompt")
+    return ratio / ratio.sum()
 
 
 def round_preserving_sum(values: np.ndarray, total: int) -> np.ndarray:
-    """Integers that sum to ``total``: floor each value, then give the missing units to the largest
-    fractional parts (first index first on ties), or take surplus units from the smallest."""
+    """The public ``float_to_int_preserve_sum``: round half to even, then add 1 to the largest residuals
+    (or take 1 from the smallest) until the sum is ``total``; ties by index (the public sort is unstable)."""
     x = np.asarray(values, dtype=np.float64)
-    out = np.floor(x).astype(np.int64)
-    missing = int(total - out.sum())
-    order = np.argsort(-(x - out), kind="stable")
-    if missing > 0:
-        out[order[:missing]] += 1
-    elif missing < 0:
-        out[order[::-1][:-missing]] -= 1
-    return out
+    out = np.round(x)
+    err = int(total - out.sum())
+    if err:
+        resid = x - out
+        idx = np.argsort(-resid if err > 0 else resid, kind="stable")[: abs(err)]
+        out[idx] += np.sign(err)
+    return out.astype(np.int64)
 
 
 def gvm_counts(pass_rates: np.ndarray, total_budget: int, *, min_budget: int, max_budget: int, alpha: float = 1e-3,

@@ -14,19 +14,32 @@ from cobarl.policies.base import Kept, Request, RolloutPolicy
 
 
 def max_variance_subset(rewards: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m rows with the largest reward variance: among the subsets "the i highest and
-    the m - i lowest rewards" (i = 0..m), the first with the largest variance."""
-    r = np.asarray(rewards, dtype=np.float64)
+    """Indices of the m rows PODS trains on, as the public code picks them.
+
+    Intended rule: among the subsets "the i highest and the m - i lowest rewards" (i = 0..m), the
+    one with the largest variance. The public code writes each better candidate into the head of
+    its sorted order (a tensor view), so later candidates are built from the modified order; cobarl
+    does the same, so the subset can be short of the true maximum (for [1, 0, 1, 0, 1, 0, 1, 0] and
+    m = 4 it keeps one 1 and three 0s). Variance is the unbiased one; a candidate must beat the best
+    strictly (by more than float32 rounding: the public code compares float32 variances, so an exact
+    tie there is decided by rounding, here by order: the earlier candidate stays); for m = 1 (variance
+    undefined) the top row is kept. Ties in reward are ordered by index (the public sort leaves them
+    unspecified).
+    """
+    r = np.asarray(rewards, dtype=np.float32).astype(np.float64)
     if not 1 <= m <= r.size:
         raise ValueError(f"cannot keep {m} of {r.size} rollouts")
     order = np.argsort(-r, kind="stable")
-    best, best_var = None, -1.0
-    for i in range(m + 1):
-        pick = np.concatenate([order[:i], order[r.size - (m - i):]]) if m - i else order[:i]
-        var = float(np.var(r[pick]))
-        if var > best_var:
-            best, best_var = pick, var
-    return best
+    if m == 1:
+        return order[:1].copy()
+    best = float(np.var(r[order[:m]], ddof=1))
+    for i in range(m):
+        cand = np.concatenate([order[:i], order[r.size - (m - i):]])
+        var = float(np.var(r[cand], ddof=1))
+        if var > best + 1e-6 * max(abs(best), 1e-12):
+            best = var
+            order[:m] = cand
+    return order[:m].copy()
 
 
 class PodsPolicy(RolloutPolicy):

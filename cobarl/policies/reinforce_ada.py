@@ -29,28 +29,40 @@ def has_exited(n_pos: int, n_neg: int, n: int, choice: str) -> bool:
     raise ValueError(f"unknown Reinforce-Ada choice {choice!r}; valid: {', '.join(CHOICES)}")
 
 
-def downsample(positive: np.ndarray, n: int, choice: str, finished: bool) -> np.ndarray:
-    """Indices (into the prompt's pool, generation order) of the n rows it trains on.
+def is_positive(rewards: np.ndarray, threshold: float) -> np.ndarray:
+    """A rollout is positive when its reward is above the threshold, strictly, compared in float32 as the
+    public code does (a reward of 0.7 at threshold 0.7 is negative)."""
+    return np.asarray(rewards, dtype=np.float32) > np.float32(threshold)
 
-    Finished prompts, and unfinished balanced ones, aim at ``n//2`` positives and fill the rest
-    with negatives; an unfinished positive-focused prompt aims at its pool's share of positives
-    (at least 1, at most n - 1). A short side is topped up from the positives first, then the
-    negatives. Within a side the earliest rows are taken.
+
+def downsample(positive: np.ndarray, n: int, choice: str, finished: bool) -> np.ndarray:
+    """Indices (into the prompt's pool, generation order) of the rows it trains on: the earliest kept
+    positives, then the earliest kept negatives.
+
+    A finished prompt keeps ``min(n//2, pos)`` positives and ``n`` minus those in negatives; an
+    unfinished balanced one aims at ``n//2`` and ``n - n//2``; an unfinished positive-focused one at
+    its pool's share of positives, at least 1 and at most ``take - 1``. A short group is topped up
+    from the positives if any are left, else from the negatives (one side only, as the public code).
     """
     pos = np.flatnonzero(positive)
     neg = np.flatnonzero(~np.asarray(positive, dtype=bool))
-    take = min(n, pos.size + neg.size)
-    if finished or choice == "balanced":
+    if finished:
+        take = n
         k_pos = min(n // 2, pos.size)
+        k_neg = min(n - k_pos, neg.size)
     else:
-        k_pos = min(max(math.ceil(pos.size / max(pos.size + neg.size, 1) * n), 1), take - 1)
-        k_pos = min(k_pos, pos.size)
-    k_neg = min(take - k_pos, neg.size)
+        take = min(n, pos.size + neg.size)
+        if choice == "balanced":
+            want_pos, want_neg = n // 2, n - n // 2
+        else:
+            want_pos = max(min(math.ceil(pos.size / (pos.size + neg.size) * n), take - 1), 1)
+            want_neg = take - want_pos
+        k_pos, k_neg = min(pos.size, want_pos), min(neg.size, want_neg)
     short = take - k_pos - k_neg
-    if short > 0:
-        extra = min(short, pos.size - k_pos)
-        k_pos += extra
-        k_neg += min(short - extra, neg.size - k_neg)
+    if short > 0 and pos.size > k_pos:
+        k_pos += min(pos.size - k_pos, short)
+    elif short > 0 and neg.size > k_neg:
+        k_neg += min(neg.size - k_neg, short)
     return np.concatenate([pos[:k_pos], neg[:k_neg]])
 
 
@@ -58,10 +70,11 @@ def pool_baseline(rewards: np.ndarray, positive: np.ndarray, mode: str) -> tuple
     """(mean, std) of a prompt's whole pool: ``"counts"`` rebuilds the pool as its positives' ones and
     negatives' zeros (the public code, which assumes 0/1 rewards), ``"mean"`` uses the rewards.
     The std is the unbiased one, at least 1e-6; a pool of at most one row gives (0, 1)."""
-    values = np.asarray(positive, dtype=np.float64) if mode == "counts" else np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(positive, dtype=np.float32) if mode == "counts" else np.asarray(rewards, dtype=np.float64)
     if values.size <= 1:
         return 0.0, 1.0
-    return float(values.mean()), max(float(values.std(ddof=1)), STD_FLOOR)
+    mean = np.float32(positive.sum()) / np.float32(values.size) if mode == "counts" else values.mean()
+    return float(mean), max(float(values.std(ddof=1)), STD_FLOOR)
 
 
 class ReinforceAdaPolicy(RolloutPolicy):
@@ -99,7 +112,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
         self.seen_rows += len(ids)
         self.round += 1
         for pid in dict.fromkeys(ids):
-            pos = int((np.asarray(self.values[pid]) > c.positive_threshold).sum())
+            pos = int(is_positive(self.values[pid], c.positive_threshold).sum())
             if has_exited(pos, len(self.values[pid]) - pos, self.n, self.choice):
                 self.finished.add(pid)
         if self.round >= c.max_rounds:
@@ -111,7 +124,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
         rows, baselines = [], {}
         for pid in self.order:
             values = np.nan_to_num(np.asarray(self.values[pid]), nan=0.0)  # an unscorable rollout counts as wrong
-            positive = values > c.positive_threshold
+            positive = is_positive(values, c.positive_threshold)
             keep = downsample(positive, self.n, self.choice, pid in self.finished)
             rows.extend(np.asarray(self.rows[pid])[keep].tolist())
             baselines[pid] = pool_baseline(values, positive, c.pool_baseline)
