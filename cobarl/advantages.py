@@ -12,7 +12,7 @@ and gets advantage 0 (verl would give a singleton its raw reward); such groups a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +67,7 @@ def group_advantages(
     """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    r = np.asarray(rewards, dtype=np.float64)
-    ids = np.asarray(group_ids).tolist() if isinstance(group_ids, np.ndarray) else list(group_ids)
-    if r.shape != (len(ids),):
-        raise ValueError(f"rewards has shape {r.shape} but there are {len(ids)} group ids")
-    bad = np.flatnonzero(~np.isfinite(r))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"reward of rollout {i} (group {ids[i]!r}) is {r[i]}; rewards must be finite")
+    r, ids = _checked(rewards, group_ids)
     index: dict[Any, int] = {}
     inv = np.fromiter((index.setdefault(g, len(index)) for g in ids), dtype=np.int64, count=len(ids))
     n_groups = len(index)
@@ -99,6 +92,19 @@ def group_advantages(
     )
 
 
+def _checked(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, list]:
+    """Rewards as float64 and ids as a list, one per rollout, every reward finite (else ValueError)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    ids = np.asarray(group_ids).tolist() if isinstance(group_ids, np.ndarray) else list(group_ids)
+    if r.shape != (len(ids),):
+        raise ValueError(f"rewards has shape {r.shape} but there are {len(ids)} group ids")
+    bad = np.flatnonzero(~np.isfinite(r))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"reward of rollout {i} (group {ids[i]!r}) is {r[i]}; rewards must be finite")
+    return r, ids
+
+
 def _first_index(inv: np.ndarray, n_groups: int) -> np.ndarray:
     """``[G]`` position of each group's first rollout."""
     first = np.full(n_groups, inv.size, dtype=np.int64)
@@ -111,13 +117,38 @@ def effective_ratio(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) 
     return group_advantages(rewards, group_ids).effective_ratio
 
 
-def baseline_advantages(rewards: np.ndarray, group_ids: Sequence[Any], baselines: dict, *, scale_by_std: bool = False,
-                        eps: float = 1e-6) -> np.ndarray:
-    """Advantages against given per-prompt baselines: ``r - mean`` (or ``(r - mean) / (std + eps)``),
-    with ``baselines[group_id] = (mean, std)``; a NaN reward (unscorable rollout) gets 0."""
+def baseline_advantages(
+    rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray, baselines: Mapping[Any, tuple[float, float]],
+    *, scale_by_std: bool = False, eps: float = 1e-6,
+) -> np.ndarray:
+    """Per-rollout advantages against a given per-group baseline instead of the rows' own group stats.
+
+    ``A_j = r_j - mean_g`` (``/ (std_g + eps)`` with ``scale_by_std``), where ``(mean_g, std_g) =
+    baselines[group_ids[j]]``: e.g. Reinforce-Ada's statistics of a prompt's whole pool of samples,
+    of which only some rows are trained on (``cobarl.policies.Kept.baselines``). Unlike
+    :func:`group_advantages`, a group whose trained rows are all equal keeps a non-zero advantage
+    when its baseline differs from them. A NaN reward (a rollout no reward function could score) gets 0.
+
+    Args:
+        rewards: ``[N]`` rewards of the rows that train (finite, or NaN: unscorable).
+        group_ids: ``[N]`` group (prompt) id of each row.
+        baselines: ``{group_id: (mean, std)}``, an entry for every id in ``group_ids``.
+        scale_by_std: divide by ``std + eps``.
+        eps: added to the std.
+
+    >>> baseline_advantages(np.array([1.0, 0.0, 1.0]), ["a", "a", "b"], {"a": (0.25, 0.5), "b": (1.0, 0.0)})
+    array([ 0.75, -0.25,  0.  ])
+    >>> baseline_advantages(np.array([1.0, 0.0]), ["a", "a"], {"a": (0.25, 0.5)}, scale_by_std=True).round(4)
+    array([ 1.5, -0.5])
+    """
     r = np.asarray(rewards, dtype=np.float64)
-    stats = np.array([baselines[g] for g in group_ids], dtype=np.float64).reshape(len(r), 2)
+    scored = ~np.isnan(r)
+    r, ids = _checked(np.where(scored, r, 0.0), group_ids)  # an infinite reward is refused
+    missing = next((g for g in ids if g not in baselines), None)
+    if missing is not None:
+        raise KeyError(f"no baseline for group {missing!r}; baselines must cover every group id")
+    stats = np.array([baselines[g] for g in ids], dtype=np.float64).reshape(len(ids), 2)
+    if not np.isfinite(stats).all() or (stats[:, 1] < 0).any():
+        raise ValueError("baselines must be finite (mean, std) pairs with std >= 0")
     adv = r - stats[:, 0]
-    if scale_by_std:
-        adv = adv / (stats[:, 1] + eps)
-    return np.nan_to_num(adv, nan=0.0)
+    return np.where(scored, adv / (stats[:, 1] + eps) if scale_by_std else adv, 0.0)

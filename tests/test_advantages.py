@@ -67,3 +67,31 @@ def test_bad_input():
         group_advantages(np.array([0.0]), ["x", "y"])
     with pytest.raises(ValueError, match="valid: group, none"):
         group_advantages(np.array([0.0]), ["x"], scale="batch")
+
+
+def test_baseline_advantages_centre_on_the_given_baseline_and_optionally_scale():
+    from cobarl.advantages import baseline_advantages
+
+    r = np.array([1.0, 0.0, 1.0, 1.0, 0.5])
+    ids = ["a", "a", "b", "b", 7]
+    base = {"a": (0.25, 0.5), "b": (0.75, 0.4330127), 7: (0.5, 0.0)}
+    adv = baseline_advantages(r, ids, base)
+    np.testing.assert_allclose(adv, [0.75, -0.25, 0.25, 0.25, 0.0])
+    # all-equal kept rows still carry the pool's signal (unlike group_advantages, which gives them 0)
+    assert group_advantages(r[2:4], ids[2:4]).advantages.tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(baseline_advantages(r, ids, base, scale_by_std=True),
+                               [0.75 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6), 0.25 / (0.4330127 + 1e-6),
+                                0.25 / (0.4330127 + 1e-6), 0.0])
+    # numpy ids, empty input, and the pool baseline equal to the group's own mean give GRPO's centring
+    np.testing.assert_allclose(baseline_advantages(r[:2], np.array([3, 3]), {3: (0.5, 1.0)}), [0.5, -0.5])
+    assert baseline_advantages(np.zeros(0), [], {}).shape == (0,)
+    with pytest.raises(KeyError, match="no baseline for group 'c'"):
+        baseline_advantages(np.array([1.0]), ["c"], base)
+    # an unscorable rollout (NaN reward) carries no signal; an infinite reward is refused
+    assert baseline_advantages(np.array([np.nan, 1.0]), ["a", "a"], base).tolist() == [0.0, 0.75]
+    with pytest.raises(ValueError, match="must be finite"):
+        baseline_advantages(np.array([np.inf]), ["a"], base)
+    with pytest.raises(ValueError, match="shape"):
+        baseline_advantages(np.array([1.0, 0.0]), ["a"], base)
+    with pytest.raises(ValueError, match="std >= 0"):
+        baseline_advantages(np.array([1.0]), ["a"], {"a": (0.5, -1.0)})

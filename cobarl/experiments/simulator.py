@@ -8,13 +8,22 @@ The model, stated once (see the README section "Simulator: what it captures and 
     policy            rollout j of prompt i succeeds with p_i = sigmoid(z_i)  (reward 1, else 0)
 
 One step (the paper's order: allocate, roll out, observe): take the next M prompts of a shuffled pass over the
-train split, ask the allocator for budgets B_i (sum = M * G * budget multiplier), sample B_i
-Bernoulli(p_i) rewards, compute GRPO advantages A_j with :func:`cobarl.group_advantages` (any
-group size, std-normalised, 0 for all-equal groups), feed the rewards to the allocator, then take
-one Adam-normalised policy-gradient step on the logits. For a Bernoulli policy
-d log pi(y) / dz = y - p, so the token-mean loss ``(1/N) sum_j A_j log pi(y_j)`` has gradient on z_i
+train split and run the strategy's rollout policy on them (:func:`cobarl.policies.run_step`, total
+budget M * G * budget multiplier): a plan-before-generation allocator asks for B_i rollouts of each
+(sum = the budget) in one round and trains on all of them; Reinforce-Ada samples in rounds, DAPO
+draws more prompts from a seeded stream of the train split, PODS generates more per prompt, and
+each keeps a subset. Rewards are Bernoulli(p_i). The step learns from the KEPT rows only: GRPO
+advantages A_j of the kept rows' own groups (:func:`cobarl.group_advantages`: any group size,
+std-normalised, 0 for all-equal groups), or against the policy's per-prompt baselines
+(:func:`cobarl.advantages.baseline_advantages`: Reinforce-Ada's whole-pool statistics); the
+policy observes every generated reward; then one Adam-normalised policy-gradient step on the
+logits. For a Bernoulli policy d log pi(y) / dz = y - p, so the token-mean loss
+``(1/N) sum_j A_j log pi(y_j)`` has gradient on z_i
 
-    g_i = (1 / N) * sum_{j in group i} A_j (y_j - p_i)          (N = rollouts this step)
+    g_i = (1 / N) * sum_{j kept of prompt i} A_j (y_j - p_i)          (N = rollouts trained this step)
+
+Accounting is fair: ``rollout/count`` and the cumulative ``rollouts`` are rollouts GENERATED,
+``rollout/trained`` those in the loss, ``rollout/rounds`` and ``rollout/prompts`` what the step took.
 
 What a smaller batch costs. In a real policy every rollout's gradient ``A_j grad log pi(y_j)`` also
 moves millions of parameters in directions unrelated to its prompt: a noise term whose second
@@ -42,8 +51,8 @@ split, drawn the same way from a separate random stream (so adding them changes 
 draw): never trained on, disjoint from both, used only to choose settings (``cobarl compare --grid``).
 
 Common random numbers: for a seed, the task, the prompt order and the uniform draws behind every
-reward (``U[step, slot, j]``, rollout j of the prompt in batch slot ``slot``) are the same for all
-strategies, so per-seed differences between strategies are paired.
+reward (rollout j of a prompt in a step, counted across rounds: :mod:`cobarl.experiments.sim_rollouts`)
+are the same for all strategies, so per-seed differences between strategies are paired.
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.experiments.sim_rollouts import StepDraws, kept_advantages, rollout_uniforms, sample_rewards
+from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy, run_step
 from cobarl.stats import difficulty_buckets, transition_counts
 
 # Bins of the estimated pass rate for the budget-vs-pass-rate plot: {0}, ten bins over (0, 1), {1}.
@@ -65,7 +76,7 @@ PASS_RATE_BINS = ("0",) + tuple(f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in rang
 PHASES = ("early", "mid", "late")
 
 # Stream tags for np.random.default_rng([seed, tag, ...]); fixed so that runs are reproducible.
-_TASK, _ORDER, _ROLLOUT, _EVAL, _VALIDATION = 11, 12, 13, 14, 15
+_TASK, _ORDER, _EVAL, _VALIDATION = 11, 12, 14, 15  # 13, 16: rollouts (sim_rollouts)
 
 
 @dataclass(frozen=True)
@@ -213,25 +224,6 @@ class Learner:
         self.skill += rho * np.bincount(self.task.cluster[prompts], weights=delta, minlength=self.skill.size)
 
 
-def rollout_uniforms(seed: int, step: int, prompts_per_step: int, max_budget: int) -> np.ndarray:
-    """``[M, max_budget]`` uniforms behind the rewards of one step (shared by all strategies)."""
-    return np.random.default_rng([seed, _ROLLOUT, step]).random((prompts_per_step, max_budget))
-
-
-def sample_rewards(p: np.ndarray, counts: np.ndarray, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rewards of ``counts[k]`` rollouts of batch slot k: rollout j succeeds iff ``U[k, j] < p[k]``.
-
-    Returns ``(rewards [N], slot [N])`` with rollouts laid out slot by slot::
-
-        slot:    0 0 0 0 | 1 1 | 2 2 2 ...      (counts = [4, 2, 3, ...])
-        column:  0 1 2 3 | 0 1 | 0 1 2 ...
-    """
-    slot = np.repeat(np.arange(counts.size), counts)
-    starts = np.cumsum(counts) - counts
-    column = np.arange(slot.size) - np.repeat(starts, counts)
-    return (uniforms[slot, column] < p[slot]).astype(np.float64), slot
-
-
 def grpo_signal(advantages: np.ndarray, rewards: np.ndarray, slot: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``[M]`` gradient of the token-mean loss on each prompt's logit: ``(1/N) sum_j A_j (y_j - p)``."""
     return np.bincount(slot, weights=advantages * (rewards - p[slot]), minlength=p.size) / rewards.size
@@ -351,8 +343,9 @@ def simulate(
 
 
 class SimRun:
-    """One simulated run: the task, the learner, the allocator and the running tallies. Call
-    :meth:`step` for each step; ``learner`` then holds the current skills (per-prompt pass rates)."""
+    """One simulated run: the task, the learner, the strategy's rollout policy and the running
+    tallies. Call :meth:`step` for each step; ``learner`` then holds the current skills (per-prompt
+    pass rates)."""
 
     def __init__(self, allocator_config: AllocatorConfig, seed: int, options: SimOptions, budget_multiplier: float = 1.0,
                  *, allocator: Allocator | None = None):
@@ -361,34 +354,74 @@ class SimRun:
         self.task = make_task(self.cfg, seed)
         self.learner = Learner(self.task, self.cfg)
         self.adam = AdamScale()
-        self.allocator = Allocator(allocator_config) if allocator is None else allocator
+        self.policy: RolloutPolicy = (make_policy(allocator_config) if allocator is None
+                                      else AllocatorPolicy(allocator_config, allocator))
+        self.allocator = getattr(self.policy, "allocator", None)  # the plan-before-generation strategies' own
+        self.width = (self.policy if self.allocator is None else self.allocator).config.max_budget  # of the shared uniform matrix
         self.budget = options.total_budget(budget_multiplier)
         self.order = batch_order(seed, self.task.n_train, options.prompts_per_step, options.steps)
         self.train = np.arange(self.task.n_train)
         self.heldout = np.arange(self.task.n_train, self.task.difficulty.size)
+        if self.policy.needs_stream:  # DAPO draws its prompts from the train split, in a seeded order
+            self.policy.stream = PromptStream(self.train.tolist(), seed)
         self.start_buckets = empirical_buckets(self.learner.pass_rates(self.train), seed, 0, self.cfg.eval_rollouts)
         self.bin_sum = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
         self.bin_n = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
-        self.rollouts = 0
+        self.rollouts, self.trained, self.rounds, self.prompts = 0, 0, 0, 0
+
+    def _rollouts(self, step: int, batch: np.ndarray):
+        """Run the policy's step on the simulated policy; returns the step, the draws and the pass
+        rates of ``draws.prompts`` (the batch's computed once, as the simulator always did)."""
+        draws = StepDraws(self.seed, step, batch, self.width)
+        p_batch = self.learner.pass_rates(batch)
+        p_other: dict[int, float] = {}
+
+        def generate(ids: list) -> np.ndarray:
+            u, slot = draws.take(ids)
+            new = [pid for pid in draws.prompts[batch.size:] if pid not in p_other]
+            if new:
+                p_other.update(zip(new, self.learner.pass_rates(np.asarray(new)).tolist()))
+            p = p_batch[slot] if slot.max(initial=-1) < batch.size else self._rates(draws, p_batch, p_other)[slot]
+            return (u < p).astype(np.float64)
+
+        result = run_step(self.policy, batch, self.budget, generate)
+        return result, draws, self._rates(draws, p_batch, p_other)
+
+    @staticmethod
+    def _rates(draws: StepDraws, p_batch: np.ndarray, p_other: dict) -> np.ndarray:
+        extra = [p_other[pid] for pid in draws.prompts[p_batch.size:]]
+        return np.concatenate([p_batch, np.asarray(extra, dtype=np.float64)]) if extra else p_batch
+
+    def _learn(self, result, draws: StepDraws, p: np.ndarray, generated) -> None:
+        """One Adam-normalised policy-gradient step on the rows the policy kept, with their advantages
+        (``generated``: the GRPO advantages of every generated row, which is what trains when all do)."""
+        rows = result.kept.rows
+        if rows.size == 0:
+            return
+        every = rows.size == len(result.group_ids) and np.array_equal(rows, np.arange(rows.size))
+        rewards = result.rewards if every else result.rewards[rows]
+        ids = result.group_ids if every else [result.group_ids[j] for j in rows.tolist()]
+        slot = np.fromiter((draws.slots[pid] for pid in ids), dtype=np.int64, count=len(ids))
+        if every and result.kept.baselines is None:
+            adv = generated.advantages
+        else:
+            adv = kept_advantages(rewards, ids, result.kept.baselines, result.kept.scale_by_std)
+        scale = self.adam(gradient_noise(adv))
+        self.learner.step(np.asarray(draws.prompts), scale * grpo_signal(adv, rewards, slot, p))
 
     def step(self, step: int) -> dict[str, Any]:
-        """Plan, roll out, observe and learn one step; returns its metrics row."""
+        """Plan, roll out (in the policy's rounds), observe and learn one step; returns its metrics row."""
         batch = self.order[step]
-        p = self.learner.pass_rates(batch)
-        plan = self.allocator.plan(batch, self.budget)
-        counts = plan.counts
-        uniforms = rollout_uniforms(self.seed, step, self.options.prompts_per_step, self.allocator.config.max_budget)
-        if counts.max(initial=0) > uniforms.shape[1]:  # an injected allocator may ignore max_budget
-            raise ValueError(f"the allocator gave a prompt {counts.max()} rollouts, above its max_budget "
-                             f"{uniforms.shape[1]}; raise max_budget in its AllocatorConfig")
-        rewards, slot = sample_rewards(p, counts, uniforms)
-        group_ids = batch[slot]
-        adv = group_advantages(rewards, group_ids)
-        allocator_metrics = self.allocator.observe(group_ids, rewards)
-        scale = self.adam(gradient_noise(adv.advantages))
-        self.learner.step(batch, scale * grpo_signal(adv.advantages, rewards, slot, p))
-        self.rollouts += int(counts.sum())
-        self._tally_budget(step, counts, plan.diagnostics["pass_rates"], plan.diagnostics["seen"])
+        result, draws, p = self._rollouts(step, batch)
+        generated = group_advantages(result.rewards, result.group_ids)  # what the generated rollouts carried
+        self._learn(result, draws, p, generated)
+        self.rollouts += len(result.group_ids)
+        self.trained += int(result.kept.rows.size)
+        self.rounds += result.rounds
+        self.prompts += result.prompts
+        if self.allocator is not None:
+            plan = self.allocator.last
+            self._tally_budget(step, plan.counts, plan.diagnostics["pass_rates"], plan.diagnostics["seen"])
         p_train, p_held = self.learner.pass_rates(self.train), self.learner.pass_rates(self.heldout)
         return {
             "step": step + 1,
@@ -397,12 +430,12 @@ class SimRun:
             M.EVAL_VALIDATION_ACCURACY: float(self.learner.validation_pass_rates().mean()),
             M.EVAL_TRAIN_ACCURACY: float(p_train.mean()),
             M.EVAL_TRAIN_SOLVED: float((p_train > 0.5).mean()),
-            M.ROLLOUT_COUNT: float(counts.sum()),
-            M.ROLLOUT_EFFECTIVE_RATIO: adv.effective_ratio,
-            M.ROLLOUT_MIXED_GROUPS: float(adv.mixed.mean()),
-            M.REWARD_MEAN: float(rewards.mean()),
-            # Wall-clock metrics would make rows differ between identical runs; the summary has the time.
-            **{k: v for k, v in allocator_metrics.items() if k != M.PERF_ALLOCATE_S},
+            M.ROLLOUT_EFFECTIVE_RATIO: generated.effective_ratio,
+            M.ROLLOUT_MIXED_GROUPS: float(generated.mixed.mean()),
+            M.REWARD_MEAN: float(result.rewards.mean()),
+            # rollout/count (generated), trained, rounds, prompts; the strategy's own metrics. Wall-clock
+            # metrics would make rows differ between identical runs; the summary has the time.
+            **{k: v for k, v in self.policy.metrics().items() if k != M.PERF_ALLOCATE_S},
         }
 
     def _tally_budget(self, step: int, counts: np.ndarray, p_hat: np.ndarray, seen: np.ndarray) -> None:
@@ -419,8 +452,13 @@ class SimRun:
             "final": {k: v for k, v in rows[-1].items() if k.startswith(M.EVAL_PREFIX)} if rows else {},
             M.SUMMARY_INITIAL_ACCURACY: float(sigmoid(task.skill0[task.cluster[held]] - task.difficulty[held]).mean()),
             M.SUMMARY_FINAL_ACCURACY: rows[-1][M.EVAL_HELDOUT_ACCURACY] if rows else None,
-            "rollouts": self.rollouts,
+            "rollouts": self.rollouts,  # generated; of them trained on, and the rounds and prompts they took:
+            "rollouts_trained": self.trained,
+            "rounds": self.rounds,
+            "prompts_consumed": self.prompts,
             "transitions": transition_counts(self.start_buckets, end_buckets),
-            "budget_by_pass_rate": {"sum": self.bin_sum.tolist(), "count": self.bin_n.tolist()},
+            # planned budgets by estimated pass rate: the plan-before-generation strategies only
+            "budget_by_pass_rate": ({"sum": self.bin_sum.tolist(), "count": self.bin_n.tolist()}
+                                    if self.allocator is not None else None),
             "seconds": time.perf_counter() - self.start,
         }
