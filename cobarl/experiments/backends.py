@@ -82,11 +82,15 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
     run_training = real_backend_function()
     out = run_training(real_run_options(spec, seed, options))
     rows = list(out.get("rows") or out.get("metrics") or [])
+    # cumulative rollouts GENERATED (rollout/count); logs from before that metric: the planned budget/total
+    # (a step that generated nothing, e.g. a later PPO iteration, carries the running total)
+    count = M.ROLLOUT_COUNT if any(M.ROLLOUT_COUNT in row for row in rows) else M.BUDGET_TOTAL
+    counted = any(count in row for row in rows)
     rollouts = 0.0
     for k, row in enumerate(rows):
         row.setdefault("step", k + 1)
-        if "rollouts" not in row and M.BUDGET_TOTAL in row:
-            rollouts += float(row[M.BUDGET_TOTAL])
+        if "rollouts" not in row and counted:
+            rollouts += float(row.get(count) or 0.0)
             row["rollouts"] = rollouts
     return RunResult(spec.label, seed, rows, dict(out.get("summary") or {}))
 

@@ -109,7 +109,7 @@ def _plot_data(runs: Sequence[RunResult], options: CompareOptions) -> _PlotData:
 
 def _band_lines(ax, data: _PlotData, key: str, *, smooth: int = 1, x_key: str | None = None) -> None:
     """One line per strategy: the mean of ``key`` over seeds with its 95 % CI band, against the
-    step or against the mean of ``x_key`` (e.g. rollouts consumed)."""
+    step or against the mean of ``x_key`` (e.g. cumulative rollouts generated)."""
     for label, runs in data.by.items():
         mean, half, x = _band(runs, key, smooth)
         if x_key is not None:
@@ -127,7 +127,7 @@ def _accuracy_figure(plt, data: _PlotData):
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], keys):
         _band_lines(ax, data, key, x_key="rollouts")
-        ax.set_xlabel("rollouts consumed")
+        ax.set_xlabel("rollouts generated (cumulative)")
         ax.set_ylabel(key)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Accuracy vs rollouts (mean over seeds, 95 % CI band)")

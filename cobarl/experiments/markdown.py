@@ -19,7 +19,8 @@ def _pm(entry: dict | None, scale: float = 1.0, digits: int = 3) -> str:
 
 
 _CAPTIONS = {
-    PLOTS[0]: "Accuracy against rollouts consumed.",
+    PLOTS[0]: "Accuracy against cumulative rollouts GENERATED (for policies that train on a subset, more than "
+    "they trained on).",
     PLOTS[1]: "Effective-gradient ratio: share of the step's rollouts that sit in groups with both outcomes.",
     PLOTS[2]: "alpha_t and beta_t used by each step's allocation, and the step's failure rate F_t.",
     PLOTS[3]: "Mean budget by the prompt's estimated pass rate, per third of training (pooled over seeds).",
@@ -35,7 +36,7 @@ def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
     lines = [*_setting_md(summary)]
     if summary.get("grid"):
         lines += _grid_md(summary, grid_plots)
-    lines += [*_results_md(summary), *_gaps_md(summary)]
+    lines += [*_results_md(summary), *_spending_md(summary), *_equal_generated_md(summary), *_gaps_md(summary)]
     if summary.get("simulator_check"):
         lines += _check_md(summary["simulator_check"])
     lines += ["", "## Figures", ""]
@@ -179,13 +180,13 @@ def _setting_md(s: dict[str, Any]) -> list[str]:
 def _results_md(s: dict[str, Any]) -> list[str]:
     acc, target = s["accuracy_metric"] or "accuracy", s["target_accuracy"]
     lines = ["", "## Results (mean ± 95 % CI half-width over seeds)", ""]
-    lines += [f"*Rollouts to target*: rollouts until {acc} first reaches "
+    lines += [f"*Rollouts* are the ones GENERATED. *Rollouts to target*: cumulative generated rollouts until {acc} first reaches "
               + (f"{target:.4f}" if target is not None else f"`{s['baseline']}`'s final accuracy on the same seed")
               + " (reached: runs that got there)", ""]
     greedy = _has_greedy(s)
     lines += [
         "| strategy | initial held-out acc | final held-out acc |" + (" final greedy acc |" if greedy else "")
-        + " final train solved | effective ratio | eff. ratio, last third | rollouts | rollouts to target (reached) |",
+        + " final train solved | effective ratio | eff. ratio, last third | rollouts generated | rollouts to target (reached) |",
         "|---|---|---|" + ("---|" if greedy else "") + "---|---|---|---|---|",
     ]
     for label, e in s["strategies"].items():
@@ -197,6 +198,44 @@ def _results_md(s: dict[str, Any]) -> list[str]:
             f"{_pm(e.get('effective_ratio'))} | {_pm(e.get('effective_ratio_last_third'))} | "
             f"{_pm(e.get('rollouts'), digits=0)} | {_pm(rt, digits=0)} ({rt.get('reached', 0)}/{rt.get('runs', 0)}) |"
         )
+    return lines
+
+
+_SPENDING_COLUMNS = {"rollouts_generated_per_step": "rollouts generated", "rollouts_trained_per_step": "rollouts trained",
+                     "rounds_per_step": "generation rounds", "prompts_consumed_per_step": "prompts consumed"}
+
+
+def _spending_md(s: dict[str, Any]) -> list[str]:
+    """How each arm spends a step: what it generated against what it trained on, its generation calls
+    and the prompts it consumed (summary.json from before version 2: nothing)."""
+    arms = {label: e for label, e in s["strategies"].items() if any(k in e for k in _SPENDING_COLUMNS)}
+    if not arms:
+        return []
+    lines = ["", "## How each strategy spends a step (mean per step ± 95 % CI over seeds)", "",
+             "| strategy | " + " | ".join(_SPENDING_COLUMNS.values()) + " | trained / generated |",
+             "|---|" + "---|" * (len(_SPENDING_COLUMNS) + 1)]
+    for label, e in arms.items():
+        made, used = (e.get(k, {}).get("mean") for k in ("rollouts_generated_per_step", "rollouts_trained_per_step"))
+        share = f"{used / made:.2f}" if made and used is not None else "n/a"
+        lines.append(f"| `{label}` | " + " | ".join(_pm(e.get(k), digits=1) for k in _SPENDING_COLUMNS) + f" | {share} |")
+    return [*lines, "", "Generated rollouts are the cost (the budget the comparison is fair on); trained ones enter the "
+            "loss. Prompts consumed: distinct prompts rolled out (DAPO draws more than a step trains on)."]
+
+
+def _equal_generated_md(s: dict[str, Any]) -> list[str]:
+    """Held-out accuracy of every arm at the same number of generated rollouts, paired against the baseline."""
+    g = s.get("equal_generated_rollouts")
+    if g is None:
+        return []
+    gaps = s["gaps_vs_baseline"]
+    lines = ["", f"## Held-out accuracy at equal generated rollouts (G = {g:,.0f})", "",
+             "Each run's accuracy interpolated on its curve against cumulative generated rollouts at G, the smallest "
+             "final generated total of any run (so every run reaches it); Δ paired by seed against "
+             f"`{s['baseline']}` (mean ± 95 % CI).", "",
+             "| strategy | held-out acc at G | Δ vs baseline at G (points) |", "|---|---|---|"]
+    for label, e in s["strategies"].items():
+        gap = "—" if label == s["baseline"] else _pm((gaps.get(label) or {}).get("heldout_accuracy_at_equal_generated"), 100, 2)
+        lines.append(f"| `{label}` | {_pm(e.get('heldout_accuracy_at_equal_generated'), digits=4)} | {gap} |")
     return lines
 
 
@@ -214,7 +253,7 @@ def _gaps_md(s: dict[str, Any]) -> list[str]:
         f"## Paired gaps against `{s['baseline']}` (same seeds; mean ± 95 % CI)",
         "",
         "| strategy | Δ held-out acc (points) |" + (" Δ greedy acc (points) |" if greedy else "")
-        + " Δ train solved (points) | Δ effective ratio (relative %) | rollouts / baseline |",
+        + " Δ train solved (points) | Δ effective ratio (relative %) | rollouts generated / baseline |",
         "|---|---|" + ("---|" if greedy else "") + "---|---|---|",
     ]
     for label, g in s["gaps_vs_baseline"].items():

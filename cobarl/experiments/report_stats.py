@@ -68,7 +68,53 @@ def _final(run: RunResult, key: str) -> float:
     return float(s[-1]) if s.size else math.nan
 
 
+# How an arm spends each step: metric of the row -> key of the per-arm summary (mean over the steps
+# that generated, then over seeds). Rollouts are the ones GENERATED unless "trained".
+SPENDING = {
+    M.ROLLOUT_COUNT: "rollouts_generated_per_step",
+    M.ROLLOUT_TRAINED: "rollouts_trained_per_step",
+    M.ROLLOUT_ROUNDS: "rounds_per_step",
+    M.ROLLOUT_PROMPTS: "prompts_consumed_per_step",
+}
+EQUAL_GENERATED = "heldout_accuracy_at_equal_generated"
+
+
+def _per_step(run: RunResult, key: str) -> float:
+    """Mean of ``key`` over the steps that generated rollouts (NaN when the run did not log it)."""
+    v, made = _series(run, key), _series(run, M.ROLLOUT_COUNT)
+    v = v[np.isfinite(v) & ~(made <= 0)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def equal_generated_rollouts(runs: Sequence[RunResult]) -> float:
+    """G of "accuracy at equal generated rollouts": the smallest final cumulative generated total of any
+    run, so that every run's curve reaches it (NaN without runs that count rollouts)."""
+    finals = [_final(r, "rollouts") for r in runs]
+    finals = [f for f in finals if math.isfinite(f)]
+    return min(finals) if finals else math.nan
+
+
+def accuracy_at_rollouts(run: RunResult, key: str, rollouts: float) -> float:
+    """``key`` interpolated linearly on the run's curve against cumulative generated rollouts, at
+    ``rollouts``; the curve starts at (0, the run's initial accuracy) when it has one. NaN past its end.
+
+    >>> rows = [{"rollouts": 100, "acc": 0.5}, {"rollouts": 200, "acc": 0.7}]
+    >>> accuracy_at_rollouts(RunResult("a", 0, rows, {"initial_heldout_accuracy": 0.3}), "acc", 150)
+    0.6
+    """
+    acc, roll = _series(run, key), _series(run, "rollouts")
+    ok = np.isfinite(acc) & np.isfinite(roll)
+    x, y = roll[ok], acc[ok]
+    start = _number(run.summary.get(M.SUMMARY_INITIAL_ACCURACY))
+    if math.isfinite(start):
+        x, y = np.concatenate([[0.0], x]), np.concatenate([[start], y])
+    if not math.isfinite(rollouts) or x.size == 0 or rollouts > x[-1] or rollouts < x[0]:
+        return math.nan
+    return float(np.interp(rollouts, x, y))
+
+
 def _rollouts_to(run: RunResult, key: str, target: float) -> float:
+    """Cumulative rollouts GENERATED when ``key`` first reaches ``target`` (NaN: never)."""
     acc, roll = _series(run, key), _series(run, "rollouts")
     hit = np.flatnonzero(np.isfinite(acc) & (acc >= target))
     return float(roll[hit[0]]) if hit.size else math.nan
@@ -87,8 +133,9 @@ def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: st
     # same seed ("rollouts to reach uniform's final accuracy"): a weaker seed is measured against its
     # own baseline, not against the other seeds' mean
     targets = {r.seed: _final(r, acc) for r in by[options.baseline_label]} if acc else {}
+    equal = equal_generated_rollouts(runs)
     per_run = {label: [_run_metrics(r, acc, options.target_accuracy if options.target_accuracy is not None
-                                    else targets.get(r.seed)) for r in rs] for label, rs in by.items()}
+                                    else targets.get(r.seed), equal) for r in rs] for label, rs in by.items()}
     summary = {
         "command": command,
         "backend": options.backend,
@@ -102,6 +149,7 @@ def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: st
         "accuracy_metric": acc,
         "baseline": options.baseline_label,
         "target_accuracy": options.target_accuracy,  # None: per seed, the baseline's final accuracy
+        "equal_generated_rollouts": equal,  # G of heldout_accuracy_at_equal_generated
         "baseline_final_by_seed": {str(seed): t for seed, t in targets.items()},
         "strategies": {s.label: _strategy_entry(s, options, by[s.label], per_run[s.label]) for s in options.strategies},
         "gaps_vs_baseline": _gaps(by, per_run, options.baseline_label),
@@ -117,7 +165,7 @@ def _number(v: Any) -> float:
     return math.nan if v is None else float(v)  # 0.0 is an accuracy, not a missing one
 
 
-def _run_metrics(run: RunResult, acc: str | None, target: float | None) -> dict[str, float]:
+def _run_metrics(run: RunResult, acc: str | None, target: float | None, equal: float) -> dict[str, float]:
     eff = _series(run, M.ROLLOUT_EFFECTIVE_RATIO)
     has_eff = bool(np.isfinite(eff).any())
     return {
@@ -131,6 +179,8 @@ def _run_metrics(run: RunResult, acc: str | None, target: float | None) -> dict[
         "effective_ratio_last_third": float(np.nanmean(eff[2 * eff.size // 3 :])) if has_eff else math.nan,
         "rollouts": _final(run, "rollouts"),
         "rollouts_to_target": _rollouts_to(run, acc, target) if acc and target is not None else math.nan,
+        EQUAL_GENERATED: accuracy_at_rollouts(run, acc, equal) if acc else math.nan,
+        **{name: _per_step(run, key) for key, name in SPENDING.items()},
     }
 
 
@@ -177,6 +227,7 @@ def _gaps(by: dict[str, list[RunResult]], per_run: dict[str, list[dict]], base: 
                 [100 * (a["effective_ratio"] / b["effective_ratio"] - 1) for a, b in pairs]
             ),
             "rollouts_ratio": mean_ci([a["rollouts"] / b["rollouts"] for a, b in pairs]),
+            EQUAL_GENERATED: mean_ci([a[EQUAL_GENERATED] - b[EQUAL_GENERATED] for a, b in pairs]),
         }
     return gaps
 

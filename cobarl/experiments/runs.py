@@ -59,10 +59,12 @@ class CompareOptions:
             raise ValueError("rollouts_per_prompt and budget_multiplier must be > 0")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {list(self.seeds)}")
+        # settings that follow an arm's per-prompt budget (`StrategySpec.fitted`), fixed once here
+        object.__setattr__(self, "strategies", tuple(s.fitted(self.per_prompt(s)) for s in self.strategies))
         for spec in self.strategies:
             lo = spec.overrides.get("min_budget", AllocatorConfig.min_budget)
             hi = spec.overrides.get("max_budget", AllocatorConfig.max_budget)
-            per_prompt = self.rollouts_per_prompt * self.budget_multiplier * spec.budget_multiplier
+            per_prompt = self.per_prompt(spec)
             if not lo <= per_prompt <= hi:
                 raise ValueError(
                     f"{spec.label}: {per_prompt:g} rollouts per prompt on average is outside "
@@ -70,6 +72,10 @@ class CompareOptions:
                 )
         if self.baseline is not None and self.baseline not in [s.label for s in self.strategies]:
             raise ValueError(f"baseline {self.baseline!r} is not one of the strategies run")
+
+    def per_prompt(self, spec: StrategySpec) -> float:
+        """Rollouts per prompt of one arm's step budget (what trains, for the policies that generate more)."""
+        return self.rollouts_per_prompt * self.budget_multiplier * spec.budget_multiplier
 
     @property
     def baseline_label(self) -> str:

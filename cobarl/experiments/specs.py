@@ -5,13 +5,12 @@ presets they name."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 from cobarl.options import parse_option
 
-# Preset name -> (allocator strategy, allocator overrides, description for the report).
 # Preset name -> (allocator strategy, allocator overrides, description for the report).
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "uniform": ("uniform", {}, "plain GRPO, every prompt gets the nominal group size"),
@@ -28,6 +27,17 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "fixed-beta-1.5-10.5": ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5}, "fixed Beta(1.5, 10.5): favours hard prompts"),
     "linear-decay": ("linear-decay", {}, "alpha stepped 10 -> 1 in equal stages over training (Table 3)"),
     "explore-to-exploit": ("explore-to-exploit", {}, "alpha follows the success rate instead of the failure rate (Table 2)"),
+    "gvm": ("gvm", {}, "GVM, public p-only budgets n ~ 1/sqrt(p + alpha/p^(beta-1)) over min_budget each"),
+    # The policies below generate more rollouts than they train on; the per-prompt budget is what trains.
+    "reinforce-ada": ("reinforce-ada", {}, "Reinforce-Ada balanced (public code): rounds of round_size per prompt (default "
+                      "2 x the per-prompt budget, the public 8 for 4) until n/2 correct and n/2 wrong, at most max_rounds; "
+                      "trains n per prompt against the whole pool's pass rate"),
+    "reinforce-ada-pos": ("reinforce-ada-pos", {}, "Reinforce-Ada positive-focused (public code): rounds until one "
+                          "correct, round_size as reinforce-ada; trains n per prompt against the pool's pass rate"),
+    "dapo": ("dapo", {}, "DAPO dynamic sampling (public code): generation batches of 3 x the step's prompts from the "
+             "data stream; groups with one reward value are dropped until the step's prompts are filled"),
+    "pods": ("pods", {}, "PODS (public code): generate 4 x the per-prompt budget per prompt, train on the max-variance "
+             "subset of the per-prompt budget"),
 }
 # The default comparison: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
 # linear decay, Explore->Exploit.
@@ -61,6 +71,20 @@ class StrategySpec:
     strategy: str | Callable
     overrides: dict[str, Any] = field(default_factory=dict)
     budget_multiplier: float = 1.0
+
+    def fitted(self, per_prompt: float) -> StrategySpec:
+        """This arm with the settings that follow its per-prompt budget filled in, unless the spec sets
+        them: Reinforce-Ada's ``round_size`` is twice the per-prompt budget (the public script's 8
+        generated per round for 4 trained), since it must be at least the rollouts a prompt trains on."""
+        kind = STRATEGIES[self.strategy].policy if isinstance(self.strategy, str) else "allocator"
+        if kind == "allocator":
+            return self
+        if per_prompt != int(per_prompt):
+            raise ValueError(f"{self.label}: trains n = rollouts per prompt on every prompt, a whole number; got "
+                             f"{per_prompt:g}; change --rollouts-per-prompt or the budget multipliers")
+        if kind == "reinforce-ada" and "round_size" not in self.overrides:
+            return replace(self, overrides={**self.overrides, "round_size": 2 * int(per_prompt)})
+        return self
 
     def allocator_config(self, total_steps: int) -> AllocatorConfig:
         return AllocatorConfig(strategy=self.strategy, total_steps=total_steps, **self.overrides)

@@ -6,9 +6,18 @@ A comparison's summary is a `ComparisonSummary`: its settings, one `ArmResult` p
 layout is the one `cobarl.experiments.report_stats.summarise` builds, plus ``format_version``.
 
 Reading is all or nothing: a key the format needs that is missing (renamed, or written by another
-version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Files without
-``format_version`` (written before it, e.g. ``docs/results/*``) are read as version 0, whose only
-difference is that ``baseline_final_by_seed`` may be absent (then None).
+version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions:
+
+* 0: files without ``format_version`` (written before it, e.g. ``docs/results/*``): as 1, except that
+  ``baseline_final_by_seed`` may be absent (then None);
+* 1: ``baseline_final_by_seed`` required;
+* 2: rollouts are the ones GENERATED (``rollouts``, ``rollouts_to_target``, ``rollouts_ratio``), and
+  it adds how each arm spends (`ARM_METRICS_V2`: rollouts generated and trained, rounds and prompts
+  per step), accuracy at equal generated rollouts (per arm and paired against the baseline) and its
+  G, ``equal_generated_rollouts``. Older files may hold these keys; they are read when present.
+
+A summary is written as the highest version whose keys it holds (`ComparisonSummary.layout_version`),
+so an older file written back stays what it was.
 """
 
 from __future__ import annotations
@@ -19,19 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-"""Version of the layout written now; 0: the same layout without the key (older files)."""
+FORMAT_VERSION = 2
+"""Version of the layout written now (see the module docstring for 0 and 1)."""
 
 ARM_METRICS = (
     "initial_heldout_accuracy", "final_heldout_accuracy", "final_heldout_greedy_accuracy", "final_train_solved",
     "final_train_accuracy", "effective_ratio", "effective_ratio_last_third", "rollouts", "rollouts_to_target",
 )
+ARM_METRICS_V2 = ("heldout_accuracy_at_equal_generated", "rollouts_generated_per_step", "rollouts_trained_per_step",
+                  "rounds_per_step", "prompts_consumed_per_step")
 GAP_METRICS = (
     "final_heldout_accuracy", "final_heldout_greedy_accuracy", "final_train_solved", "effective_ratio",
     "effective_ratio_relative_percent", "rollouts_ratio",
 )
+GAP_METRICS_V2 = ("heldout_accuracy_at_equal_generated",)
 _HEADER = ("command", "backend", "seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier",
            "budget_per_step", "simulator", "accuracy_metric", "baseline", "target_accuracy")
+_HEADER_V2 = ("equal_generated_rollouts",)
 _ARM_FIELDS = ("description", "allocator", "overrides", "budget_multiplier", "allocator_config", "seeds")
 
 
@@ -82,8 +95,10 @@ class MeanCI:
         return out
 
 
-def _metrics(d: Any, names: tuple[str, ...], where: str) -> dict[str, MeanCI]:
-    return {k: MeanCI.from_dict(_need(d, k, where), f"{where}[{k!r}]") for k in names}
+def _metrics(d: Any, names: tuple[str, ...], where: str, later: tuple[str, ...] = (), version: int = 0) -> dict[str, MeanCI]:
+    """``names``, and ``later`` (the version-2 names): required from version 2, read when present before."""
+    need = names + later if version >= 2 else names + tuple(k for k in later if isinstance(d, dict) and k in d)
+    return {k: MeanCI.from_dict(_need(d, k, where), f"{where}[{k!r}]") for k in need}
 
 
 @dataclass(frozen=True)
@@ -101,9 +116,9 @@ class ArmResult:
     transitions_initial_counts: list | None = None
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> ArmResult:
+    def from_dict(cls, d: Any, where: str, version: int = FORMAT_VERSION) -> ArmResult:
         head = {k: _need(d, k, where) for k in _ARM_FIELDS}
-        metrics = _metrics(d, ARM_METRICS, where) if head["seeds"] else {}
+        metrics = _metrics(d, ARM_METRICS, where, ARM_METRICS_V2, version) if head["seeds"] else {}
         return cls(**{**head, "seeds": tuple(head["seeds"])}, metrics=metrics,
                    transitions_percent=d.get("transitions_percent"),
                    transitions_initial_counts=d.get("transitions_initial_counts"))
@@ -124,8 +139,8 @@ class PairedGap:
     metrics: dict[str, MeanCI]
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> PairedGap:
-        return cls(_metrics(d, GAP_METRICS, where))
+    def from_dict(cls, d: Any, where: str, version: int = FORMAT_VERSION) -> PairedGap:
+        return cls(_metrics(d, GAP_METRICS, where, GAP_METRICS_V2, version))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: m.to_dict() for k, m in self.metrics.items()}
@@ -159,22 +174,33 @@ class ComparisonSummary:
         if not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
             raise SummaryFormatError(f"{where}: format_version {version!r} is not one this cobarl reads "
                                      f"(0 to {FORMAT_VERSION}); read it with the cobarl version that wrote it")
-        settings = {k: _need(d, k, where) for k in _HEADER}
+        header = _HEADER + tuple(k for k in _HEADER_V2 if version >= 2 or k in d)
+        settings = {k: _need(d, k, where) for k in header}
         arms = _need(d, "strategies", where)
-        strategies = {label: ArmResult.from_dict(e, f"{where}: strategies[{label!r}]") for label, e in arms.items()}
-        gaps = {label: PairedGap.from_dict(g, f"{where}: gaps_vs_baseline[{label!r}]")
+        strategies = {label: ArmResult.from_dict(e, f"{where}: strategies[{label!r}]", version)
+                      for label, e in arms.items()}
+        gaps = {label: PairedGap.from_dict(g, f"{where}: gaps_vs_baseline[{label!r}]", version)
                 for label, g in _need(d, "gaps_vs_baseline", where).items()}
         by_seed = _need(d, "baseline_final_by_seed", where) if version >= 1 else d.get("baseline_final_by_seed")
         if settings["baseline"] not in strategies:
             raise SummaryFormatError(f"{where}: baseline {settings['baseline']!r} is not one of its strategies")
-        known = {*_HEADER, "strategies", "gaps_vs_baseline", "baseline_final_by_seed", "grid", "incomplete",
+        known = {*header, "strategies", "gaps_vs_baseline", "baseline_final_by_seed", "grid", "incomplete",
                  "simulator_check", "format_version"}
         return cls(settings, strategies, gaps, by_seed, d.get("grid"), d.get("incomplete"), d.get("simulator_check"),
                    version, {k: v for k, v in d.items() if k not in known})
 
+    def layout_version(self) -> int:
+        """The highest version whose required keys this summary holds (what it is written as)."""
+        if self.baseline_final_by_seed is None:
+            return 0
+        v2 = (all(k in self.settings for k in _HEADER_V2)
+              and all(set(ARM_METRICS_V2) <= set(a.metrics) for a in self.strategies.values() if a.seeds)
+              and all(set(GAP_METRICS_V2) <= set(g.metrics) for g in self.gaps_vs_baseline.values()))
+        return 2 if v2 else 1
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON layout, written as the current version."""
-        out: dict[str, Any] = {"format_version": FORMAT_VERSION, **self.settings}
+        """The JSON layout, written as `layout_version`."""
+        out: dict[str, Any] = {"format_version": self.layout_version(), **self.settings}
         if self.baseline_final_by_seed is not None:
             out["baseline_final_by_seed"] = self.baseline_final_by_seed
         out["strategies"] = {label: a.to_dict() for label, a in self.strategies.items()}
