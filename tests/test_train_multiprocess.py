@@ -99,6 +99,33 @@ def worker(model_dir: str, out_dir: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result, default=str))
 
 
+def rounds_worker(model_dir: str, out_dir: str) -> None:
+    """reinforce-ada on two processes: each rank records the rows of every generation call it made."""
+    import torch
+
+    from cobarl.train.config import make_config
+    from cobarl.train.run import run
+    from cobarl.train.trainer import AdaptiveGRPOTrainer
+
+    torch.set_num_threads(1)
+    calls, inner = [], AdaptiveGRPOTrainer._generate_round
+
+    def recording(self, rows, log):
+        world = self.accelerator.num_processes
+        calls.append({"step": self.state.global_step, "rows": len(rows), "local": -(-len(rows) // world)})
+        return inner(self, rows, log)
+
+    AdaptiveGRPOTrainer._generate_round = recording
+    config = make_config(dict(
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=2, allocator="reinforce-ada",
+        round_size=5, max_rounds=3, prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16,
+        eval_size=8, max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu",
+        reward="helpers:parity_reward",
+    ))
+    run(config, log=lambda _: None)
+    Path(out_dir, f"rounds-rank{os.environ['RANK']}.json").write_text(json.dumps({"calls": calls}))
+
+
 def _torchrun(tmp: Path, *args: str) -> None:
     torchrun(tmp, __file__, *args)
 
@@ -160,6 +187,29 @@ def test_two_process_resume_is_exact(tmp_path, tiny_model_dir):
     assert saved[0] == saved[1]
 
 
+def test_two_process_rounds_log_what_every_rank_generated(tmp_path, tiny_model_dir):
+    """Reinforce-Ada on 2 processes: the logged rollouts generated per step are the rows every rank generated
+    (padding to the world size excluded), each round is one generation call per rank, and each step trains
+    exactly rollouts_per_step rows."""
+    pytest.importorskip("trl")
+    _torchrun(tmp_path, str(tiny_model_dir), str(tmp_path), "rounds")
+    ranks = [json.loads((tmp_path / f"rounds-rank{r}.json").read_text())["calls"] for r in (0, 1)]
+    assert [(c["step"], c["rows"]) for c in ranks[0]] == [(c["step"], c["rows"]) for c in ranks[1]]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for k, row in enumerate(rows):
+        mine = [c for c in ranks[0] if c["step"] == k]
+        generated_by_ranks = sum(2 * c["local"] for c in mine)  # both ranks, padding included
+        padding = sum(2 * c["local"] - c["rows"] for c in mine)
+        assert row["rollout/count"] == generated_by_ranks - padding == sum(c["rows"] for c in mine)
+        assert row["rollout/rounds"] == len(mine) and 1 <= len(mine) <= 3
+        assert row["rollout/trained"] == ROLLOUTS and row["rollout/count"] >= PROMPTS * 5
+    assert any(c["rows"] % 2 for c in ranks[0])  # some round had an odd row count: padding was exercised
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["rollouts"] == sum(row["rollout/count"] for row in rows)
+    assert summary["rollouts_trained"] == STEPS * ROLLOUTS
+
+
 def readme_command(launcher: str) -> list[str]:
     """The ``.venv/bin/<launcher> ...`` command of the README's "Multi-process training" section,
     continuation lines joined, split as the shell would."""
@@ -193,7 +243,7 @@ def test_readme_accelerate_launch_line_spends_the_global_budget(tmp_path, famili
     res = subprocess.run(args, capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     assert processes == 2
-    spent = f"allocations: 2 x {rollouts} rollouts across {processes} process(es)   rollouts spent: {2 * rollouts}"
+    spent = f"2 x {rollouts} rollouts trained across {processes} process(es)"
     assert spent in res.stdout, res.stdout[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == processes and summary["allocations"] == 2 and summary["rollouts"] == 2 * rollouts
@@ -202,7 +252,9 @@ def test_readme_accelerate_launch_line_spends_the_global_budget(tmp_path, famili
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 3:
+    if len(sys.argv) > 3 and sys.argv[3] == "rounds":
+        rounds_worker(sys.argv[1], sys.argv[2])
+    elif len(sys.argv) > 3:
         resume_worker(sys.argv[1], sys.argv[2], sys.argv[3])
     else:
         worker(sys.argv[1], sys.argv[2])

@@ -270,27 +270,30 @@ def _check_budget(c: TrainConfig):
 
 
 def _check_allocator(c: TrainConfig):
-    yield from check_allocator(c.allocator_config(), c.prompts_per_step, c.rollouts_per_step)
+    yield from check_allocator(c.allocator_config(), c.prompts_per_step, c.rollouts_per_step, c.train_size)
 
 
-def check_allocator(cfg: AllocatorConfig, prompts: int, budget: int) -> list[str]:
-    """Build the allocator and plan one step with it: every allocator option is checked by the code
-    that will use it, so a value the core refuses (kappa <= 2, tau < 0, ...) fails here, not at step 1."""
-    import numpy as np
-
-    from cobarl.allocator import Allocator
+def check_allocator(cfg: AllocatorConfig, prompts: int, budget: int, train_prompts: int | None = None) -> list[str]:
+    """Build the policy and plan one step with it: every allocator option is checked by the code that
+    will use it, so a value the core refuses (kappa <= 2, tau < 0, a group larger than a round, a
+    generation batch larger than the data, ...) fails here, not at step 1."""
+    from cobarl.policies import PromptStream, make_policy
 
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             return [f"{allocator_key(f)} must be a finite number, got {value!r}"]
     try:
-        plan = Allocator(cfg).plan(list(range(prompts)), budget)
+        policy = make_policy(cfg)
+        if policy.needs_stream and train_prompts is None:  # checked again once the data are known
+            return []
+        if policy.needs_stream:
+            policy.stream = PromptStream(range(train_prompts))
+        request = policy.begin(list(range(prompts)), budget)
     except (ValueError, TypeError) as e:
         return [f"allocator: {e}"]
-    counts = np.asarray(plan.counts)
-    if counts.sum() != budget or len(counts) != prompts:
-        return [f"allocator returned {counts.tolist()} for {prompts} prompts and a budget of {budget}"]
+    if policy.single_pass and (sum(request.values()) != budget or len(request) > prompts):
+        return [f"allocator returned {list(request.values())} for {prompts} prompts and a budget of {budget}"]
     return []
 
 

@@ -222,6 +222,11 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
         # The allocator of a plan-before-generation policy (None for the others).
         self.allocator = getattr(self.policy, "allocator", None)
         if self.policy.needs_stream:
+            from cobarl.train.config import check_allocator
+
+            errors = check_allocator(self.policy.config, args.prompts_per_step, args.generation_batch_size, len(ids))
+            if errors:
+                raise ValueError("; ".join(errors))
             self.policy.stream = PromptStream(ids, seed=args.seed)
         self._row_index = {pid: i for i, pid in enumerate(ids)}
         self._pending = None  # (the `_generate` tuple, gathered rewards) of the kept rows of a step in rounds

@@ -1,0 +1,110 @@
+"""AdaptiveGRPOTrainer with policies that generate in rounds or train on a subset (one process, tiny model).
+
+The rows TRL trains on must be exactly the kept rows the policy chose, with the rewards they were
+scored with when generated, and the advantages the policy's baselines give; the fair accounting
+(generated, trained, rounds, prompts, tokens) must count what was really generated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from test_train_trainer import make_trainer, small_config, toy_verifier  # noqa: E402
+
+from cobarl.io import STATE_FILE  # noqa: E402
+from cobarl.train.metrics_log import METRICS_FILE, read_metrics  # noqa: E402
+from cobarl.train.trainer import AdaptiveGRPOTrainer  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+class KeptRecorder:
+    """Per step: the kept rows' completions as TRL received them, their rewards and the advantages."""
+
+    def __init__(self, trainer: AdaptiveGRPOTrainer):
+        self.steps: list[dict] = []
+        kept_batch, inner = trainer._kept_batch, trainer._generate_in_rounds
+
+        def recording_kept(kept_rows, log, local):
+            inputs, generated, rpf = kept_batch(kept_rows, log, local)
+            self.steps.append({"answers": [x["answer"] for x in inputs], "completions": list(generated[3]),
+                               "rpf": rpf.tolist(), "generated": len(np.concatenate(log.rewards_per_func))})
+            return inputs, generated, rpf
+
+        def recording(inputs):
+            out = inner(inputs)
+            mask = out["completion_mask"].bool()
+            self.steps[-1]["trained_ids"] = [ids[m].tolist() for ids, m in zip(out["completion_ids"], mask)]
+            self.steps[-1]["advantages"] = out["advantages"].tolist()
+            self.steps[-1]["batch_ids"] = list(trainer._batch_ids)
+            return out
+
+        trainer._kept_batch, trainer._generate_in_rounds = recording_kept, recording
+
+
+@pytest.mark.parametrize("strategy", ["reinforce-ada", "reinforce-ada-pos", "dapo", "pods"])
+def test_trained_rows_are_the_kept_rows_with_their_rewards(tmp_path, strategy):
+    extra = {"round_size": 4, "max_rounds": 3} if strategy.startswith("reinforce") else {}
+    config = small_config(tmp_path, allocator=strategy, train_size=16, **extra)
+    trainer, _ = make_trainer(tmp_path, config)
+    rec = KeptRecorder(trainer)
+    trainer.train()
+    tok = trainer.processing_class
+    rows = read_metrics(Path(config.output_dir) / METRICS_FILE)
+    assert len(rec.steps) == len(rows) == config.max_steps
+    for step, row in zip(rec.steps, rows):
+        assert len(step["completions"]) == config.rollouts_per_step == row["rollout/trained"]
+        # The rewards TRL trains with are the verifier's scores of the completions it trains on.
+        rescored = [toy_verifier(c, a) for c, a in zip(step["completions"], step["answers"])]
+        assert [r[0] for r in step["rpf"]] == rescored
+        decoded = tok.batch_decode(step["trained_ids"], skip_special_tokens=True)
+        assert decoded == step["completions"]
+        assert row["rollout/count"] == step["generated"] >= config.rollouts_per_step
+        assert row["rollout/completion_tokens"] > 0
+        if strategy.startswith("reinforce"):  # pool baseline: A = r - (pool pass rate), never divided by a std
+            adv, r = np.asarray(step["advantages"]), np.asarray(rescored)
+            for pid in set(step["batch_ids"]):
+                idx = [i for i, p in enumerate(step["batch_ids"]) if p == pid]
+                assert np.ptp(r[idx] - adv[idx]) < 1e-6  # one baseline per prompt
+                assert 0 <= (r[idx] - adv[idx])[0] <= 1
+        if strategy == "dapo":
+            assert row["rollout/prompts"] >= config.prompts_per_step * 3 and row["rollout/effective_ratio"] == 1.0
+        if strategy == "pods":
+            assert row["rollout/count"] == 4 * config.rollouts_per_step and row["rollout/rounds"] == 1
+
+
+def test_dapo_resume_draws_the_same_prompts(tmp_path):
+    """The prompt stream is policy state: a run resumed from a checkpoint draws what the full run drew."""
+    config = small_config(tmp_path, allocator="dapo", train_size=16, max_steps=3, save_steps=1, save_total_limit=10,
+                          output_dir=str(tmp_path / "a"))
+    full, _ = make_trainer(tmp_path / "a", config)
+    full_rec = KeptRecorder(full)
+    full.train()
+    state = json.loads((tmp_path / "a" / "checkpoint-2" / STATE_FILE).read_text())["allocator"]
+    assert state["stream"]["position"] > 0 or state["stream"]["epoch"] > 0
+    resumed, _ = make_trainer(tmp_path / "b", config.replace(output_dir=str(tmp_path / "b")))
+    res_rec = KeptRecorder(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+    assert res_rec.steps[0]["batch_ids"] == full_rec.steps[2]["batch_ids"]
+    assert res_rec.steps[0]["completions"] == full_rec.steps[2]["completions"]
+
+
+def test_dapo_stops_with_the_public_message_when_nothing_varies(tmp_path):
+    config = small_config(tmp_path, allocator="dapo", train_size=16, max_gen_batches=2)
+    trainer, _ = make_trainer(tmp_path, config, verifier=lambda completion, answer: 1.0)
+    with pytest.raises(RuntimeError, match="max_gen_batches"):
+        trainer.train()
+
+
+def test_reinforce_ada_refuses_non_binary_rewards_with_the_public_baseline(tmp_path):
+    config = small_config(tmp_path, allocator="reinforce-ada", round_size=4)
+    trainer, _ = make_trainer(tmp_path, config, verifier=lambda completion, answer: 0.5 * (len(completion) % 3))
+    with pytest.raises(ValueError, match="pool_baseline='mean'"):
+        trainer.train()
