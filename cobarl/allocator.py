@@ -125,7 +125,7 @@ _STATS_OPTIONS = {
 
 # The options of one policy (None = its paper default), refused for every other policy.
 POLICY_OPTIONS = {
-    "reinforce-ada": {"round_size": 8, "max_rounds": 4, "positive_threshold": 0.7, "pool_baseline": "counts",
+    "reinforce-ada": {"round_size": None, "max_rounds": 4, "positive_threshold": 0.7, "pool_baseline": "counts",
                       "scale_by_std": False},
     "dapo": {"gen_batch_factor": 3, "max_gen_batches": 10},
     "gvm": {"gvm_alpha": 1e-3, "gvm_beta": 2.0},
@@ -174,7 +174,9 @@ class AllocatorConfig:
     fixed_alpha: float = option(10.5, "alpha for fixed-beta (paper's Table 3: 10.5 or 1.5).", gt=0)
     fixed_beta: float = option(1.5, "beta for fixed-beta (paper's Table 3: 1.5 or 10.5).", gt=0)
     # Reinforce-Ada (RLHFlow/Reinforce-Ada verl fork, run_reinforce_ada.sh settings).
-    round_size: int | None = option(None, "Reinforce-Ada: rollouts per active prompt per round (M; public: 8).", ge=1)
+    round_size: int | None = option(
+        None, "Reinforce-Ada: rollouts per active prompt per round (M; default: 2 x the rollouts trained per prompt, "
+        "the public script's 8 for 4).", ge=1)
     max_rounds: int | None = option(None, "Reinforce-Ada: most rounds per step (N; public: 4).", ge=1)
     positive_threshold: float | None = option(
         None, "Reinforce-Ada: a rollout is positive when its reward is above this (public: 0.7).")

@@ -73,17 +73,13 @@ class StrategySpec:
     budget_multiplier: float = 1.0
 
     def fitted(self, per_prompt: float) -> StrategySpec:
-        """This arm with the settings that follow its per-prompt budget filled in, unless the spec sets
-        them: Reinforce-Ada's ``round_size`` is twice the per-prompt budget (the public script's 8
-        generated per round for 4 trained), since it must be at least the rollouts a prompt trains on."""
+        """This arm, checked against its per-prompt budget: a policy that trains n per prompt needs a whole n."""
         kind = STRATEGIES[self.strategy].policy if isinstance(self.strategy, str) else "allocator"
         if kind == "allocator":
             return self
         if per_prompt != int(per_prompt):
             raise ValueError(f"{self.label}: trains n = rollouts per prompt on every prompt, a whole number; got "
                              f"{per_prompt:g}; change --rollouts-per-prompt or the budget multipliers")
-        if kind == "reinforce-ada" and "round_size" not in self.overrides:
-            return replace(self, overrides={**self.overrides, "round_size": 2 * int(per_prompt)})
         return self
 
     def allocator_config(self, total_steps: int) -> AllocatorConfig:

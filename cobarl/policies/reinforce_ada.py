@@ -78,8 +78,8 @@ def pool_baseline(rewards: np.ndarray, positive: np.ndarray, mode: str) -> tuple
 
 
 class ReinforceAdaPolicy(RolloutPolicy):
-    """Rounds of ``round_size`` rollouts per active prompt, at most ``max_rounds``; n trained per prompt
-    (``total_budget / prompts``). Rollouts generated per step vary between prompts x round_size and
+    """Rounds of ``round_size`` rollouts per active prompt (default 2n), at most ``max_rounds``; n trained
+    per prompt (``total_budget / prompts``). Rollouts generated per step vary between prompts x round_size and
     prompts x round_size x max_rounds."""
 
     def __init__(self, config) -> None:
@@ -88,17 +88,19 @@ class ReinforceAdaPolicy(RolloutPolicy):
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         c = self.config
-        if total_budget % len(prompt_ids) or not 1 <= total_budget // len(prompt_ids) <= c.round_size:
+        n = total_budget // len(prompt_ids)
+        self.round_size = c.round_size or 2 * n
+        if total_budget % len(prompt_ids) or not 1 <= n <= self.round_size:
             raise ValueError(f"{c.strategy_name} trains n = total_budget / prompts rollouts per prompt; got total_budget "
                              f"{total_budget} for {len(prompt_ids)} prompts (n must be a whole number <= round_size "
-                             f"{c.round_size})")
-        self.n = total_budget // len(prompt_ids)
+                             f"{self.round_size})")
+        self.n = n
         self.order = list(prompt_ids)
         self.rows: dict = {pid: [] for pid in prompt_ids}  # step row indices of each prompt's pool
         self.values: dict = {pid: [] for pid in prompt_ids}
         self.finished: set = set()
         self.round, self.seen_rows = 0, 0
-        return {pid: c.round_size for pid in prompt_ids}
+        return {pid: self.round_size for pid in prompt_ids}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
         c = self.config
@@ -117,7 +119,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
                 self.finished.add(pid)
         if self.round >= c.max_rounds:
             return {}
-        return {pid: c.round_size for pid in self.order if pid not in self.finished}
+        return {pid: self.round_size for pid in self.order if pid not in self.finished}
 
     def finish(self) -> Kept:
         c = self.config
