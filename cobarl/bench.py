@@ -88,17 +88,33 @@ def _settings(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cobarl bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True, metavar="allocate")
+    sub = parser.add_subparsers(dest="what", required=True, metavar="allocate|rounds")
     alloc = sub.add_parser("allocate", help="allocation solvers: threshold (default) vs heap vs DP")
     alloc.add_argument("--settings", type=_settings, default="paper,internet", help="comma list of: " + ", ".join(SETTINGS))
     alloc.add_argument("--repeats", type=integer(1), default=21, help="runs per timing of the default solver (median)")
     alloc.add_argument("--seed", type=integer(0), default=0)
     alloc.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    rounds = sub.add_parser("rounds", help="the same rollouts in one generation call, in rounds, and prompt by prompt")
+    rounds.add_argument("--prompts", type=integer(1), default=16)
+    rounds.add_argument("--rollouts", type=integer(1), default=32, help="rollouts per prompt in all")
+    rounds.add_argument("--rounds", type=integer(1), default=4)
+    rounds.add_argument("--repeats", type=integer(1), default=7)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.what == "rounds":
+        from cobarl.bench_rounds import bench_rounds
+
+        if args.rollouts % args.rounds:
+            raise SystemExit(f"cobarl bench rounds: --rollouts ({args.rollouts}) must be a multiple of --rounds ({args.rounds})")
+        out = bench_rounds(args.prompts, args.rollouts, args.rounds, args.repeats)
+        print(f"# {platform.processor() or platform.machine()}, 1 torch thread; {out['prompts']} prompts x "
+              f"{out['rollouts_per_prompt']} rollouts, {out['rounds']} rounds, median of {out['repeats']}")
+        for name, seconds in out["median_s"].items():
+            print(f"{name:11} {seconds:8.3f} s   {out['ratio_to_one_call'][name]:5.2f} x one call")
+        return 0
     rows = bench_allocate(args.settings, args.repeats, args.seed)
     if args.json:
         print(json.dumps(rows, indent=2))
