@@ -17,6 +17,7 @@ be overridden explicitly in :class:`AllocatorConfig`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -71,6 +72,11 @@ def _coba(schedule: str, method: str, summary: str, tau: float | str = 8.0) -> S
     return Strategy(schedule, method, "coba", "appearances", "==1", tau, summary)
 
 
+def _policy(policy: str, summary: str, variant: str = "") -> Strategy:
+    """A policy that is not a budget allocator: the allocator fields are unused placeholders."""
+    return dataclasses.replace(_coba("exploit-to-explore", "uniform", summary), policy=policy, variant=variant)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "uniform": _coba("exploit-to-explore", "uniform", "plain GRPO: the same budget for every prompt"),
     "coba": _coba("exploit-to-explore", "threshold", "CoBA-RL Algorithm 1, solved exactly (threshold solver)"),
@@ -93,26 +99,14 @@ STRATEGIES: dict[str, Strategy] = {
         "exploit-to-explore", "gvm", "gvm", "appearances", "==1", 8.0,
         "GVM budgets n ~ 1/sqrt(p + alpha/p^(beta-1)) (p-only mode) on top of min_budget each",
     ),
-    "reinforce-ada": Strategy(
-        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
-        "Reinforce-Ada balanced: rounds until >= n/2 correct and wrong, keep n, pool-mean baseline",
-        policy="reinforce-ada", variant="balanced",
-    ),
-    "reinforce-ada-pos": Strategy(
-        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
-        "Reinforce-Ada positive-focused: rounds until one correct, keep n, pool-mean baseline",
-        policy="reinforce-ada", variant="positive_focused",
-    ),
-    "dapo": Strategy(
-        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
-        "DAPO dynamic sampling: drop groups whose rewards are all equal, refill from new prompts",
-        policy="dapo",
-    ),
-    "pods": Strategy(
-        "exploit-to-explore", "uniform", "coba", "appearances", "==1", 8.0,
-        "PODS: generate generate_size per prompt, train on the max-variance subset of n",
-        policy="pods",
-    ),
+    "reinforce-ada": _policy(
+        "reinforce-ada", "Reinforce-Ada balanced: rounds until >= n/2 correct and wrong, keep n, pool-mean baseline",
+        "balanced"),
+    "reinforce-ada-pos": _policy(
+        "reinforce-ada", "Reinforce-Ada positive-focused: rounds until one correct, keep n, pool-mean baseline",
+        "positive_focused"),
+    "dapo": _policy("dapo", "DAPO dynamic sampling: drop groups whose rewards are all equal, refill from new prompts"),
+    "pods": _policy("pods", "PODS: generate generate_size per prompt, train on the max-variance subset of n"),
 }
 
 # Options that only apply to one kind of statistics: left unset (None) for the other kind, so a

@@ -132,7 +132,8 @@ def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
     from_compare = make_config(real_run_options(opts.strategies[0], 3, opts))
     from_cli = config_from_args(["--kappa", "7", "--window", "2", "--seed", "3", "--max-steps", "5",
                                  "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--no-progress",
-                                 "--transitions", "--eval-every", "1"])  # what every real compare run adds
+                                 "--transitions", "--eval-every", "1",
+                                 "--max-generated", "160"])  # what every real compare run adds (5 x 8 x 4 generated)
     assert from_compare == from_cli
 
     import cobarl.experiments.real as real

@@ -108,3 +108,25 @@ def test_reinforce_ada_refuses_non_binary_rewards_with_the_public_baseline(tmp_p
     trainer, _ = make_trainer(tmp_path, config, verifier=lambda completion, answer: 0.5 * (len(completion) % 3))
     with pytest.raises(ValueError, match="pool_baseline='mean'"):
         trainer.train()
+
+
+def test_max_generated_stops_the_run_and_sets_the_learning_rate(tmp_path):
+    """With --max-generated, a policy that generates more per step stops after fewer steps, its learning rate
+    decays in generated rollouts, and a plain allocator gets the usual linear schedule over its steps."""
+    config = small_config(tmp_path, allocator="pods", max_steps=10, max_generated=150, save_steps=10,
+                          output_dir=str(tmp_path / "pods"))
+    trainer, _ = make_trainer(tmp_path / "pods", config)
+    trainer.train()
+    rows = read_metrics(Path(config.output_dir) / METRICS_FILE)
+    assert len(rows) == 3 and [r["rollout/count"] for r in rows] == [64.0] * 3  # 64, 128, 192 >= 150
+    assert rows[1]["learning_rate"] == pytest.approx(config.learning_rate * (1 - 64 / 150))
+    ckpt = Path(config.output_dir) / "checkpoint-3"
+    assert json.loads((ckpt / STATE_FILE).read_text())["generated"] == 192  # the stop saved a checkpoint
+    from cobarl.train.checkpoints import run_finished
+
+    assert run_finished(ckpt, 10, 150) and not run_finished(ckpt, 10, 200)
+    plain = small_config(tmp_path, allocator="uniform", max_steps=4, max_generated=64, output_dir=str(tmp_path / "u"))
+    trainer, _ = make_trainer(tmp_path / "u", plain)
+    trainer.train()
+    rows = read_metrics(Path(plain.output_dir) / METRICS_FILE)
+    assert [r["learning_rate"] for r in rows] == pytest.approx([plain.learning_rate * (4 - k) / 4 for k in range(4)])

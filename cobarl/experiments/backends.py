@@ -18,7 +18,8 @@ from cobarl.experiments.specs import StrategySpec
 
 def simulated_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
     rows, summary = simulate(
-        spec.allocator_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier
+        spec.allocator_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier,
+        max_generated=options.max_generated(spec),
     )
     return RunResult(spec.label, seed, rows, summary)
 
@@ -37,6 +38,7 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
         **spec.overrides,
         "seed": seed,
         "max_steps": options.steps,
+        **({"max_generated": options.max_generated(spec)} if options.max_generated(spec) is not None else {}),
         "prompts_per_step": options.prompts_per_step,
         "rollouts_per_prompt": options.rollouts_per_prompt * options.budget_multiplier * spec.budget_multiplier,
         "progress": False,

@@ -28,7 +28,7 @@ from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_
 from cobarl.experiments.compare import CompareInterrupted, run_compare
 from cobarl.experiments.grid import expand_grid, parse_grid
 from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
-from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.runs import BUDGETS, CompareOptions, RunResult
 from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
@@ -92,6 +92,11 @@ def _add_run_options(p: argparse.ArgumentParser, shape) -> None:
     p.add_argument("--seeds", type=integer(1), default=5, help="Number of seeds, 0..N-1 (ignored with --seed-list).")
     p.add_argument("--seed-list", type=str, default=None, help="Explicit comma-separated seeds, e.g. 3,7,11.")
     p.add_argument("--steps", type=integer(1), default=shape.steps, help="Training steps per run.")
+    p.add_argument("--budget", choices=BUDGETS, default="generated",
+                   help="What every run gets the same of: 'generated' rollouts (default: a run ends once it generated "
+                   "what --steps steps of its budget generate without rounds, so policies that generate more than "
+                   "they train on take fewer steps, and real runs decay the learning rate in generated rollouts) or "
+                   "'steps' (every run trains --steps steps, whatever it generates).")
     p.add_argument("--prompts-per-step", type=integer(1), default=shape.prompts_per_step, help="M, prompts per step.")
     p.add_argument("--rollouts-per-prompt", type=number(0, above=True), default=shape.rollouts_per_prompt,
                    help="G, rollouts per prompt on average (sets the budget).")
@@ -208,6 +213,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         sim=sim,
         workers=args.workers,
         target_accuracy=args.target_accuracy,
+        budget=args.budget,
         baseline=args.baseline or (grid.base if grid else None),
         # Only a sweep reads validation accuracy; other real runs skip its evaluation.
         real_options={**({"validation_size": args.validation_prompts} if grid and args.backend == "real" else {}),

@@ -163,6 +163,8 @@ def _setting_md(s: dict[str, Any]) -> list[str]:
         f"{s['rollouts_per_prompt']:g} rollouts per prompt on average x budget multiplier {s['budget_multiplier']:g} "
         f"= {s['budget_per_step']:g} rollouts per step (before per-strategy `@` multipliers).",
         "",
+        _budget_line(s),
+        "",
         "Strategies:",
         "",
     ]
@@ -307,3 +309,11 @@ def _check_md(check: dict[str, Any]) -> list[str]:
             f"{_pm(sim['effective_ratio_gap_relative_percent'], 1, 1)} | {_pm(real['effective_ratio_gap_relative_percent'], 1, 1)} |"
         )
     return lines
+
+
+def _budget_line(s: dict) -> str:
+    if s.get("budget") == "generated":
+        return ("Budget: **equal generated rollouts**. Every run ends once it generated what the steps above generate "
+                "without rounds, so a policy that generates more than it trains on takes fewer steps (real runs decay "
+                "the learning rate in generated rollouts, `cobarl train --max-generated`).")
+    return "Budget: **equal steps**. Every run trains the steps above, whatever it generates."

@@ -141,6 +141,7 @@ def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: st
         "backend": options.backend,
         "seeds": list(options.seeds),
         "steps": options.steps,
+        "budget": options.budget,
         "prompts_per_step": options.prompts_per_step,
         "rollouts_per_prompt": options.rollouts_per_prompt,
         "budget_multiplier": options.budget_multiplier,

@@ -11,6 +11,7 @@ from cobarl.experiments.simulator import SimConfig, SimOptions
 from cobarl.experiments.specs import StrategySpec
 
 BACKEND_NAMES = ("simulated", "real")
+BUDGETS = ("generated", "steps")
 """The back-ends (`cobarl.experiments.backends.BACKENDS`)."""
 
 
@@ -33,6 +34,10 @@ class CompareOptions:
             baseline's final accuracy on that seed).
         baseline: label of the arm the gaps are measured against (default: ``uniform`` if run).
         real_options: extra keys passed to ``run_training`` (real backend only).
+        budget: ``"generated"`` (default): every run ends once it generated the rollouts that ``steps``
+            steps of its budget generate without rounds (so policies that generate more than they
+            train on take fewer steps; real runs decay the learning rate in generated rollouts);
+            ``"steps"``: every run trains ``steps`` steps, whatever it generates.
         grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
     """
 
@@ -49,8 +54,11 @@ class CompareOptions:
     baseline: str | None = None
     real_options: dict[str, Any] = field(default_factory=dict)
     grid: Grid | None = None
+    budget: str = "generated"
 
     def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; valid: {', '.join(BUDGETS)}")
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKEND_NAMES)}")
         if self.steps < 1 or self.prompts_per_step < 1 or not self.seeds:
@@ -81,6 +89,12 @@ class CompareOptions:
     def baseline_label(self) -> str:
         labels = [s.label for s in self.strategies]
         return self.baseline or ("uniform" if "uniform" in labels else labels[0])
+
+    def max_generated(self, spec: StrategySpec) -> int | None:
+        """One run's budget of generated rollouts (None: ``budget="steps"``)."""
+        if self.budget == "steps":
+            return None
+        return self.steps * round(self.prompts_per_step * self.per_prompt(spec))
 
     def sim_options(self) -> SimOptions:
         return SimOptions(

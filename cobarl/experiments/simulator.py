@@ -324,8 +324,10 @@ def simulate(
     budget_multiplier: float = 1.0,
     callback: Callable[[int], None] | None = None,
     allocator: Allocator | None = None,
+    max_generated: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train the simulated policy for ``options.steps`` steps with one allocator.
+    """Train the simulated policy for ``options.steps`` steps with one allocator (or until it generated
+    ``max_generated`` rollouts, when that comes first).
 
     Returns ``(rows, summary)``: one metrics dict per step (names from :mod:`cobarl.metrics`), and
     the final summary (initial and final metrics, difficulty transitions ``[5, 5]`` counts, budget
@@ -339,6 +341,8 @@ def simulate(
         rows.append(run.step(step))
         if callback is not None:
             callback(step)
+        if max_generated is not None and run.rollouts >= max_generated:
+            break
     return rows, run.summary(rows)
 
 

@@ -44,7 +44,7 @@ GAP_METRICS = (
 GAP_METRICS_V2 = ("heldout_accuracy_at_equal_generated",)
 _HEADER = ("command", "backend", "seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier",
            "budget_per_step", "simulator", "accuracy_metric", "baseline", "target_accuracy")
-_HEADER_V2 = ("equal_generated_rollouts",)
+_HEADER_V2 = ("equal_generated_rollouts", "budget")
 _ARM_FIELDS = ("description", "allocator", "overrides", "budget_multiplier", "allocator_config", "seeds")
 
 

@@ -40,6 +40,17 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(Path(checkpoint).name.split("-")[1])
 
 
+def run_finished(checkpoint: Path | None, max_steps: int, max_generated: int | None) -> bool:
+    """Whether a checkpoint ends its run: it reached ``max_steps``, or ``max_generated`` rollouts were generated."""
+    if checkpoint is None:
+        return False
+    if checkpoint_step(checkpoint) >= max_steps:
+        return True
+    from cobarl.io import load_state
+
+    return max_generated is not None and load_state(checkpoint).get("generated", 0) >= max_generated
+
+
 def _json_problem(path: Path) -> str | None:
     try:
         json.loads(path.read_text())

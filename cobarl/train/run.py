@@ -35,7 +35,7 @@ from cobarl.models.load import load_policy, resolve_model_path
 from cobarl.rewards import load_reward
 from cobarl.stats import transition_counts
 from cobarl.train.build import build_trainer, check_extras, pick_device, set_threads
-from cobarl.train.checkpoints import checkpoint_step
+from cobarl.train.checkpoints import checkpoint_step, run_finished
 from cobarl.train.config import TrainConfig, batch_layout, dump_yaml
 from cobarl.train.data import load_splits
 from cobarl.train.evaluate import RunEvaluator, train_buckets
@@ -97,7 +97,7 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
 def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, device, world, is_main, say, allocator,
             started) -> RunSummary | None:
     """`run` once its folder is locked and judged: model -> accuracy before -> train -> accuracy after -> summary."""
-    finishing = checkpoint is not None and checkpoint_step(checkpoint) >= config.max_steps
+    finishing = run_finished(checkpoint, config.max_steps, config.max_generated)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(config.replace(output_dir=str(run_dir), resume=False, fresh=False), run_dir / CONFIG_FILE)
@@ -108,7 +108,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
     if is_main:
         before, buckets_before = _before_rl(config, run_dir, model, tokenizer, train_ds, verifier, evaluate, say)
     if finishing:  # interrupted during its final evaluation: evaluate and summarise only
-        say(f"cobarl train: {checkpoint.name} reached --max-steps {config.max_steps}; finishing the run "
+        say(f"cobarl train: {checkpoint.name} reached --max-steps or --max-generated; finishing the run "
             "(final evaluation and summary) without training")
         if not is_main:
             return None

@@ -54,9 +54,11 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from cobarl import metrics as M
+from cobarl.advantages import group_advantages
 from cobarl.io import check_state_format, load_state, save_state, write_atomic
 from cobarl.train.checkpoints import cpu_map_location
 from cobarl.train.grouping import scalar_rewards, trl_advantages
+from cobarl.train.budget import GeneratedBudgetMixin, StopAtGenerated
 from cobarl.train.rounds import RoundsMixin
 from cobarl.train.sampler import PromptBatchSampler
 
@@ -110,6 +112,10 @@ class AdaptiveGRPOConfig(GRPOConfig):
     )
     allocator_options: dict | None = field(
         default=None, metadata={"help": "AllocatorConfig fields (kappa, tau, min_budget, ...) when allocator is a name or callable."}
+    )
+    max_generated: int | None = field(
+        default=None, metadata={"help": "Stop once this many rollouts were generated; the learning rate then decays "
+                                "linearly in generated rollouts instead of steps (max_steps stays a cap)."},
     )
     reward_failure_limit: float = field(
         default=0.9, metadata={"help": "Abort when this share of a step's reward calls fail; 1 disables the check."}
@@ -171,7 +177,7 @@ class AdaptiveGRPOConfig(GRPOConfig):
         return cfg
 
 
-class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
+class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
     """GRPO with a per-prompt rollout budget chosen every step by a `cobarl` allocator.
 
     Args:
@@ -230,6 +236,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
             self.policy.stream = PromptStream(ids, seed=args.seed)
         self._row_index = {pid: i for i, pid in enumerate(ids)}
         self._pending = None  # (the `_generate` tuple, gathered rewards) of the kept rows of a step in rounds
+        self._generated_total = 0  # rollouts generated so far in the run (all processes)
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self._step_t0: float | None = None
         self._overhead_s = 0.0
@@ -243,6 +250,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if not self.policy.single_pass:
             self._check_rounds_supported()
+        self.add_callback(StopAtGenerated(self))
 
     # 1. sampler ------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler:
@@ -321,7 +329,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
         # Unscorable rollouts (every reward function returned None) say nothing about the prompt.
         scored = ~np.isnan(rewards)
         ids = [pid for pid, ok in zip(self._batch_ids, scored) if ok]
-        adv = self._group_stats(rewards[scored], ids)
+        adv = group_advantages(rewards[scored], ids, scale="none") if ids else None
         observed = (self.allocator.observe(ids, rewards[scored]) or {}) if ids else self.allocator.metrics()
         overhead += time.perf_counter() - t1
         self._overhead_s += overhead
@@ -350,11 +358,6 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
             return super()._generate(prompts)
         finally:
             self.num_generations = saved
-
-    def _group_stats(self, rewards: np.ndarray, ids: list):
-        from cobarl.advantages import group_advantages
-
-        return group_advantages(rewards, ids, scale="none") if ids else None
 
     def _check_reward_failures(self, rewards_per_func: np.ndarray) -> None:
         """Count this step's failed reward calls (guard failures + None/NaN returns); abort when nearly all failed."""
@@ -399,6 +402,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
         if m.get("frac_reward_zero_std") and adv is not None:
             m["frac_reward_zero_std"][-1] = adv.num_degenerate_groups / max(adv.num_groups, 1)
         self._rollouts_since_log += int(values[M.ROLLOUT_COUNT])
+        self._generated_total += int(values[M.ROLLOUT_COUNT])
 
     # 4. timing and periodic eval --------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch):
@@ -441,6 +445,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
         if self.args.should_save:
             # Written before TRL's files, so a checkpoint with trainer_state.json always has it too.
             state = {"format": STATE_FORMAT, "version": STATE_VERSION, "global_step": self.state.global_step, "micro_step": self._step,
+                     "generated": self._generated_total,
                      "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
                      "allocator": self.policy.state_dict()}
             save_state(ckpt, state)
@@ -460,6 +465,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GRPOTrainer):
             return
         state = load_allocator_state(self.policy, checkpoint)
         self._last_logged_step = self.state.global_step
+        self._generated_total = int(state.get("generated", 0))
         # TRL counts micro-steps from 0 after a resume; generation and buffer slicing depend on it.
         self._step = int(state.get("micro_step", self.state.global_step * self.args.gradient_accumulation_steps))
         if state.get("mid_generation"):
