@@ -107,6 +107,8 @@ STRATEGIES: dict[str, Strategy] = {
         "positive_focused"),
     "dapo": _policy("dapo", "DAPO dynamic sampling: drop groups whose rewards are all equal, refill from new prompts"),
     "pods": _policy("pods", "PODS: generate generate_size per prompt, train on the max-variance subset of n"),
+    "greso": _policy("greso", "GRESO: skip prompts whose recent groups were all correct or all wrong before generating, "
+                     "then DAPO-style dynamic sampling"),
 }
 
 # Options that only apply to one kind of statistics: left unset (None) for the other kind, so a
@@ -124,6 +126,9 @@ POLICY_OPTIONS = {
     "dapo": {"gen_batch_factor": 3, "max_gen_batches": 10},
     "gvm": {"gvm_alpha": 1e-3, "gvm_beta": 2.0},
     "pods": {"generate_size": None},
+    "greso": {"greso_sampling_factor": 1.5, "greso_min_sampling_batch": 64, "greso_max_gen_batches": 10,
+              "greso_p_easy": 0.5, "greso_p_hard": 0.5, "greso_target_zero_variance": 0.25, "greso_min_p": 0.05,
+              "greso_max_p": 0.95},
 }
 _ADAPTIVE = ("adaptive",)
 
@@ -191,6 +196,25 @@ class AllocatorConfig:
     generate_size: int | None = option(
         None, "PODS: rollouts generated per prompt, of which the per-prompt budget is trained (pods_full_size; "
         "default: 4 x the per-prompt budget).", ge=2)
+    # GRESO (Infini-AI-Lab/GRESO, math_qwen_1_5b_dm_greso.sh settings).
+    greso_sampling_factor: float | None = option(
+        None, "GRESO: prompts generated in a step's first round (after skipping), as a multiple of the prompts trained "
+        "per step (public: sampling_batch_size 384 / real_train_batch_size 256 = 1.5).", ge=1)
+    greso_min_sampling_batch: int | None = option(
+        None, "GRESO: fewest prompts in a refill round (public: 64, hard-coded).", ge=1)
+    greso_max_gen_batches: int | None = option(
+        None, "GRESO: most generation rounds per step before it fails (the public code has no cap; default 10, DAPO's; "
+        "0 = no cap).", ge=0)
+    greso_p_easy: float | None = option(
+        None, "GRESO: initial p_easy; a prompt whose last k groups were all correct is skipped with probability "
+        "1 - max(p_easy^k, 0.01) (public: 0.5).", gt=0, le=1)
+    greso_p_hard: float | None = option(
+        None, "GRESO: initial p_hard, the same for groups all wrong (mean reward <= 0.11) (public: 0.5).", gt=0, le=1)
+    greso_target_zero_variance: float | None = option(
+        None, "GRESO: target share of zero-variance groups; p_easy steers the all-correct share to 1/3 of it, p_hard the "
+        "all-wrong share to 2/3 (public: 0.25).", gt=0, le=1)
+    greso_min_p: float | None = option(None, "GRESO: lower bound of p_easy and p_hard (public: 0.05).", ge=0, le=1)
+    greso_max_p: float | None = option(None, "GRESO: upper bound of p_easy and p_hard (public: 0.95).", ge=0, le=1)
     total_steps: int | None = option(
         None, "Planned training steps, needed by linear-decay (cobarl train and cobarl compare derive it from the run).",
         ge=1, derived=True)

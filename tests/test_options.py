@@ -43,6 +43,14 @@ CASES = {
     "gvm_alpha": ("gvm", "0.01", 0.01),
     "gvm_beta": ("gvm", "3", 3.0),
     "generate_size": ("pods", "12", 12),
+    "greso_sampling_factor": ("greso", "2", 2.0),
+    "greso_min_sampling_batch": ("greso", "8", 8),
+    "greso_max_gen_batches": ("greso", "0", 0),
+    "greso_p_easy": ("greso", "0.7", 0.7),
+    "greso_p_hard": ("greso", "0.3", 0.3),
+    "greso_target_zero_variance": ("greso", "0.5", 0.5),
+    "greso_min_p": ("greso", "0.1", 0.1),
+    "greso_max_p": ("greso", "0.9", 0.9),
 }
 
 

@@ -89,7 +89,7 @@ def test_learning_uses_the_kept_rows_only_and_accounting_counts_what_was_generat
     assert summary["budget_by_pass_rate"] is None  # no plan of estimated pass rates to tally
 
 
-@pytest.mark.parametrize("strategy", ["reinforce-ada", "reinforce-ada-pos", "dapo", "pods", "gvm"])
+@pytest.mark.parametrize("strategy", ["reinforce-ada", "reinforce-ada-pos", "dapo", "pods", "gvm", "greso"])
 def test_every_new_strategy_runs_in_the_simulator_with_fair_accounting(strategy):
     rows, summary = simulate(AllocatorConfig(strategy=strategy, total_steps=TINY.steps), 0, TINY)
     again, _ = simulate(AllocatorConfig(strategy=strategy, total_steps=TINY.steps), 0, TINY)

@@ -80,6 +80,29 @@ def test_trained_rows_are_the_kept_rows_with_their_rewards(tmp_path, strategy):
             assert row["rollout/count"] == 4 * config.rollouts_per_step and row["rollout/rounds"] == 1
 
 
+def test_greso_trains_the_kept_rows_and_counts_the_generated_prompts(tmp_path):
+    config = small_config(tmp_path, allocator="greso", train_size=16, max_steps=3, greso_min_sampling_batch=4)
+    trainer, _ = make_trainer(tmp_path, config)
+    rec = KeptRecorder(trainer)
+    generated: list[set] = []
+    inner = trainer._kept_batch
+
+    def recording(kept_rows, log, local):
+        generated.append(set(trainer.policy.last.group_ids))
+        return inner(kept_rows, log, local)
+
+    trainer._kept_batch = recording
+    trainer.train()
+    rows = read_metrics(Path(config.output_dir) / METRICS_FILE)
+    assert len(rec.steps) == len(rows) == 3
+    for step, row, prompts in zip(rec.steps, rows, generated):
+        assert len(step["completions"]) == config.rollouts_per_step == row["rollout/trained"]
+        assert [r[0] for r in step["rpf"]] == [toy_verifier(c, a) for c, a in zip(step["completions"], step["answers"])]
+        assert row["rollout/count"] == step["generated"] >= config.rollouts_per_step
+        assert row["rollout/prompts"] == len(prompts) >= 6  # the prompts generated (skipped ones are not)
+    assert set(trainer.policy.history) == set().union(*generated)
+
+
 def test_dapo_resume_draws_the_same_prompts(tmp_path):
     """The prompt stream is policy state: a run resumed from a checkpoint draws what the full run drew."""
     config = small_config(tmp_path, allocator="dapo", train_size=16, max_steps=3, save_steps=1, save_total_limit=10,

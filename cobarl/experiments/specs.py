@@ -38,6 +38,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
              "data stream; groups with one reward value are dropped until the step's prompts are filled"),
     "pods": ("pods", {}, "PODS (public code): generate 4 x the per-prompt budget per prompt, train on the max-variance "
              "subset of the per-prompt budget"),
+    "greso": ("greso", {}, "GRESO (public code): skip prompts whose recent groups were all correct or all wrong, then "
+              "dynamic sampling from the data stream (first round 1.5 x the step's prompts) until the step is full"),
 }
 # The default comparison: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
 # linear decay, Explore->Exploit.

@@ -11,6 +11,7 @@ from cobarl.allocator import AllocatorConfig
 from cobarl.policies.allocating import AllocatorPolicy
 from cobarl.policies.base import Kept, PromptStream, Request, RolloutPolicy, StepResult, request_rows, run_step
 from cobarl.policies.dapo import DapoPolicy
+from cobarl.policies.greso import GresoPolicy
 from cobarl.policies.pods import PodsPolicy
 from cobarl.policies.reinforce_ada import ReinforceAdaPolicy
 from cobarl.registry import Registry
@@ -20,6 +21,7 @@ POLICIES.register("allocator")(AllocatorPolicy)
 POLICIES.register("reinforce-ada")(ReinforceAdaPolicy)
 POLICIES.register("dapo")(DapoPolicy)
 POLICIES.register("pods")(PodsPolicy)
+POLICIES.register("greso")(GresoPolicy)
 
 
 def make_policy(config: AllocatorConfig | None = None, **overrides) -> RolloutPolicy:
@@ -28,5 +30,5 @@ def make_policy(config: AllocatorConfig | None = None, **overrides) -> RolloutPo
     return POLICIES.get(config.defaults.policy)(config)
 
 
-__all__ = ["POLICIES", "AllocatorPolicy", "DapoPolicy", "Kept", "PodsPolicy", "PromptStream", "ReinforceAdaPolicy",
+__all__ = ["POLICIES", "AllocatorPolicy", "DapoPolicy", "GresoPolicy", "Kept", "PodsPolicy", "PromptStream", "ReinforceAdaPolicy",
            "Request", "RolloutPolicy", "StepResult", "make_policy", "request_rows", "run_step"]

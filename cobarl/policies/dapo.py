@@ -24,6 +24,33 @@ def too_many_batches(num_gen_batches: int, max_gen_batches: int) -> bool:
     return max_gen_batches > 0 and num_gen_batches >= max_gen_batches
 
 
+def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int) -> None:
+    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``)."""
+    if too_many_batches(batches, cap):
+        raise RuntimeError(
+            f"{policy} generated {batches} generation batches ({option}) and kept only {kept} of the {want} prompts a "
+            "step trains on: nearly every group has one reward value. The data are too easy or too hard for this "
+            f"model; raise {option} (0 = no cap) or filter the data")
+
+
+def stream_step(policy: str, prompt_ids: list, total_budget: int, stream) -> tuple[int, int]:
+    """(rollouts per prompt, prompts trained) of a step whose prompts are drawn from ``stream``."""
+    if total_budget % len(prompt_ids):
+        raise ValueError(f"{policy} trains n = total_budget / prompts rollouts per prompt; got total_budget {total_budget} "
+                         f"for {len(prompt_ids)} prompts")
+    if stream is None:
+        raise RuntimeError(f"{policy} draws its prompts from a PromptStream; the trainer must set policy.stream")
+    return total_budget // len(prompt_ids), len(prompt_ids)
+
+
+def round_groups(ids: list, offset: int) -> dict:
+    """``{prompt_id: [step row indices]}`` of one round's rows, which start at step row ``offset``."""
+    groups: dict = {}
+    for j, pid in enumerate(ids):
+        groups.setdefault(pid, []).append(offset + j)
+    return groups
+
+
 class DapoPolicy(RolloutPolicy):
     """Each round is one DAPO generation batch: ``gen_batch_factor x prompts`` new prompts from the
     data stream, n rollouts each (n = total_budget / prompts). Groups with one reward value are
@@ -36,12 +63,7 @@ class DapoPolicy(RolloutPolicy):
     needs_stream = True
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
-        if total_budget % len(prompt_ids):
-            raise ValueError(f"dapo trains n = total_budget / prompts rollouts per prompt; got total_budget {total_budget} "
-                             f"for {len(prompt_ids)} prompts")
-        if self.stream is None:
-            raise RuntimeError("dapo draws its prompts from a PromptStream; the trainer must set policy.stream")
-        self.n, self.want = total_budget // len(prompt_ids), len(prompt_ids)
+        self.n, self.want = stream_step("dapo", prompt_ids, total_budget, self.stream)
         self.kept: list[list[int]] = []
         self.batches, self.seen_rows = 0, 0
         return self._next_batch()
@@ -51,20 +73,13 @@ class DapoPolicy(RolloutPolicy):
         return {pid: self.n for pid in self.stream.take(self.config.gen_batch_factor * self.want)}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
-        groups: dict = {}
-        for j, pid in enumerate(ids):
-            groups.setdefault(pid, []).append(self.seen_rows + j)
-        for rows in groups.values():
+        for rows in round_groups(ids, self.seen_rows).values():
             if keeps_group(np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)):
                 self.kept.append(rows)
         self.seen_rows += len(ids)
         if len(self.kept) >= self.want:
             return {}
-        if too_many_batches(self.batches, self.config.max_gen_batches):
-            raise RuntimeError(
-                f"dapo generated {self.batches} generation batches (max_gen_batches) and kept only {len(self.kept)} of "
-                f"the {self.want} prompts a step trains on: nearly every group has one reward value. The data are too "
-                "easy or too hard for this model; raise max_gen_batches (0 = no cap) or filter the data")
+        refuse_another_batch("dapo", self.batches, self.config.max_gen_batches, "max_gen_batches", len(self.kept), self.want)
         return self._next_batch()
 
     def finish(self) -> Kept:
