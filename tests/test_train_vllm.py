@@ -168,11 +168,11 @@ def vllm_trainer(tmp_path, monkeypatch):
     launch_env = {key: os.environ.get(key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     install_fakes(lambda o, n, v: monkeypatch.setattr(o, n, v, raising=False), lambda: (build_model(build_tokenizer(V3_CHARS), seed=1), build_tokenizer(V3_CHARS)))
 
-    def build(mode: str, max_steps: int = 2):
-        config = small_config(tmp_path, max_steps=max_steps)
+    def build(mode: str, max_steps: int = 2, **policy):
+        config = small_config(tmp_path, max_steps=max_steps, **policy)
         object.__setattr__(config, "use_vllm", True)
         object.__setattr__(config, "vllm_mode", mode)
-        alloc = Allocator(AllocatorConfig(strategy=staircase, min_budget=2, max_budget=8))
+        alloc = None if policy else Allocator(AllocatorConfig(strategy=staircase, min_budget=2, max_budget=8))
         return make_trainer(tmp_path, config, allocator=alloc)
 
     yield build
@@ -203,6 +203,21 @@ def test_vllm_generates_each_prompt_its_planned_count(vllm_trainer, mode):
     # TRL streamed every weight before each generation.
     names = [n for n, _ in trainer.model.named_parameters()]
     assert len(engine.synced) == len(rec.steps) and all(s == names for s in engine.synced)
+
+
+@pytest.mark.parametrize("mode", ["server", "colocate"])
+def test_vllm_generates_each_round_in_one_request(vllm_trainer, mode):
+    """A policy in rounds: one vLLM request per round, n=1 per row, all of it counted as generated."""
+    from cobarl.train.metrics_log import METRICS_FILE, read_metrics
+
+    trainer, _ = vllm_trainer(mode, allocator="reinforce-ada", round_size=4, max_rounds=2)
+    trainer.train()
+    engine = trainer.vllm_generation.vllm_client if mode == "server" else trainer.vllm_generation.llm
+    rows = read_metrics(Path(trainer.args.output_dir) / METRICS_FILE)
+    assert all(req["n"] == 1 for req in engine.requests)
+    assert len(engine.requests) == sum(r["rollout/rounds"] for r in rows)
+    assert sum(len(req["prompts"]) for req in engine.requests) == sum(r["rollout/count"] for r in rows)
+    assert all(r["rollout/trained"] == trainer.args.generation_batch_size for r in rows)
 
 
 def test_vllm_server_mode_is_accepted_by_the_config(tmp_path):
