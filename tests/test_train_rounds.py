@@ -153,3 +153,13 @@ def test_max_generated_stops_the_run_and_sets_the_learning_rate(tmp_path):
     trainer.train()
     rows = read_metrics(Path(plain.output_dir) / METRICS_FILE)
     assert [r["learning_rate"] for r in rows] == pytest.approx([plain.learning_rate * (4 - k) / 4 for k in range(4)])
+
+
+def test_dapo_without_a_cap_refuses_instead_of_looping_forever():
+    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import PromptStream, make_policy, run_step
+
+    policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=0))
+    policy.stream = PromptStream(range(20))
+    with pytest.raises(RuntimeError, match="drew every one of the 20 prompts"):
+        run_step(policy, [0, 1], 8, lambda rows: np.ones(len(rows)))
