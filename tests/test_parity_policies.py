@@ -148,7 +148,7 @@ def test_dapo_keeps_and_refills_as_the_public_code(rec):
     b = rec["train_batch_size"]
     policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=rec["max_num_gen_batches"]))
     assert isinstance(policy, DapoPolicy)
-    policy.stream = PromptStream(["unused"])
+    policy.stream = PromptStream(range(10_000))  # unused: the vector's batches replace it
 
     def next_batch():  # the vector's batch k: prompt "k:j" with its group's size
         k = policy.batches

@@ -24,8 +24,15 @@ def too_many_batches(num_gen_batches: int, max_gen_batches: int) -> bool:
     return max_gen_batches > 0 and num_gen_batches >= max_gen_batches
 
 
-def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int) -> None:
-    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``)."""
+def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int, drawn: int,
+                         data: int) -> None:
+    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``).
+    Without a cap, raise once the step has drawn (``drawn``) more than all ``data`` prompts: the public
+    trainer would loop forever ("endless trials") on data with no mixed group left."""
+    if cap <= 0 and drawn > data:
+        raise RuntimeError(
+            f"{policy} drew {drawn} prompts in this step, more than the {data} of the data, and kept only {kept} of the "
+            f"{want} it trains on: no prompt has mixed rewards any more; set {option} to stop earlier, or filter the data")
     if too_many_batches(batches, cap):
         raise RuntimeError(
             f"{policy} generated {batches} generation batches ({option}) and kept only {kept} of the {want} prompts a "
@@ -65,7 +72,7 @@ class DapoPolicy(RolloutPolicy):
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         self.n, self.want = stream_step("dapo", prompt_ids, total_budget, self.stream)
         self.kept: list[list[int]] = []
-        self.batches, self.seen_rows = 0, 0
+        self.batches, self.seen_rows, self.drawn = 0, 0, 0
         return self._next_batch()
 
     def _next_batch(self) -> Request:
@@ -73,13 +80,16 @@ class DapoPolicy(RolloutPolicy):
         return {pid: self.n for pid in self.stream.take(self.config.gen_batch_factor * self.want)}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
-        for rows in round_groups(ids, self.seen_rows).values():
+        groups = round_groups(ids, self.seen_rows)
+        for rows in groups.values():
             if keeps_group(np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)):
                 self.kept.append(rows)
         self.seen_rows += len(ids)
+        self.drawn += len(groups)
         if len(self.kept) >= self.want:
             return {}
-        refuse_another_batch("dapo", self.batches, self.config.max_gen_batches, "max_gen_batches", len(self.kept), self.want)
+        refuse_another_batch("dapo", self.batches, self.config.max_gen_batches, "max_gen_batches", len(self.kept), self.want,
+                             self.drawn, len(self.stream.ids))
         return self._next_batch()
 
     def finish(self) -> Kept:

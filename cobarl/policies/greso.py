@@ -190,7 +190,7 @@ class GresoPolicy(RolloutPolicy):
         self.default_size = math.ceil(self.config.greso_sampling_factor * self.want)
         self.kept: list[list[int]] = []
         self.rounds: list[tuple[int, float, float]] = []  # (rows, all-correct share, hard share) per round
-        self.batches, self.seen_rows = 0, 0
+        self.batches, self.seen_rows, self.drawn = 0, 0, 0
         rng = np.random.default_rng([self.stream.seed, 13, self.steps])
         self._draw = lambda: float(rng.random(dtype=np.float32))
         return self._next_round(self.default_size)
@@ -210,6 +210,7 @@ class GresoPolicy(RolloutPolicy):
                 chosen[pid] = self.n
             else:
                 self.skipped[decision] += 1
+        self.drawn += drawn
         return chosen
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
@@ -229,7 +230,7 @@ class GresoPolicy(RolloutPolicy):
         if len(self.kept) >= self.want:
             return {}
         refuse_another_batch("greso", self.batches, self.config.greso_max_gen_batches, "greso_max_gen_batches",
-                             len(self.kept), self.want)
+                             len(self.kept), self.want, self.drawn, len(self.stream.ids))
         ratio = float32_ratio(zero, len(groups))
         if ratio >= 1:  # the public estimate divides by zero here; its limit is the default size
             return self._next_round(self.default_size)
