@@ -75,6 +75,25 @@ def _band(runs: Sequence[RunResult], key: str, smooth: int = 1) -> tuple[np.ndar
     return mean, np.nan_to_num(half), np.arange(1, n + 1)
 
 
+def _band_against(runs: Sequence[RunResult], key: str, x_key: str, smooth: int = 1, points: int = 200):
+    """`_band` against ``x_key`` (e.g. cumulative rollouts generated) instead of the step: each seed is
+    interpolated onto one grid up to the smallest final x, so runs that take different numbers of steps
+    for the same x (policies that generate more per step) are averaged at the same x."""
+    curves = []
+    for r in runs:
+        x, y = _series(r, x_key), _smooth(_series(r, key), smooth)
+        ok = np.isfinite(x) & np.isfinite(y)
+        curves.append((x[ok], y[ok]))
+    if any(x.size == 0 for x, _ in curves):
+        return _band(runs, key, smooth)[0], np.zeros(1), np.full(1, np.nan)
+    grid = np.linspace(max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves), points)
+    a = np.stack([np.interp(grid, x, y) for x, y in curves])
+    mean = a.mean(axis=0)
+    half = (stats.t.ppf(0.975, a.shape[0] - 1) * a.std(axis=0, ddof=1) / np.sqrt(a.shape[0]) if a.shape[0] > 2
+            else np.zeros(points))
+    return mean, half, grid
+
+
 def _colors(n: int) -> list:
     import matplotlib
 
@@ -111,9 +130,7 @@ def _band_lines(ax, data: _PlotData, key: str, *, smooth: int = 1, x_key: str | 
     """One line per strategy: the mean of ``key`` over seeds with its 95 % CI band, against the
     step or against the mean of ``x_key`` (e.g. cumulative rollouts generated)."""
     for label, runs in data.by.items():
-        mean, half, x = _band(runs, key, smooth)
-        if x_key is not None:
-            x = _band(runs, x_key)[0]
+        mean, half, x = _band(runs, key, smooth) if x_key is None else _band_against(runs, key, x_key, smooth)
         ok = np.isfinite(mean) & np.isfinite(x)  # real-backend evals are sparse: skip steps without one
         ax.plot(x[ok], mean[ok], color=data.colors[label], label=label, lw=1.3)
         ax.fill_between(x[ok], (mean - half)[ok], (mean + half)[ok], color=data.colors[label], alpha=0.15, lw=0)
