@@ -209,11 +209,3 @@ def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int
     result = StepResult(ids, np.concatenate(rewards) if rewards else np.zeros(0), kept, rounds, plan, len(prompts))
     policy.last = result
     return result
-
-
-def pool_statistics(ids: list, values: np.ndarray) -> dict[Any, tuple[float, float]]:
-    """``{prompt_id: (mean, unbiased std)}`` over every row of each prompt (std 0 for one row)."""
-    out: dict[Any, list[float]] = {}
-    for pid, v in zip(ids, values.tolist()):
-        out.setdefault(pid, []).append(v)
-    return {pid: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for pid, v in out.items()}
