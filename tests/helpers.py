@@ -22,6 +22,11 @@ def parity_reward(completion: str, answer: str) -> float:
     return float(len(completion) % 2 == len(answer) % 2)
 
 
+def constant_reward(completion: str, answer: str) -> float:
+    """Every completion scores 1: no group ever has mixed rewards."""
+    return 1.0
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess under test: offline, one OpenMP thread, the repository and
     ``tests/`` importable (for ``--reward helpers:...`` and workers launched from a test file)."""

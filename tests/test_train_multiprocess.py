@@ -99,6 +99,19 @@ def worker(model_dir: str, out_dir: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result, default=str))
 
 
+def dapo_failing_worker(model_dir: str, out_dir: str) -> None:
+    """dapo on two processes with a reward that never varies: the main process's policy stops the step."""
+    from cobarl.train.config import make_config
+    from cobarl.train.run import run
+
+    config = make_config(dict(
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, allocator="dapo", max_gen_batches=2,
+        prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
+        max_completion_length=4, progress=False, device="cpu", reward="helpers:constant_reward",
+    ))
+    run(config, log=lambda _: None)
+
+
 def rounds_worker(model_dir: str, out_dir: str) -> None:
     """reinforce-ada on two processes: each rank records the rows of every generation call it made."""
     import torch
@@ -210,6 +223,22 @@ def test_two_process_rounds_log_what_every_rank_generated(tmp_path, tiny_model_d
     assert summary["rollouts_trained"] == STEPS * ROLLOUTS
 
 
+def test_two_process_policy_error_stops_every_rank(tmp_path, tiny_model_dir):
+    """A policy error on the main process (DAPO's cap) reaches the other rank, which stops with it instead of
+    waiting for a round that never comes."""
+    import subprocess
+
+    pytest.importorskip("trl")
+    res = subprocess.run(
+        [str(venv_script("torchrun")), "--nproc_per_node", "2", "--master_port", str(free_port()), __file__,
+         str(tiny_model_dir), str(tmp_path), "dapo-fails"],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=tmp_path,
+    )
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "max_gen_batches" in out and "the main process stopped the step" in out, out[-3000:]
+
+
 def readme_command(launcher: str) -> list[str]:
     """The ``.venv/bin/<launcher> ...`` command of the README's "Multi-process training" section,
     continuation lines joined, split as the shell would."""
@@ -254,6 +283,8 @@ def test_readme_accelerate_launch_line_spends_the_global_budget(tmp_path, famili
 if __name__ == "__main__":
     if len(sys.argv) > 3 and sys.argv[3] == "rounds":
         rounds_worker(sys.argv[1], sys.argv[2])
+    elif len(sys.argv) > 3 and sys.argv[3] == "dapo-fails":
+        dapo_failing_worker(sys.argv[1], sys.argv[2])
     elif len(sys.argv) > 3:
         resume_worker(sys.argv[1], sys.argv[2], sys.argv[3])
     else:

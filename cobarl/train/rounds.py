@@ -64,17 +64,25 @@ class RoundsMixin:
         return box[0]
 
     def _rounds_step(self, prompt_ids: list):
-        """Run the policy's step; returns (StepResult on the main process else None, kept global rows, the log)."""
+        """Run the policy's step (its decisions on the main process); returns (StepResult, this rank's log) on every rank."""
         log, total = RoundLog(), self.args.generation_batch_size
         if self.accelerator.is_main_process:
+            generating = [False]
+
             def generate(rows):
                 self._broadcast(("rows", rows))
-                return self._generate_round(rows, log)
+                generating[0] = True
+                out = self._generate_round(rows, log)
+                generating[0] = False
+                return out
 
             try:
                 result = run_step(self.policy, prompt_ids, total, generate)
             except Exception as err:
-                self._broadcast(("error", f"{type(err).__name__}: {err}"))
+                # A policy error (DAPO's cap, a refused reward) stops every rank with its message; an error
+                # inside generation happened on every rank's side of the same collectives, so no broadcast.
+                if not generating[0]:
+                    self._broadcast(("error", f"{type(err).__name__}: {err}"))
                 raise
             self._broadcast(("kept", result))
             return result, log
