@@ -17,7 +17,7 @@ from cobarl import metrics as M
 from cobarl.experiments.grid import SELECTION_METRIC
 from cobarl.experiments.runs import CompareOptions, RunResult
 from cobarl.experiments.specs import format_value
-from cobarl.experiments.report_stats import _series, accuracy_key
+from cobarl.experiments.report_stats import _series, accuracy_key, rollout_curve
 from cobarl.experiments.simulator import PASS_RATE_BINS, PHASES
 from cobarl.io import write_atomic
 from cobarl.stats import BUCKETS
@@ -75,15 +75,11 @@ def _band(runs: Sequence[RunResult], key: str, smooth: int = 1) -> tuple[np.ndar
     return mean, np.nan_to_num(half), np.arange(1, n + 1)
 
 
-def _band_against(runs: Sequence[RunResult], key: str, x_key: str, smooth: int = 1, points: int = 200):
-    """`_band` against ``x_key`` (e.g. cumulative rollouts generated) instead of the step: each seed is
+def _band_against(runs: Sequence[RunResult], key: str, smooth: int = 1, points: int = 200):
+    """`_band` against cumulative rollouts generated instead of the step: each seed is
     interpolated onto one grid up to the smallest final x, so runs that take different numbers of steps
     for the same x (policies that generate more per step) are averaged at the same x."""
-    curves = []
-    for r in runs:
-        x, y = _series(r, x_key), _smooth(_series(r, key), smooth)
-        ok = np.isfinite(x) & np.isfinite(y)
-        curves.append((x[ok], y[ok]))
+    curves = [rollout_curve(r, key, lambda y: _smooth(y, smooth)) for r in runs]
     if any(x.size == 0 for x, _ in curves):
         return _band(runs, key, smooth)[0], np.zeros(1), np.full(1, np.nan)
     grid = np.linspace(max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves), points)
@@ -126,11 +122,11 @@ def _plot_data(runs: Sequence[RunResult], options: CompareOptions) -> _PlotData:
                      accuracy=accuracy_key(runs))
 
 
-def _band_lines(ax, data: _PlotData, key: str, *, smooth: int = 1, x_key: str | None = None) -> None:
+def _band_lines(ax, data: _PlotData, key: str, *, smooth: int = 1, against_rollouts: bool = False) -> None:
     """One line per strategy: the mean of ``key`` over seeds with its 95 % CI band, against the
-    step or against the mean of ``x_key`` (e.g. cumulative rollouts generated)."""
+    step or against cumulative rollouts generated."""
     for label, runs in data.by.items():
-        mean, half, x = _band(runs, key, smooth) if x_key is None else _band_against(runs, key, x_key, smooth)
+        mean, half, x = _band_against(runs, key, smooth) if against_rollouts else _band(runs, key, smooth)
         ok = np.isfinite(mean) & np.isfinite(x)  # real-backend evals are sparse: skip steps without one
         ax.plot(x[ok], mean[ok], color=data.colors[label], label=label, lw=1.3)
         ax.fill_between(x[ok], (mean - half)[ok], (mean + half)[ok], color=data.colors[label], alpha=0.15, lw=0)
@@ -143,7 +139,7 @@ def _accuracy_figure(plt, data: _PlotData):
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], keys):
-        _band_lines(ax, data, key, x_key="rollouts")
+        _band_lines(ax, data, key, against_rollouts=True)
         ax.set_xlabel("rollouts generated (cumulative)")
         ax.set_ylabel(key)
     axes[0][0].legend(fontsize=7)

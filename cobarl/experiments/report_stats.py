@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -94,6 +94,20 @@ def equal_generated_rollouts(runs: Sequence[RunResult]) -> float:
     return min(finals) if finals else math.nan
 
 
+def rollout_curve(run: RunResult, key: str, smooth: Callable[[np.ndarray], np.ndarray] | None = None):
+    """(cumulative generated rollouts, ``key``) at the run's steps where both are known (``smooth``
+    applied to the per-step series first); held-out accuracy starts at (0, the run's initial accuracy)."""
+    acc, roll = _series(run, key), _series(run, "rollouts")
+    if smooth is not None:
+        acc = smooth(acc)
+    ok = np.isfinite(acc) & np.isfinite(roll)
+    x, y = roll[ok], acc[ok]
+    start = _number(run.summary.get(M.SUMMARY_INITIAL_ACCURACY)) if key == M.EVAL_HELDOUT_ACCURACY else math.nan
+    if math.isfinite(start):
+        x, y = np.concatenate([[0.0], x]), np.concatenate([[start], y])
+    return x, y
+
+
 def accuracy_at_rollouts(run: RunResult, key: str, rollouts: float) -> float:
     """``key`` interpolated linearly on the run's curve against cumulative generated rollouts, at
     ``rollouts``; the curve starts at (0, the run's initial accuracy) when it has one. NaN past its end.
@@ -102,12 +116,7 @@ def accuracy_at_rollouts(run: RunResult, key: str, rollouts: float) -> float:
     >>> accuracy_at_rollouts(RunResult("a", 0, rows, {"initial_heldout_accuracy": 0.3}), "acc", 150)
     0.6
     """
-    acc, roll = _series(run, key), _series(run, "rollouts")
-    ok = np.isfinite(acc) & np.isfinite(roll)
-    x, y = roll[ok], acc[ok]
-    start = _number(run.summary.get(M.SUMMARY_INITIAL_ACCURACY))
-    if math.isfinite(start):
-        x, y = np.concatenate([[0.0], x]), np.concatenate([[start], y])
+    x, y = rollout_curve(run, key)
     if not math.isfinite(rollouts) or x.size == 0 or rollouts > x[-1] or rollouts < x[0]:
         return math.nan
     return float(np.interp(rollouts, x, y))
