@@ -25,12 +25,11 @@ import numpy as np
 
 from cobarl import metrics as M
 from cobarl.allocation import Allocation, allocate, budget_metrics
-from cobarl.allocation.gvm import GvmValue
 from cobarl.capability import CapabilityTracker
 from cobarl.io import check_state_format
 from cobarl.options import check_fields, option
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
-from cobarl.value import CobaValue, KnapsackValue
+from cobarl.value import VALUES
 
 STATS_KINDS = ("appearances", "recent-rollouts")
 STATE_FORMAT = "cobarl.allocator"
@@ -333,13 +332,9 @@ class Allocator:
         return self.stats.seen(prompt_ids)
 
     def value(self) -> object:
-        """The value function the next plan will maximise."""
-        if self.config.defaults.value == "knapsack":
-            return KnapsackValue()
-        if self.config.defaults.value == "gvm":
-            return GvmValue(alpha=self.config.gvm_alpha, beta=self.config.gvm_beta)
-        alpha, beta = self.params()
-        return CobaValue(alpha=alpha, beta=beta, tau=self.config.tau)
+        """The value function the next plan will maximise: the strategy's registered value (``VALUES``),
+        built from the resolved config and the capability's (alpha, beta)."""
+        return VALUES.get(self.config.defaults.value).for_allocator(self.config, self.params())
 
     # --- the step loop -----------------------------------------------------------------------------
 

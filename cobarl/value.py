@@ -96,6 +96,11 @@ class CobaValue:
 
     concave = True
 
+    @classmethod
+    def for_allocator(cls, config, params: tuple[float, float]) -> CobaValue:
+        """The value an `Allocator` plans with: its capability's (alpha, beta) and its tau."""
+        return cls(alpha=params[0], beta=params[1], tau=config.tau)
+
     def __post_init__(self) -> None:
         if not (self.alpha > 0 and self.beta > 0):
             raise ValueError(f"alpha and beta must be > 0, got alpha={self.alpha}, beta={self.beta}")
@@ -175,6 +180,11 @@ class KnapsackValue:
     """
 
     concave = True
+
+    @classmethod
+    def for_allocator(cls, config, params: tuple[float, float]) -> KnapsackValue:
+        """No parameters: Knapsack-RL's value ignores the capability."""
+        return cls()
 
     def __call__(self, budgets: np.ndarray, pass_rates: np.ndarray) -> np.ndarray:
         p = np.asarray(pass_rates, dtype=np.float64)

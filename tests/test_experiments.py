@@ -137,9 +137,9 @@ def test_parse_strategy():
     assert (s.strategy, s.overrides) == ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5})
     s = parse_strategy("coba:kappa=7,tau=adaptive@0.5")
     assert (s.strategy, s.overrides, s.budget_multiplier) == ("coba", {"kappa": 7.0, "tau": "adaptive"}, 0.5)
-    assert parse_strategy("coba-reference").overrides == {"tau": "adaptive"}
-    # a report names what an arm changes from its preset's described settings
-    assert parse_strategy("coba:tau=16@0.5").describe().endswith("tau = 8), solved exactly; here tau = 16, at 0.5x budget")
+    assert parse_strategy("coba-reference").overrides == {}  # its strategy default is the public adaptive tau
+    # a report names what an arm changes from the strategy's described settings
+    assert parse_strategy("coba:tau=16@0.5").describe().endswith("(threshold solver); here tau = 16, at 0.5x budget")
     assert "here" not in parse_strategy("coba-reference").describe()
     assert len(parse_strategies(["default"])) == 8
     with pytest.raises(ValueError, match="valid: .*coba"):

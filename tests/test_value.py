@@ -46,7 +46,7 @@ def test_knapsack_value_and_gain():
 
 
 def test_registry_and_adapters():
-    assert VALUES.names() == ["coba", "knapsack"]
+    assert VALUES.names() == ["coba", "gvm", "knapsack"]
     assert isinstance(as_value("knapsack"), cobarl.KnapsackValue)
     assert isinstance(as_value(None, alpha=3, beta=8), cobarl.CobaValue)
     wrapped = as_value(lambda b, p: b * p)

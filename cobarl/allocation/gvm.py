@@ -99,6 +99,11 @@ class GvmValue:
     beta: float = 2.0
     concave = True
 
+    @classmethod
+    def for_allocator(cls, config, params: tuple[float, float]) -> GvmValue:
+        """GVM's own alpha and beta (``gvm_alpha``, ``gvm_beta``), not the capability's."""
+        return cls(alpha=config.gvm_alpha, beta=config.gvm_beta)
+
     def __call__(self, budgets: np.ndarray, pass_rates: np.ndarray) -> np.ndarray:
         c = gvm_weights(pass_rates, alpha=self.alpha, beta=self.beta) ** 2
         n = np.asarray(budgets, dtype=np.float64)

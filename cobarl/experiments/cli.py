@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cobarl.allocator import Allocator
+from cobarl.allocator import STRATEGIES, Allocator
 from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
 from cobarl.experiments.compare import CompareInterrupted, run_compare
@@ -58,7 +58,7 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
         nargs="+",
         default=None,
         help="Comma/space-separated specs NAME[:key=value,...][@MULTIPLIER]; 'default' = the default strategies below, "
-        f"'all' = every preset. Presets: {', '.join(PRESETS)}; also any allocator strategy and fixed-beta-A-B. "
+        f"'all' = every strategy. Strategies: {', '.join(STRATEGIES)}; presets: {', '.join(PRESETS)}, and any fixed-beta-A-B. "
         f"Examples: coba:kappa=7, coba@0.5 (half budget). Default: {', '.join(DEFAULT_STRATEGIES)}; with --grid: coba "
         "(a sweep takes exactly one, its base configuration).",
     )

@@ -11,35 +11,11 @@ from typing import Any
 from cobarl.allocator import STRATEGIES, AllocatorConfig
 from cobarl.options import parse_option
 
-# Preset name -> (allocator strategy, allocator overrides, description for the report).
+# Named settings of a strategy -> (allocator strategy, allocator overrides, description for the report).
+# A plain strategy name needs no preset: its description is its `cobarl.STRATEGIES` summary.
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "uniform": ("uniform", {}, "plain GRPO, every prompt gets the nominal group size"),
-    "knapsack-rl": ("knapsack-rl", {}, "Knapsack-RL, public-code policy (cost caps, fallback to p=0 prompts)"),
-    "coba": ("coba", {}, "CoBA-RL, paper Algorithm 1 (greedy on Eq. 9 over all prompts, tau = 8), solved exactly"),
-    "coba-heap": ("coba-heap", {}, "CoBA-RL, paper Algorithm 1 with the literal max-heap"),
-    "coba-reference": (
-        "coba-reference",
-        {"tau": "adaptive"},
-        "CoBA-RL, public-code path (category split, 60-80 % heap share, (1-p) fallback, adaptive tau)",
-    ),
-    "knapsack": ("knapsack", {}, "Knapsack-RL value solved exactly over all prompts, no fallbacks"),
     "fixed-beta-10.5-1.5": ("fixed-beta", {"fixed_alpha": 10.5, "fixed_beta": 1.5}, "fixed Beta(10.5, 1.5): favours easy prompts"),
     "fixed-beta-1.5-10.5": ("fixed-beta", {"fixed_alpha": 1.5, "fixed_beta": 10.5}, "fixed Beta(1.5, 10.5): favours hard prompts"),
-    "linear-decay": ("linear-decay", {}, "alpha stepped 10 -> 1 in equal stages over training (Table 3)"),
-    "explore-to-exploit": ("explore-to-exploit", {}, "alpha follows the success rate instead of the failure rate (Table 2)"),
-    "gvm": ("gvm", {}, "GVM, public p-only budgets n ~ 1/sqrt(p + alpha/p^(beta-1)) over min_budget each"),
-    # The policies below generate more rollouts than they train on; the per-prompt budget is what trains.
-    "reinforce-ada": ("reinforce-ada", {}, "Reinforce-Ada balanced (public code): rounds of round_size per prompt (default "
-                      "2 x the per-prompt budget, the public 8 for 4) until n/2 correct and n/2 wrong, at most max_rounds; "
-                      "trains n per prompt against the whole pool's pass rate"),
-    "reinforce-ada-pos": ("reinforce-ada-pos", {}, "Reinforce-Ada positive-focused (public code): rounds until one "
-                          "correct, round_size as reinforce-ada; trains n per prompt against the pool's pass rate"),
-    "dapo": ("dapo", {}, "DAPO dynamic sampling (public code): generation batches of 3 x the step's prompts from the "
-             "data stream; groups with one reward value are dropped until the step's prompts are filled"),
-    "pods": ("pods", {}, "PODS (public code): generate 4 x the per-prompt budget per prompt, train on the max-variance "
-             "subset of the per-prompt budget"),
-    "greso": ("greso", {}, "GRESO (public code): skip prompts whose recent groups were all correct or all wrong, then "
-              "dynamic sampling from the data stream (first round 1.5 x the step's prompts) until the step is full"),
 }
 # The default comparison: uniform GRPO, Knapsack-RL, CoBA-RL (Alg. 1 and public code), both fixed Betas,
 # linear decay, Explore->Exploit.
@@ -159,7 +135,8 @@ def option_names() -> list[str]:
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
-    """Comma- or space-separated specs; ``all`` means every preset, ``default`` the default comparison.
+    """Comma- or space-separated specs; ``all`` means every strategy (``fixed-beta`` as its two named
+    presets), ``default`` the default comparison.
 
     A part ``key=value`` after a comma continues the spec before it, so a spec's own option list
     survives: ``coba:kappa=7,tau=adaptive,uniform`` is two specs.
@@ -171,7 +148,7 @@ def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:
             if "=" in part and ":" not in part.partition("=")[0] and names and ":" in names[-1]:
                 names[-1] += f",{part}"
             elif part == "all":
-                names.extend(PRESETS)
+                names.extend([name for name in STRATEGIES if name != "fixed-beta"] + list(PRESETS))
             elif part == "default":
                 names.extend(DEFAULT_STRATEGIES)
             elif part:
