@@ -71,7 +71,7 @@ def test_an_option_reads_the_same_through_every_front_end(tmp_path, name):
     spec = strategy if name == "strategy" else f"{strategy}:{name}={text}"
     got["cobarl compare spec"] = parse_strategy(spec).allocator_config(10)
     for typed, value in (("text", text), ("typed", want)):
-        if STRATEGIES[strategy].policy != "allocator":  # the verl plugin refuses the policy itself
+        if STRATEGIES[strategy].policy != "allocator":  # the verl plugin refuses the policy or its own options
             with pytest.raises(ValueError, match="cannot run"):
                 parse_settings({"strategy": strategy, name: value})
             continue

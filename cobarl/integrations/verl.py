@@ -136,6 +136,11 @@ def check_config(config: Any, settings: PluginSettings) -> None:
             "algorithm.adv_estimator=cobarl_grpo was removed: it skipped verl's final-output-per-session selection; "
             "use algorithm.adv_estimator=grpo (verl groups by uid, so per-prompt budgets need nothing else)"
         )
+    filter_on = bool(_select(config, "algorithm.filter_groups.enable", False))
+    if settings.allocator.defaults.policy == "dapo" and not filter_on:
+        problems.append(
+            "strategy dapo runs verl's own dynamic sampling (uniform budgets, groups with one reward value evicted and "
+            "refilled by verl's replay buffer): set algorithm.filter_groups.enable=true and algorithm.filter_groups.metric=acc")
     try:
         check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.allocator)
     except ValueError as err:

@@ -104,18 +104,28 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
 def check_verl_policy(config: AllocatorConfig) -> None:
     """Refuse, at start-up, a policy the plugin cannot run: it plans budgets before generation inside
     verl's own rollout, so a policy that decides between generation rounds or after generation
-    (Reinforce-Ada, DAPO, PODS) would silently train as something else."""
-    from cobarl.allocator import STRATEGIES
+    (Reinforce-Ada, PODS, GRESO) would silently train as something else. DAPO runs as verl's own
+    dynamic sampling (uniform budgets, ``algorithm.filter_groups``; `cobarl.integrations.verl.check_config`
+    requires it), so cobarl's own DAPO options do not apply there."""
+    from cobarl.allocator import POLICY_OPTIONS, STRATEGIES
 
-    if config.defaults.policy == "allocator":
+    policy = config.defaults.policy
+    if policy == "allocator":
+        return
+    if policy == "dapo":
+        own = [name for name in POLICY_OPTIONS["dapo"] if getattr(config, name) is not None]
+        if own:
+            raise ValueError(
+                f"the cobarl verl plugin cannot run dapo's own generation batches ({', '.join(own)}): in verl, dapo is "
+                "verl's dynamic sampling; set algorithm.filter_groups.* (e.g. max_inflight_gen_batches) instead")
         return
     supported = ", ".join(name for name, s in STRATEGIES.items() if s.policy == "allocator")
-    hint = (" For DAPO dynamic sampling use verl-recipe's DAPO trainer (recipe/dapo, algorithm.filter_groups.enable=True), "
-            "which runs it in verl itself." if config.defaults.policy == "dapo" else "")
+    when = "between generation rounds" if policy == "reinforce-ada" else "before and after generation" if policy == "greso" \
+        else "after generation"
     raise ValueError(
-        f"the cobarl verl plugin cannot run {config.strategy_name!r}: it decides {'between generation rounds' if config.defaults.policy == 'reinforce-ada' else 'after generation'}, "
-        f"and the plugin only sets per-prompt budgets before verl generates (every verl trainer mode). "
-        f"Supported here: {supported}; {config.strategy_name} runs in cobarl train (TRL) and the simulator.{hint}")
+        f"the cobarl verl plugin cannot run {config.strategy_name!r}: it decides {when}, and the plugin only sets "
+        f"per-prompt budgets before verl generates (every verl trainer mode). Supported here: {supported}, and dapo "
+        f"(verl's own dynamic sampling); {config.strategy_name} runs in cobarl train (TRL) and the simulator.")
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------
