@@ -308,13 +308,18 @@ def test_async_mode_one_update_per_step_dapo_refills_and_small_batches(world, tm
     trainer.current_mode = HybridEngineMode.TRAINER
     trainer._add_async_warmup_batches(1)
     state = get_state("default")
+    trained, generated = [], []
     for step in (1, 2):
         _, metrics = run_step(trainer)
         assert state.steps == step  # one statistics update per step despite two sample() calls
         assert "capability/alpha" in metrics and metrics["rollout/count"] >= 32
+        trained.append(metrics["rollout/trained"])
+        generated.append(metrics["rollout/count"])
+        assert metrics["rollout/trained"] <= metrics["rollout/count"]
     sizes = [(k, total) for k, total, _ in spy.batches]
     assert all(total == 4 * k for k, total in sizes), sizes  # every batch, any size: k x rollout.n
     assert any(k < 8 for k, _ in sizes), sizes  # small refills happened (DAPO evictions)
+    assert all(t > 0 for t in trained) and sum(trained) < sum(generated)  # evicted groups: observed, not trained
     # DAPO-filtered groups still count: prompts the stub always solves are known to be solved
     solved = [i for i in range(N_PROMPTS) if pass_rate(i) == 1.0 and state.allocator.seen([i])[0]]
     assert solved and np.all(state.allocator.pass_rates(solved) == 1.0)

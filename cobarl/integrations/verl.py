@@ -241,15 +241,16 @@ class _CobaSamplingMixin:
             self._cobarl_presave(global_steps)
         return batch, metrics
 
-    def _cobarl_record(self, keys, tags, partition_id: str) -> None:
-        """Rewards (final output per session) of finished trajectories -> this step's observations."""
+    def _cobarl_record(self, keys, tags, partition_id: str, trained: bool = True) -> None:
+        """Rewards (final output per session) of finished trajectories -> this step's observations
+        (``trained``: sampled into the batch; False for groups verl drops)."""
         keys = [k for k, tag in zip(keys, tags) if not (tag or {}).get("is_padding", False)]
         if not keys:
             return
         data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores"])
         rewards = [float(score.sum().item()) for score in data["rm_scores"]]
         uids, r = session_rewards(keys, rewards)
-        self.cobarl.add(uids, r)
+        self.cobarl.add(uids, r, trained=trained)
 
     def _clear_groups(self, partition_id: str, uids: set[str]) -> None:
         # Finished groups verl drops (DAPO-filtered, stale, surplus) are outcomes of the plan too: a
@@ -257,7 +258,7 @@ class _CobaSamplingMixin:
         if partition_id == "train" and uids:
             finished = set(uids) & self.finished_keys[partition_id]
             keys = [key for key in self.partitions[partition_id] if key.split("_")[0] in finished]
-            self._cobarl_record(keys, [self.partitions[partition_id][k] for k in keys], partition_id)
+            self._cobarl_record(keys, [self.partitions[partition_id][k] for k in keys], partition_id, trained=False)
             self.cobarl.forget(uids)
         super()._clear_groups(partition_id, uids)
 

@@ -318,7 +318,7 @@ class SharedState:
         self.settings = settings
         self.allocator = Allocator(settings.allocator)
         self.inflight: dict[str, tuple[Any, int]] = {}
-        self.pending: list[tuple[str, Any, int, float]] = []  # (uid, prompt id, budget, reward) per rollout
+        self.pending: list[tuple[str, Any, int, float, bool]] = []  # (uid, prompt id, budget, reward, trained) per rollout
         self.unplanned = 0
         self.steps = 0  # statistics updates so far (= training steps observed)
         self.restored_from: str | None = None
@@ -343,8 +343,9 @@ class SharedState:
             for uid in uids:
                 self.inflight.pop(str(uid), None)
 
-    def add(self, uids: Sequence[str], rewards: Sequence[float]) -> None:
-        """Record finished rollouts (``uids[j]`` = group of rollout j) for this step's update.
+    def add(self, uids: Sequence[str], rewards: Sequence[float], *, trained: bool = True) -> None:
+        """Record finished rollouts (``uids[j]`` = group of rollout j) for this step's update; ``trained``:
+        sampled into the training batch (False: finished but dropped, e.g. a DAPO-filtered group).
 
         Each group is recorded once: its uid is forgotten afterwards, so a group seen again (sampled
         after being recorded as evicted, say) is counted in ``rollout/unplanned`` instead. Rollouts of
@@ -356,7 +357,7 @@ class SharedState:
                 if entry is None:
                     self.unplanned += 1
                 else:
-                    self.pending.append((str(uid), entry[0], entry[1], float(r)))
+                    self.pending.append((str(uid), entry[0], entry[1], float(r), trained))
             self.forget(dict.fromkeys(str(u) for u in uids))
 
     def flush(self) -> dict[str, float]:
@@ -379,6 +380,7 @@ class SharedState:
         out.update(self._last_plan)
         out.update(group_advantages(r, uids).metrics())
         out[M.ROLLOUT_COUNT] = float(r.size)
+        out[M.ROLLOUT_TRAINED] = float(sum(p[4] for p in pending))
         out[M.ROLLOUT_UNPLANNED] = float(unplanned)
         out[M.REWARD_MEAN] = float(r.mean())
         out[M.REWARD_STD] = float(r.std())
@@ -404,7 +406,9 @@ class SharedState:
             self.allocator.load_state_dict(state["allocator"])
             self.steps = int(state.get("steps", 0))
             self.inflight = {str(uid): (pid, int(n)) for uid, pid, n in state.get("inflight", [])}
-            self.pending = [(str(u), pid, int(n), float(r)) for u, pid, n, r in state.get("pending", [])]
+            # (states written before the trained flag existed hold 4 fields: those rows were sampled)
+            self.pending = [(str(p[0]), p[1], int(p[2]), float(p[3]), bool(p[4]) if len(p) > 4 else True)
+                            for p in state.get("pending", [])]
 
 
 _REGISTRY: dict[str, SharedState] = {}
