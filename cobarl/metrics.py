@@ -53,9 +53,10 @@ CAPABILITY_GLOBAL_PASS_RATE = _metric(
 # --- rollouts and rewards of step t -----------------------------------------------------------------
 ROLLOUT_COUNT = _metric("rollout/count", "rollouts generated in step t (all processes)")
 ROLLOUT_EFFECTIVE_RATIO = _metric(
-    "rollout/effective_ratio", "share of step t's rollouts in groups with both outcomes (a non-zero GRPO gradient)"
+    "rollout/effective_ratio", "share of step t's trained rollouts in groups with both outcomes (a non-zero GRPO "
+    "gradient); rollout/trained over rollout/count says what the rest of the generation bought"
 )
-ROLLOUT_MIXED_GROUPS = _metric("rollout/mixed_groups", "share of step t's groups with both outcomes")
+ROLLOUT_MIXED_GROUPS = _metric("rollout/mixed_groups", "share of step t's trained groups with both outcomes")
 ROLLOUT_GROUPS = _metric("rollout/groups", "groups (prompts) rolled out in step t")
 ROLLOUT_DEGENERATE_GROUPS = _metric(
     "rollout/degenerate_groups", "groups of step t with one rollout or all rewards equal (advantage 0)"

@@ -17,7 +17,6 @@ from itertools import groupby
 
 import numpy as np
 
-from cobarl.advantages import baseline_advantages, group_advantages
 
 _ROLLOUT, _EXTRA = 13, 16  # stream tags (13 is the simulator's original rollout stream)
 
@@ -87,11 +86,3 @@ class StepDraws:
             slot[at : at + n] = k
             self.used[pid], at = b, at + n
         return u, slot
-
-
-def kept_advantages(rewards: np.ndarray, ids: list, baselines: dict | None, scale_by_std: bool) -> np.ndarray:
-    """``[K]`` advantages of the rows a step trains on: their own groups' GRPO statistics, or the
-    policy's per-prompt baselines (``cobarl.policies.Kept``)."""
-    if baselines is None:
-        return group_advantages(rewards, ids).advantages
-    return baseline_advantages(rewards, ids, baselines, scale_by_std=scale_by_std)

@@ -65,9 +65,9 @@ from typing import Any
 import numpy as np
 
 from cobarl import metrics as M
-from cobarl.advantages import group_advantages
+from cobarl.advantages import baseline_advantages, group_advantages
 from cobarl.allocator import Allocator, AllocatorConfig
-from cobarl.experiments.sim_rollouts import StepDraws, kept_advantages, rollout_uniforms, sample_rewards
+from cobarl.experiments.sim_rollouts import StepDraws, rollout_uniforms, sample_rewards
 from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy, run_step
 from cobarl.stats import difficulty_buckets, transition_counts
 
@@ -396,29 +396,30 @@ class SimRun:
         extra = [p_other[pid] for pid in draws.prompts[p_batch.size:]]
         return np.concatenate([p_batch, np.asarray(extra, dtype=np.float64)]) if extra else p_batch
 
-    def _learn(self, result, draws: StepDraws, p: np.ndarray, generated) -> None:
-        """One Adam-normalised policy-gradient step on the rows the policy kept, with their advantages
-        (``generated``: the GRPO advantages of every generated row, which is what trains when all do)."""
+    def _learn(self, result, draws: StepDraws, p: np.ndarray):
+        """One Adam-normalised policy-gradient step on the rows the policy kept, with their advantages;
+        returns the GRPO statistics of the kept rows' own groups (None when nothing was kept)."""
         rows = result.kept.rows
         if rows.size == 0:
-            return
+            return None
         every = rows.size == len(result.group_ids) and np.array_equal(rows, np.arange(rows.size))
         rewards = result.rewards if every else result.rewards[rows]
         ids = result.group_ids if every else [result.group_ids[j] for j in rows.tolist()]
         slot = np.fromiter((draws.slots[pid] for pid in ids), dtype=np.int64, count=len(ids))
-        if every and result.kept.baselines is None:
-            adv = generated.advantages
+        trained = group_advantages(rewards, ids)
+        if result.kept.baselines is None:
+            adv = trained.advantages
         else:
-            adv = kept_advantages(rewards, ids, result.kept.baselines, result.kept.scale_by_std)
+            adv = baseline_advantages(rewards, ids, result.kept.baselines, scale_by_std=result.kept.scale_by_std)
         scale = self.adam(gradient_noise(adv))
         self.learner.step(np.asarray(draws.prompts), scale * grpo_signal(adv, rewards, slot, p))
+        return trained
 
     def step(self, step: int) -> dict[str, Any]:
         """Plan, roll out (in the policy's rounds), observe and learn one step; returns its metrics row."""
         batch = self.order[step]
         result, draws, p = self._rollouts(step, batch)
-        generated = group_advantages(result.rewards, result.group_ids)  # what the generated rollouts carried
-        self._learn(result, draws, p, generated)
+        trained = self._learn(result, draws, p)  # the GRPO statistics of the rows that train
         self.rollouts += len(result.group_ids)
         self.trained += int(result.kept.rows.size)
         self.rounds += result.rounds
@@ -434,8 +435,8 @@ class SimRun:
             M.EVAL_VALIDATION_ACCURACY: float(self.learner.validation_pass_rates().mean()),
             M.EVAL_TRAIN_ACCURACY: float(p_train.mean()),
             M.EVAL_TRAIN_SOLVED: float((p_train > 0.5).mean()),
-            M.ROLLOUT_EFFECTIVE_RATIO: generated.effective_ratio,
-            M.ROLLOUT_MIXED_GROUPS: float(generated.mixed.mean()),
+            M.ROLLOUT_EFFECTIVE_RATIO: trained.effective_ratio if trained is not None else 0.0,
+            M.ROLLOUT_MIXED_GROUPS: float(trained.mixed.mean()) if trained is not None else 0.0,
             M.REWARD_MEAN: float(result.rewards.mean()),
             # rollout/count (generated), trained, rounds, prompts; the strategy's own metrics. Wall-clock
             # metrics would make rows differ between identical runs; the summary has the time.
