@@ -36,6 +36,11 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def buffer_file(rank: int) -> str:
+    """A rank's generated batch saved inside a generation (``num_iterations > 1``)."""
+    return f"cobarl_buffer_rank{rank}.pt"
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     return int(Path(checkpoint).name.split("-")[1])
 

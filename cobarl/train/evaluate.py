@@ -32,7 +32,7 @@ def sample_scores(model, tokenizer, dataset, verifier, *, max_new_tokens: int, b
     does not cost a whole evaluation of timeouts.
     """
     from cobarl.models.generate import HFGenerator
-    from cobarl.train.trainer import exceeds_failure_limit
+    from cobarl.train.rewards import exceeds_failure_limit
 
     texts = [p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
              for p in dataset["prompt"]]

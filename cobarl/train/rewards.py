@@ -66,3 +66,8 @@ def probe_verifier(verifier, answers: list, *, tries: int = 3) -> None:
             break
     raise ValueError(f"reward {verifier.name!r} failed when probed with a ground-truth answer as the completion "
                      f"({probe.last_failure}); fix the verifier (or raise --reward-timeout) before training")
+
+
+def exceeds_failure_limit(failed: int, calls: int, limit: float) -> bool:
+    """Whether ``failed`` of ``calls`` reward calls reach ``limit`` (a share; 1 disables the check)."""
+    return limit < 1 and calls > 0 and failed / calls >= limit

@@ -28,6 +28,8 @@ Tested against TRL 1.14.2 and 1.16.0 (pin: >=1.14.2,!=1.15.0,<1.17) (the private
 4. ``log`` adds ``perf/step_s``, ``perf/rollouts_per_s`` and periodic ``eval/*`` accuracy (main
    process only); ``_calculate_rewards`` counts failed reward calls (``reward/failures``) and the
    step aborts when nearly all of them failed (``reward_failure_limit``).
+Other policies (Reinforce-Ada, DAPO, PODS, GRESO) replace hook 2 with :mod:`cobarl.train.rounds`;
+``max_generated`` is :mod:`cobarl.train.budget`.
 
 ``num_generations`` only has to satisfy TRL's divisibility checks (it is set to a divisor of the
 batch); TRL still uses it in ``view(-1, num_generations)`` for ``frac_reward_zero_std`` (which we
@@ -56,8 +58,9 @@ from trl import GRPOConfig, GRPOTrainer
 from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.io import check_state_format, load_state, save_state, write_atomic
-from cobarl.train.checkpoints import cpu_map_location
+from cobarl.train.checkpoints import buffer_file, cpu_map_location
 from cobarl.train.grouping import scalar_rewards, trl_advantages
+from cobarl.train.rewards import exceeds_failure_limit  # noqa: F401 -- also imported from here
 from cobarl.train.budget import GeneratedBudgetMixin, StopAtGenerated
 from cobarl.train.rounds import RoundsMixin
 from cobarl.train.sampler import PromptBatchSampler
@@ -217,23 +220,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
             raise ValueError(
                 f"prompts_per_step ({args.prompts_per_step}) exceeds the number of training prompts ({len(train_dataset)})"
             )
-        from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy
-
-        if isinstance(allocator, RolloutPolicy):
-            self.policy = allocator
-        elif allocator is not None:
-            self.policy = AllocatorPolicy(args.allocator_config(), allocator)
-        else:
-            self.policy = make_policy(args.allocator_config())
-        # The allocator of a plan-before-generation policy (None for the others).
-        self.allocator = getattr(self.policy, "allocator", None)
-        if self.policy.needs_stream:
-            from cobarl.train.config import check_allocator
-
-            errors = check_allocator(self.policy.config, args.prompts_per_step, args.generation_batch_size, len(ids))
-            if errors:
-                raise ValueError("; ".join(errors))
-            self.policy.stream = PromptStream(ids, seed=args.seed)
+        self._setup_policy(args, allocator, ids)
         self._row_index = {pid: i for i, pid in enumerate(ids)}
         self._pending = None  # (the `_generate` tuple, gathered rewards) of the kept rows of a step in rounds
         self._generated_total = 0  # rollouts generated so far in the run (all processes)
@@ -248,9 +235,30 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         self._reward_failures = 0
         self._step_failures = (0, 0)  # (failed reward calls, reward calls) of the latest generation
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
-        if not self.policy.single_pass:
+        if self._in_rounds:
             self._check_rounds_supported()
         self.add_callback(StopAtGenerated(self))
+
+    def _setup_policy(self, args: AdaptiveGRPOConfig, allocator, ids: list) -> None:
+        """``self.policy`` (and ``self.allocator`` for a plan-before-generation one) from the arguments."""
+        from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy
+
+        if isinstance(allocator, RolloutPolicy):
+            self.policy = allocator
+        elif allocator is not None:
+            self.policy = AllocatorPolicy(args.allocator_config(), allocator)
+        else:
+            self.policy = make_policy(args.allocator_config())
+        # A plan-before-generation allocator generates its step in one call (hook 2); the rest in rounds.
+        self.allocator = getattr(self.policy, "allocator", None)
+        self._in_rounds = not (self.policy.single_pass and self.allocator is not None)
+        if self.policy.needs_stream:
+            from cobarl.train.config import check_allocator
+
+            errors = check_allocator(self.policy.config, args.prompts_per_step, args.generation_batch_size, len(ids))
+            if errors:
+                raise ValueError("; ".join(errors))
+            self.policy.stream = PromptStream(ids, seed=args.seed)
 
     # 1. sampler ------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler:
@@ -305,7 +313,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        if not self.policy.single_pass:
+        if self._in_rounds:
             return self._generate_in_rounds(inputs)
         t0 = time.perf_counter()
         rank, local = self.accelerator.process_index, len(inputs)
@@ -477,15 +485,6 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
                 )
             path = Path(checkpoint) / buffer_file(self.accelerator.process_index)
             self._buffered_inputs = torch.load(path, map_location=self.accelerator.device, weights_only=False)
-
-
-def exceeds_failure_limit(failed: int, calls: int, limit: float) -> bool:
-    """Whether ``failed`` of ``calls`` reward calls reach ``limit`` (a share; 1 disables the check)."""
-    return limit < 1 and calls > 0 and failed / calls >= limit
-
-
-def buffer_file(rank: int) -> str:
-    return f"cobarl_buffer_rank{rank}.pt"
 
 
 def load_allocator_state(allocator, checkpoint: str | os.PathLike) -> dict:
