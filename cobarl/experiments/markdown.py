@@ -204,7 +204,8 @@ def _results_md(s: dict[str, Any]) -> list[str]:
 
 
 _SPENDING_COLUMNS = {"rollouts_generated_per_step": "rollouts generated", "rollouts_trained_per_step": "rollouts trained",
-                     "rounds_per_step": "generation rounds", "prompts_consumed_per_step": "prompts consumed"}
+                     "rounds_per_step": "generation rounds", "prompts_consumed_per_step": "prompts consumed",
+                     "completion_tokens_per_step": "completion tokens", "steps": "steps per run"}
 
 
 def _spending_md(s: dict[str, Any]) -> list[str]:
@@ -221,7 +222,9 @@ def _spending_md(s: dict[str, Any]) -> list[str]:
         share = f"{used / made:.2f}" if made and used is not None else "n/a"
         lines.append(f"| `{label}` | " + " | ".join(_pm(e.get(k), digits=1) for k in _SPENDING_COLUMNS) + f" | {share} |")
     return [*lines, "", "Generated rollouts are the cost (the budget the comparison is fair on); trained ones enter the "
-            "loss. Prompts consumed: distinct prompts rolled out (DAPO draws more than a step trains on)."]
+            "loss. Prompts consumed: distinct prompts rolled out (DAPO draws more than a step trains on). Completion "
+            "tokens: generated, real back-end only. Steps per run: optimizer steps (fewer for a policy that generates "
+            "more, when every run ends at the same generated rollouts)."]
 
 
 def _equal_generated_md(s: dict[str, Any]) -> list[str]:

@@ -75,6 +75,7 @@ SPENDING = {
     M.ROLLOUT_TRAINED: "rollouts_trained_per_step",
     M.ROLLOUT_ROUNDS: "rounds_per_step",
     M.ROLLOUT_PROMPTS: "prompts_consumed_per_step",
+    M.ROLLOUT_TOKENS: "completion_tokens_per_step",  # real back-end only (the simulator has no tokens)
 }
 EQUAL_GENERATED = "heldout_accuracy_at_equal_generated"
 
@@ -188,6 +189,7 @@ def _run_metrics(run: RunResult, acc: str | None, target: float | None, equal: f
         "effective_ratio": float(np.nanmean(eff)) if has_eff else math.nan,
         "effective_ratio_last_third": float(np.nanmean(eff[2 * eff.size // 3 :])) if has_eff else math.nan,
         "rollouts": _final(run, "rollouts"),
+        "steps": float(len(run.rows)),
         "rollouts_to_target": _rollouts_to(run, acc, target) if acc and target is not None else math.nan,
         EQUAL_GENERATED: accuracy_at_rollouts(run, acc, equal) if acc else math.nan,
         **{name: _per_step(run, key) for key, name in SPENDING.items()},

@@ -36,7 +36,7 @@ ARM_METRICS = (
     "final_train_accuracy", "effective_ratio", "effective_ratio_last_third", "rollouts", "rollouts_to_target",
 )
 ARM_METRICS_V2 = ("heldout_accuracy_at_equal_generated", "rollouts_generated_per_step", "rollouts_trained_per_step",
-                  "rounds_per_step", "prompts_consumed_per_step")
+                  "rounds_per_step", "prompts_consumed_per_step", "completion_tokens_per_step", "steps")
 GAP_METRICS = (
     "final_heldout_accuracy", "final_heldout_greedy_accuracy", "final_train_solved", "effective_ratio",
     "effective_ratio_relative_percent", "rollouts_ratio",
