@@ -104,8 +104,9 @@ class ReinforceAdaPolicy(RolloutPolicy):
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
         c = self.config
-        if c.pool_baseline == "counts" and not np.isin(rewards[~np.isnan(rewards)], (0.0, 1.0)).all():
-            bad = rewards[~np.isin(rewards, (0.0, 1.0))][0]
+        scored = rewards[~np.isnan(rewards)]
+        if c.pool_baseline == "counts" and not np.isin(scored, (0.0, 1.0)).all():
+            bad = scored[~np.isin(scored, (0.0, 1.0))][0]
             raise ValueError(f"{c.strategy_name} with pool_baseline='counts' (the public code) needs rewards of 0 or 1, "
                              f"got {bad!r}; use pool_baseline='mean' for other rewards")
         for j, (pid, r) in enumerate(zip(ids, rewards.tolist())):
