@@ -224,7 +224,7 @@ def test_min_budget_two_means_no_singletons():
         (dict(pass_rates=[0.1], total_budget=8, min_budget=2.0), "min_budget must be an integer"),
         (dict(pass_rates=[0.1], total_budget=8, method="greedy"), "unknown method 'greedy'; valid: auto, coba-reference, dp"),
         (dict(pass_rates=[0.1], total_budget=8, method=None), "unknown method None"),
-        (dict(pass_rates=[0.1], total_budget=8, value="beta"), "unknown value function 'beta'; valid: coba, knapsack"),
+        (dict(pass_rates=[0.1], total_budget=8, value="beta"), "unknown value function 'beta'; valid: coba, gvm, knapsack"),
         (dict(pass_rates=[[0.1]], total_budget=8), "must be 1-D"),
         (dict(pass_rates=[0.1, 0.2], total_budget=8, seen=np.ones(3, dtype=bool)), "seen must be a bool array"),
     ],

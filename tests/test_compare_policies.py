@@ -39,10 +39,14 @@ def test_policy_arms_parse_with_their_options_and_refuse_others():
 
 
 def test_reinforce_ada_round_size_follows_the_per_prompt_budget_unless_given():
-    opts = _options("reinforce-ada,reinforce-ada-pos@2,reinforce-ada:round_size=5,coba", rollouts_per_prompt=4)
-    sizes = [s.overrides.get("round_size") for s in opts.strategies]
-    assert sizes == [8, 16, 5, None]  # 2 x the per-prompt budget (the public 8 for 4); as given; not a policy
-    assert "here round_size = 8" in opts.strategies[0].describe()
+    """The policy's own default (one default set): 2 x the rollouts trained per prompt, the public 8 for 4."""
+    from cobarl.policies import make_policy
+
+    assert set(make_policy(strategy="reinforce-ada").begin(list(range(8)), 32).values()) == {8}
+    assert set(make_policy(strategy="reinforce-ada-pos").begin(list(range(8)), 64).values()) == {16}
+    assert set(make_policy(strategy="reinforce-ada", round_size=5).begin(list(range(8)), 32).values()) == {5}
+    opts = _options("reinforce-ada,reinforce-ada:round_size=5", rollouts_per_prompt=4)
+    assert [s.overrides.get("round_size") for s in opts.strategies] == [None, 5]  # compare fills nothing in
 
 
 def test_simulated_compare_runs_every_policy_and_reports_on_generated_rollouts(tmp_path):
@@ -53,7 +57,7 @@ def test_simulated_compare_runs_every_policy_and_reports_on_generated_rollouts(t
     # spending per arm: generated against trained, rounds, prompts consumed
     for label in arms:
         runs_of = [r for r in runs if r.label == label]
-        made = [r.summary["rollouts"] / opts.steps for r in runs_of]
+        made = [r.summary["rollouts"] / len(r.rows) for r in runs_of]  # runs end at equal generated rollouts
         assert arms[label]["rollouts_generated_per_step"]["mean"] == pytest.approx(np.mean(made))
         assert arms[label]["rollouts_trained_per_step"]["mean"] == 32
         assert arms[label]["rollouts"]["mean"] == pytest.approx(np.mean([r.rows[-1]["rollouts"] for r in runs_of]))
@@ -98,12 +102,15 @@ def test_a_version_2_summary_without_its_new_keys_is_refused(tmp_path):
 
 
 def test_accuracy_at_rollouts_interpolates_on_the_generated_curve():
-    rows = [{"rollouts": 100.0, "acc": 0.5}, {"rollouts": 300.0, "acc": None}, {"rollouts": 400.0, "acc": 0.8}]
+    acc = "eval/heldout_accuracy"
+    rows = [{"rollouts": 100.0, acc: 0.5}, {"rollouts": 300.0, acc: None}, {"rollouts": 400.0, acc: 0.8}]
     run = RunResult("a", 0, rows, {"initial_heldout_accuracy": 0.3})
-    assert accuracy_at_rollouts(run, "acc", 50) == pytest.approx(0.4)  # from (0, initial)
-    assert accuracy_at_rollouts(run, "acc", 250) == pytest.approx(0.65)  # sparse evaluations: finite points only
-    assert math.isnan(accuracy_at_rollouts(run, "acc", 401))
-    assert math.isnan(accuracy_at_rollouts(RunResult("b", 0, rows, {}), "acc", 50))  # before the first point
+    assert accuracy_at_rollouts(run, acc, 50) == pytest.approx(0.4)  # from (0, initial held-out accuracy)
+    assert accuracy_at_rollouts(run, acc, 250) == pytest.approx(0.65)  # sparse evaluations: finite points only
+    assert math.isnan(accuracy_at_rollouts(run, acc, 401))
+    assert math.isnan(accuracy_at_rollouts(RunResult("b", 0, rows, {}), acc, 50))  # before the first point
+    greedy = [{"rollouts": 100.0, "g": 0.5}]  # the initial point is held-out accuracy's, no other metric's
+    assert math.isnan(accuracy_at_rollouts(RunResult("c", 0, greedy, {"initial_heldout_accuracy": 0.3}), "g", 50))
     assert equal_generated_rollouts([run, RunResult("c", 0, [{"rollouts": 250.0}], {})]) == 250.0
 
 
