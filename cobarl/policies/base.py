@@ -93,10 +93,14 @@ class PromptStream:
         if not self.ids:
             raise ValueError("a prompt stream needs at least one prompt")
         self.epoch, self.position = 0, 0
+        self._cached: tuple[int | None, list] = (None, [])
 
     def _order(self) -> list:
-        perm = np.random.default_rng([self.seed, 7, self.epoch]).permutation(len(self.ids))
-        return [self.ids[i] for i in perm]
+        """This epoch's order (computed once per epoch: GRESO draws one prompt at a time)."""
+        if self._cached[0] != self.epoch:
+            perm = np.random.default_rng([self.seed, 7, self.epoch]).permutation(len(self.ids))
+            self._cached = (self.epoch, [self.ids[i] for i in perm])
+        return self._cached[1]
 
     def take(self, k: int) -> list:
         """The next ``k`` distinct prompt ids; an epoch's remainder is used before the next epoch starts,
