@@ -130,6 +130,11 @@ POLICY_OPTIONS = {
               "greso_max_p": 0.95},
 }
 _ADAPTIVE = ("adaptive",)
+# Options only the budget allocators read (statistics, capability, value); refused for the other policies.
+# min_budget and max_budget are not among them: every strategy carries them (the embedded task presets
+# max_budget), and the simulator sizes its common random numbers by max_budget.
+_ALLOCATOR_ONLY = ("kappa", "window", "gamma", "tau", "success", "stats", "stats_window", "estimator", "prior",
+                   "recent_rollouts", "min_rollouts", "fixed_alpha", "fixed_beta")
 
 
 @dataclass
@@ -240,6 +245,14 @@ class AllocatorConfig:
             for name in options:
                 if kind != self.policy_kind and getattr(self, name) is not None:
                     raise ValueError(f"{name} is an option of {kind}, not of {self.strategy_name!r}")
+        if self.defaults.policy != "allocator":  # a value other than the default would be silently ignored
+            d = self.defaults
+            own = {"tau": d.tau, "success": d.success, "stats": d.stats, **_STATS_OPTIONS[d.stats]}  # what resolved() fills in
+            unused = [f.name for f in fields(self) if f.name in _ALLOCATOR_ONLY
+                      and getattr(self, f.name) not in (f.default, own.get(f.name, f.default))]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: option(s) of the budget allocators, which {self.strategy_name!r} "
+                                 "does not use (it decides by its own options; see cobarl.allocator.POLICY_OPTIONS)")
 
     @property
     def policy_kind(self) -> str:
@@ -294,6 +307,9 @@ class Allocator:
         if config is not None and overrides:
             raise TypeError("pass either a config or keyword overrides, not both")
         self.config = (config or AllocatorConfig(**overrides)).resolved()
+        if self.config.defaults.policy != "allocator":
+            raise ValueError(f"{self.config.strategy_name!r} is not a budget allocator but a rollout policy "
+                             f"({self.config.defaults.policy}); build it with cobarl.policies.make_policy")
         self.success: SuccessRule = success_rule(self.config.success)
         self.stats, self.tracker = self._fresh_state()
         self.last: Allocation | None = None

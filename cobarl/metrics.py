@@ -63,11 +63,12 @@ ROLLOUT_DEGENERATE_GROUPS = _metric(
 )
 ROLLOUT_TRAINED = _metric(
     "rollout/trained", "rollouts of step t that enter the loss (below rollout/count for policies that generate more "
-    "than they train on: Reinforce-Ada, DAPO, PODS)"
+    "than they train on: Reinforce-Ada, DAPO, PODS, GRESO)"
 )
 ROLLOUT_ROUNDS = _metric("rollout/rounds", "generation calls in step t (1 unless the policy samples in rounds)")
 ROLLOUT_PROMPTS = _metric("rollout/prompts", "distinct prompts rolled out in step t (the data consumed)")
 ROLLOUT_TOKENS = _metric("rollout/completion_tokens", "completion tokens generated in step t (all processes)")
+ROLLOUT_SKIPPED = _metric("rollout/skipped", "prompts drawn in step t and skipped before generation (GRESO)")
 ROLLOUT_UNFINISHED = _metric(
     "rollout/unfinished", "prompts of step t that never met the policy's exit rule in its rounds (Reinforce-Ada)"
 )

@@ -23,13 +23,24 @@ def run_steps(alloc, rng, steps=5, m=16, total=16 * 8):
     return plans
 
 
-@pytest.mark.parametrize("strategy", list(cobarl.STRATEGIES))
+ALLOCATORS = [name for name, s in cobarl.STRATEGIES.items() if s.policy == "allocator"]
+
+
+@pytest.mark.parametrize("strategy", ALLOCATORS)
 def test_every_strategy_keeps_the_budget_contract(strategy):
     alloc = Allocator(strategy=strategy, total_steps=5)
     for counts in run_steps(alloc, np.random.default_rng(0)):
         assert counts.sum() == 128 and counts.min() >= 2 and counts.max() <= 128
     m = alloc.metrics()
     assert {"capability/alpha", "capability/beta", "capability/failure_rate", "budget/mean"} <= set(m)
+
+
+@pytest.mark.parametrize("strategy", [name for name in cobarl.STRATEGIES if name not in ALLOCATORS])
+def test_a_rollout_policy_is_not_built_as_an_allocator(strategy):
+    """A policy's strategy record has allocator placeholders: built as an Allocator it would plan uniform
+    budgets and silently train as plain GRPO."""
+    with pytest.raises(ValueError, match="make_policy"):
+        Allocator(strategy=strategy)
 
 
 def test_first_step_is_uniform_then_adapts():
@@ -173,3 +184,11 @@ def test_metrics_follow_the_schema_and_its_timing():
     # alpha/beta: what this step's plan used, not what the next plan will use.
     assert (m["capability/alpha"], m["capability/beta"]) == used != alloc.params()
     assert m["capability/failure_rate"] == pytest.approx(1 - (1.0 + 0.25) / 2)
+
+
+def test_allocator_options_are_refused_for_a_policy_that_ignores_them():
+    """kappa, tau, success, ... mean nothing to Reinforce-Ada or DAPO: refused, not silently ignored."""
+    for options in ({"kappa": 7.0}, {"success": ">0.5"}, {"tau": 4.0}, {"stats_window": 2}):
+        with pytest.raises(ValueError, match="does not use"):
+            AllocatorConfig(strategy="reinforce-ada", **options)
+    AllocatorConfig(strategy="dapo", max_budget=32).resolved()  # budgets bound every strategy (simulator draws)

@@ -150,9 +150,14 @@ def test_policy_state_round_trips_and_resumes_identically():
 
 def test_policy_refuses_after_the_cap():
     policy = make_policy(AllocatorConfig(strategy="greso", greso_max_gen_batches=2))
-    policy.stream = PromptStream(range(8, 16))  # only all-wrong prompts
+    policy.stream = PromptStream(range(8, 1000))  # only all-wrong prompts
 
     with pytest.raises(RuntimeError, match="greso_max_gen_batches"):
+        run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
+    # a step never draws a prompt twice: small data run out before the cap
+    policy = make_policy(AllocatorConfig(strategy="greso", greso_max_gen_batches=0))
+    policy.stream = PromptStream(range(8, 16))
+    with pytest.raises(RuntimeError, match="drew all 8 prompts"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
 
 

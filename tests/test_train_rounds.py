@@ -155,11 +155,34 @@ def test_max_generated_stops_the_run_and_sets_the_learning_rate(tmp_path):
     assert [r["learning_rate"] for r in rows] == pytest.approx([plain.learning_rate * (4 - k) / 4 for k in range(4)])
 
 
+def test_dapo_never_draws_a_prompt_twice_in_a_step():
+    """Across the stream's epoch boundary too: two groups of one prompt would be one group to the advantage."""
+    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import PromptStream, make_policy, run_step
+
+    policy = make_policy(AllocatorConfig(strategy="dapo", gen_batch_factor=3, max_gen_batches=0))
+    policy.stream = PromptStream(range(10))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        result = run_step(policy, [0, 1], 8, lambda rows: rng.integers(0, 2, len(rows)).astype(float))
+        drawn = list(result.plan) + [pid for pid in dict.fromkeys(result.group_ids) if pid not in result.plan]
+        assert len(set(result.group_ids)) == len(drawn) == len(set(drawn))
+
+
 def test_dapo_without_a_cap_refuses_instead_of_looping_forever():
     from cobarl.allocator import AllocatorConfig
     from cobarl.policies import PromptStream, make_policy, run_step
 
     policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=0))
     policy.stream = PromptStream(range(20))
-    with pytest.raises(RuntimeError, match="more than the 20 of the data"):
+    with pytest.raises(RuntimeError, match="drew all 20 prompts"):
         run_step(policy, [0, 1], 8, lambda rows: np.ones(len(rows)))
+
+
+def test_max_generated_stops_at_the_end_of_a_generation(tmp_path):
+    """With num_iterations=2 a generation trains two optimizer steps: the run stops after the second."""
+    config = small_config(tmp_path, allocator="uniform", max_steps=10, max_generated=24, num_iterations=2,
+                          save_steps=10)
+    trainer, _ = make_trainer(tmp_path, config)
+    trainer.train()
+    assert trainer.state.global_step == 4 and trainer._generated_total == 32  # 16 per generation, 2 generations

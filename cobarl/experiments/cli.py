@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cobarl.allocator import STRATEGIES, Allocator
+from cobarl.allocator import STRATEGIES
+from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
 from cobarl.experiments.compare import CompareInterrupted, run_compare
@@ -252,7 +253,7 @@ def check_options(options: CompareOptions) -> None:
     settings, and the simulator's batch size."""
     for spec in options.strategies:
         try:
-            Allocator(spec.allocator_config(options.steps))
+            make_policy(spec.allocator_config(options.steps))
         except (ValueError, TypeError) as err:
             raise ValueError(f"--strategies {spec.label!r}: {err}") from None
     if options.backend == "simulated" and options.prompts_per_step > options.sim.train_prompts:

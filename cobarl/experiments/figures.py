@@ -80,8 +80,8 @@ def _band_against(runs: Sequence[RunResult], key: str, smooth: int = 1, points: 
     interpolated onto one grid up to the smallest final x, so runs that take different numbers of steps
     for the same x (policies that generate more per step) are averaged at the same x."""
     curves = [rollout_curve(r, key, lambda y: _smooth(y, smooth)) for r in runs]
-    if any(x.size == 0 for x, _ in curves):
-        return _band(runs, key, smooth)[0], np.zeros(1), np.full(1, np.nan)
+    if any(x.size == 0 for x, _ in curves):  # a run without this curve: nothing to draw for the arm
+        return np.full(1, np.nan), np.zeros(1), np.full(1, np.nan)
     grid = np.linspace(max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves), points)
     a = np.stack([np.interp(grid, x, y) for x, y in curves])
     mean = a.mean(axis=0)

@@ -21,7 +21,7 @@ def _pm(entry: dict | None, scale: float = 1.0, digits: int = 3) -> str:
 _CAPTIONS = {
     PLOTS[0]: "Accuracy against cumulative rollouts GENERATED (for policies that train on a subset, more than "
     "they trained on).",
-    PLOTS[1]: "Effective-gradient ratio: share of the step's rollouts that sit in groups with both outcomes.",
+    PLOTS[1]: "Effective-gradient ratio: share of the step's trained rollouts that sit in groups with both outcomes.",
     PLOTS[2]: "alpha_t and beta_t used by each step's allocation, and the step's failure rate F_t.",
     PLOTS[3]: "Mean budget by the prompt's estimated pass rate, per third of training (pooled over seeds).",
     PLOTS[4]: "Difficulty transitions of train prompts by empirical pass rate over 16 samples: extremely-hard "

@@ -67,8 +67,8 @@ class CompareOptions:
             raise ValueError("rollouts_per_prompt and budget_multiplier must be > 0")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {list(self.seeds)}")
-        # settings that follow an arm's per-prompt budget (`StrategySpec.fitted`), fixed once here
-        object.__setattr__(self, "strategies", tuple(s.fitted(self.per_prompt(s)) for s in self.strategies))
+        for spec in self.strategies:  # a policy that trains n per prompt needs a whole n
+            spec.check_budget(self.per_prompt(spec))
         for spec in self.strategies:
             lo = spec.overrides.get("min_budget", AllocatorConfig.min_budget)
             hi = spec.overrides.get("max_budget", AllocatorConfig.max_budget)

@@ -50,15 +50,12 @@ class StrategySpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     budget_multiplier: float = 1.0
 
-    def fitted(self, per_prompt: float) -> StrategySpec:
-        """This arm, checked against its per-prompt budget: a policy that trains n per prompt needs a whole n."""
+    def check_budget(self, per_prompt: float) -> None:
+        """Refuse a per-prompt budget this arm cannot train: a policy that trains n per prompt needs a whole n."""
         kind = STRATEGIES[self.strategy].policy if isinstance(self.strategy, str) else "allocator"
-        if kind == "allocator":
-            return self
-        if per_prompt != int(per_prompt):
+        if kind != "allocator" and per_prompt != int(per_prompt):
             raise ValueError(f"{self.label}: trains n = rollouts per prompt on every prompt, a whole number; got "
                              f"{per_prompt:g}; change --rollouts-per-prompt or the budget multipliers")
-        return self
 
     def allocator_config(self, total_steps: int) -> AllocatorConfig:
         return AllocatorConfig(strategy=self.strategy, total_steps=total_steps, **self.overrides)

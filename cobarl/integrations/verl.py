@@ -140,7 +140,8 @@ def check_config(config: Any, settings: PluginSettings) -> None:
     if settings.allocator.defaults.policy == "dapo" and not filter_on:
         problems.append(
             "strategy dapo runs verl's own dynamic sampling (uniform budgets, groups with one reward value evicted and "
-            "refilled by verl's replay buffer): set algorithm.filter_groups.enable=true and algorithm.filter_groups.metric=acc")
+            "refilled by verl's replay buffer): set algorithm.filter_groups.enable=true (and algorithm.filter_groups.metric, "
+            "e.g. acc)")
     try:
         check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.allocator)
     except ValueError as err:

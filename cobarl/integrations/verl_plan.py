@@ -19,6 +19,8 @@ training batch, a DAPO refill, an async top-up or prompts re-issued on resume, o
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import threading
@@ -316,7 +318,9 @@ class SharedState:
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
-        self.allocator = Allocator(settings.allocator)
+        # dapo in verl is verl's own filter over uniform budgets: the plan is uniform's
+        alloc = settings.allocator
+        self.allocator = Allocator(dataclasses.replace(alloc, strategy="uniform") if alloc.defaults.policy == "dapo" else alloc)
         self.inflight: dict[str, tuple[Any, int]] = {}
         self.pending: list[tuple[str, Any, int, float, bool]] = []  # (uid, prompt id, budget, reward, trained) per rollout
         self.unplanned = 0
@@ -378,9 +382,11 @@ class SharedState:
             budgets = dict(zip(uids, (p[2] for p in pending)))
         out.update(budget_metrics(np.fromiter(budgets.values(), dtype=np.int64)))  # budgets of the groups observed
         out.update(self._last_plan)
-        out.update(group_advantages(r, uids).metrics())
+        trained = np.array([p[4] for p in pending], dtype=bool)
+        if trained.any():  # GRPO statistics of the rows that train (groups verl evicted do not)
+            out.update(group_advantages(r[trained], [u for u, t in zip(uids, trained.tolist()) if t]).metrics())
         out[M.ROLLOUT_COUNT] = float(r.size)
-        out[M.ROLLOUT_TRAINED] = float(sum(p[4] for p in pending))
+        out[M.ROLLOUT_TRAINED] = float(trained.sum())
         out[M.ROLLOUT_UNPLANNED] = float(unplanned)
         out[M.REWARD_MEAN] = float(r.mean())
         out[M.REWARD_STD] = float(r.std())

@@ -102,13 +102,14 @@ class PromptStream:
             self._cached = (self.epoch, [self.ids[i] for i in perm])
         return self._cached[1]
 
-    def take(self, k: int) -> list:
-        """The next ``k`` distinct prompt ids; an epoch's remainder is used before the next epoch starts,
-        and an id the batch already holds (across that boundary) is passed over."""
-        if k > len(self.ids):
-            raise ValueError(f"cannot draw {k} distinct prompts from {len(self.ids)}; use fewer prompts per batch")
+    def take(self, k: int, exclude: set | frozenset = frozenset()) -> list:
+        """The next ``k`` distinct prompt ids not in ``exclude`` (e.g. the ones a step already drew); an
+        epoch's remainder is used before the next epoch starts, and an id already taken is passed over."""
+        if k > len(self.ids) - len(exclude):
+            raise ValueError(f"cannot draw {k} more distinct prompts from {len(self.ids)} when {len(exclude)} are "
+                             "already taken: the step has used (nearly) every prompt of the data")
         out: list = []
-        taken: set = set()
+        taken: set = set(exclude)
         while len(out) < k:
             order = self._order()
             while self.position < len(order) and len(out) < k:
@@ -134,9 +135,11 @@ class RolloutPolicy:
     """Base class of every policy; see the module docstring for the protocol.
 
     Attributes:
-        single_pass: plans once and trains on every row (the plan-before-generation allocators);
-            trainers may then generate and score the step exactly as they always did.
-        stream: the :class:`PromptStream` it draws from, or None (set by the trainer).
+        single_pass: plans once and trains on every row (the plan-before-generation allocators:
+            :class:`~cobarl.policies.AllocatorPolicy`, whose ``allocator`` the TRL trainer then uses to
+            generate and score the step in one call, as TRL does).
+        needs_stream: draws its own prompts (DAPO, GRESO): the trainer must set ``stream``.
+        stream: the :class:`PromptStream` it draws from, or None.
     """
 
     single_pass = False

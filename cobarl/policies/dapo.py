@@ -26,18 +26,19 @@ def too_many_batches(num_gen_batches: int, max_gen_batches: int) -> bool:
 
 def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int, drawn: int,
                          data: int) -> None:
-    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``).
-    Without a cap, raise once the step has drawn (``drawn``) more than all ``data`` prompts: the public
-    trainer would loop forever ("endless trials") on data with no mixed group left."""
-    if cap <= 0 and drawn > data:
-        raise RuntimeError(
-            f"{policy} drew {drawn} prompts in this step, more than the {data} of the data, and kept only {kept} of the "
-            f"{want} it trains on: no prompt has mixed rewards any more; set {option} to stop earlier, or filter the data")
+    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``),
+    and refuse once the step has drawn (``drawn``) every one of the ``data`` prompts: a step never draws a
+    prompt twice (two groups of one prompt would be one group to the advantage), and without a cap the
+    public trainer would loop forever ("endless trials") on data with no mixed group left."""
     if too_many_batches(batches, cap):
         raise RuntimeError(
             f"{policy} generated {batches} generation batches ({option}) and kept only {kept} of the {want} prompts a "
             "step trains on: nearly every group has one reward value. The data are too easy or too hard for this "
             f"model; raise {option} (0 = no cap) or filter the data")
+    if drawn >= data:
+        raise RuntimeError(
+            f"{policy} drew all {data} prompts of the data in this step and kept only {kept} of the {want} it "
+            f"trains on: too few prompts have mixed rewards; filter the data, or lower the prompts per step")
 
 
 def stream_step(policy: str, prompt_ids: list, total_budget: int, stream) -> tuple[int, int]:
@@ -72,24 +73,25 @@ class DapoPolicy(RolloutPolicy):
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         self.n, self.want = stream_step("dapo", prompt_ids, total_budget, self.stream)
         self.kept: list[list[int]] = []
-        self.batches, self.seen_rows, self.drawn = 0, 0, 0
+        self.batches, self.seen_rows, self.step_ids = 0, 0, set()
         return self._next_batch()
 
     def _next_batch(self) -> Request:
         self.batches += 1
-        return {pid: self.n for pid in self.stream.take(self.config.gen_batch_factor * self.want)}
+        k = min(self.config.gen_batch_factor * self.want, len(self.stream.ids) - len(self.step_ids))
+        batch = self.stream.take(k, exclude=self.step_ids)
+        self.step_ids.update(batch)
+        return {pid: self.n for pid in batch}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
-        groups = round_groups(ids, self.seen_rows)
-        for rows in groups.values():
+        for rows in round_groups(ids, self.seen_rows).values():
             if keeps_group(np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)):
                 self.kept.append(rows)
         self.seen_rows += len(ids)
-        self.drawn += len(groups)
         if len(self.kept) >= self.want:
             return {}
         refuse_another_batch("dapo", self.batches, self.config.max_gen_batches, "max_gen_batches", len(self.kept), self.want,
-                             self.drawn, len(self.stream.ids))
+                             len(self.step_ids), len(self.stream.ids))
         return self._next_batch()
 
     def finish(self) -> Kept:

@@ -16,8 +16,9 @@ Where cobarl departs from the public code (each also said where it happens):
   own threshold (:func:`group_kinds`).
 * a round holds exactly the sampling batch size of kept (not skipped) prompts, drawn one at a time
   from the stream (the public code accumulates dataloader batches of 32 until it has at least that
-  many, then trims to a multiple of the GPU count); a round draws at most as many prompts as the
-  data hold (more only until one is kept), which binds only on small data or when nearly all skip.
+  many, then trims to a multiple of the GPU count); a step never draws a prompt twice (kept or
+  skipped: two groups of one prompt would be one group to the advantage), and refuses once it has
+  drawn every prompt of the data without filling.
 * a step always trains ``prompts`` groups: it never trains short on a "last sampling" round (the
   public flag), it draws another round, up to ``greso_max_gen_batches`` (the public code has no cap).
 * a round whose groups all have one reward value: the public estimate divides by zero and crashes;
@@ -190,27 +191,26 @@ class GresoPolicy(RolloutPolicy):
         self.default_size = math.ceil(self.config.greso_sampling_factor * self.want)
         self.kept: list[list[int]] = []
         self.rounds: list[tuple[int, float, float]] = []  # (rows, all-correct share, hard share) per round
-        self.batches, self.seen_rows, self.drawn = 0, 0, 0
+        self.batches, self.seen_rows, self.step_ids = 0, 0, set()
+        self.step_skipped = 0
         rng = np.random.default_rng([self.stream.seed, 13, self.steps])
         self._draw = lambda: float(rng.random(dtype=np.float32))
         return self._next_round(self.default_size)
 
     def _next_round(self, size: int) -> Request:
-        """``size`` distinct prompts kept by the rule, drawn from the stream; a round draws at most as many
-        prompts as the data hold (more only until one is kept), so small data are not read over and over."""
+        """``size`` prompts kept by the rule, drawn from the stream; a step never draws a prompt twice (kept or
+        skipped), so it stops early once every prompt of the data was drawn."""
         chosen: dict = {}
-        drawn, limit = 0, len(self.stream.ids)
         self.batches += 1
-        while len(chosen) < size and (drawn < limit or not chosen):
-            pid, drawn = self.stream.take(1)[0], drawn + 1
-            if pid in chosen:  # drawn again within the round (the stream wrapped): passed over
-                continue
+        while len(chosen) < size and len(self.step_ids) < len(self.stream.ids):
+            pid = self.stream.take(1, exclude=self.step_ids)[0]
+            self.step_ids.add(pid)
             decision = skip_decision(self.history.get(pid, ()), self.p_easy, self.p_hard, self._draw).decision
             if decision == "keep":
                 chosen[pid] = self.n
             else:
                 self.skipped[decision] += 1
-        self.drawn += drawn
+                self.step_skipped += 1
         return chosen
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
@@ -230,7 +230,7 @@ class GresoPolicy(RolloutPolicy):
         if len(self.kept) >= self.want:
             return {}
         refuse_another_batch("greso", self.batches, self.config.greso_max_gen_batches, "greso_max_gen_batches",
-                             len(self.kept), self.want, self.drawn, len(self.stream.ids))
+                             len(self.kept), self.want, len(self.step_ids), len(self.stream.ids))
         ratio = float32_ratio(zero, len(groups))
         if ratio >= 1:  # the public estimate divides by zero here; its limit is the default size
             return self._next_round(self.default_size)
@@ -249,6 +249,14 @@ class GresoPolicy(RolloutPolicy):
                 min_p=self.config.greso_min_p, max_p=self.config.greso_max_p)
         self.steps += 1
         return Kept(np.asarray([r for rows in self.kept[: self.want] for r in rows], dtype=np.int64))
+
+    def metrics(self) -> dict[str, float]:
+        from cobarl import metrics as M
+
+        out = super().metrics()
+        if self.last is not None:
+            out[M.ROLLOUT_SKIPPED] = float(self.step_skipped)
+        return out
 
     def _state(self) -> dict:
         return {"greso": {"history": [[pid, list(means)] for pid, means in self.history.items()],

@@ -1,6 +1,6 @@
 """A run budget in generated rollouts (``max_generated``) for `AdaptiveGRPOTrainer`.
 
-Policies that generate more than they train on (Reinforce-Ada, DAPO, PODS) are compared fairly at
+Policies that generate more than they train on (Reinforce-Ada, DAPO, PODS, GRESO) are compared fairly at
 equal *generated* rollouts. With ``max_generated`` set, the run ends at the first step after which
 that many rollouts were generated, and the learning rate decays linearly in generated rollouts,
 ``lr * (1 - generated / max_generated)``: for a policy that generates the same every step this is
@@ -38,7 +38,9 @@ class StopAtGenerated(TrainerCallback):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
-        if args.max_generated is not None and self.trainer._generated_total >= args.max_generated:
+        # With num_iterations > 1 a generation serves several optimizer steps: stop after its last one.
+        boundary = state.global_step % args.num_iterations == 0
+        if args.max_generated is not None and boundary and self.trainer._generated_total >= args.max_generated:
             control.should_training_stop = True
             control.should_save = True
         return control

@@ -108,7 +108,7 @@ class TrainConfig:
     max_generated: int | None = option(
         None, "Stop once this many rollouts were generated (all processes), and let the learning rate decay "
         "linearly in generated rollouts instead of steps: the fair budget for comparing policies that generate "
-        "more than they train on (Reinforce-Ada, DAPO, PODS). max_steps stays a cap. Default: off (the schedule "
+        "more than they train on (Reinforce-Ada, DAPO, PODS, GRESO). max_steps stays a cap. Default: off (the schedule "
         "and the end follow max_steps).", ge=1)
     save_steps: int = option(25, "Write a checkpoint every this many steps (and at the end).", ge=1)
     save_total_limit: int = option(2, "Keep at most this many checkpoints.", ge=1)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +253,10 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         # A plan-before-generation allocator generates its step in one call (hook 2); the rest in rounds.
         self.allocator = getattr(self.policy, "allocator", None)
         self._in_rounds = not (self.policy.single_pass and self.allocator is not None)
+        if self.policy.config.defaults.policy == "reinforce-ada" and args.scale_rewards != "none":
+            warnings.warn(f"scale_rewards={args.scale_rewards!r} does not apply to {self.policy.config.strategy_name}: its "
+                          "advantage is the reward minus its pool's pass rate, divided by the pool's std only with "
+                          "scale_by_std (off in the public script)", stacklevel=3)
         if self.policy.needs_stream:
             from cobarl.train.config import check_allocator
 
@@ -338,7 +343,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         scored = ~np.isnan(rewards)
         ids = [pid for pid, ok in zip(self._batch_ids, scored) if ok]
         adv = group_advantages(rewards[scored], ids, scale="none") if ids else None
-        observed = (self.allocator.observe(ids, rewards[scored]) or {}) if ids else self.allocator.metrics()
+        observed = self.policy.observe(self._batch_ids, rewards) or {}
         overhead += time.perf_counter() - t1
         self._overhead_s += overhead
         tokens = self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item()
@@ -348,15 +353,10 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         return output
 
     def _generate(self, prompts: list):
-        """In training with vLLM, one completion per row: the rows already repeat each prompt its planned
-        number of times, so TRL must not group them by ``num_generations``.
-
-        TRL's server mode (``VLLMGeneration.generate``) gathers every rank's rows, keeps
-        ``rows[::num_generations]`` and asks the server for ``n=num_generations`` each, then hands rank
-        ``r`` rows ``r * local .. (r + 1) * local``; with 1 it sends every row of the global batch, in the
-        planned order, with ``n=1``, and each rank gets back its own rows. Colocate mode already
-        generates ``n=1`` per row on each rank. The transformers path is left untouched.
-        """
+        """In training with vLLM, one completion per row (the rows already repeat each prompt its planned
+        number of times): TRL's server mode gathers every rank's rows and asks for ``n=num_generations``
+        per ``rows[::num_generations]``; with 1 it sends every row, in the planned order, with ``n=1``, and
+        each rank gets back its own rows. Colocate mode already generates ``n=1`` per row on each rank."""
         if self._pending is not None:  # a step in rounds: the kept rows were generated already
             return self._pending[0]
         if not (self.use_vllm and self.model.training):
