@@ -154,10 +154,10 @@ def test_policy_refuses_after_the_cap():
 
     with pytest.raises(RuntimeError, match="greso_max_gen_batches"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
-    # a step never draws a prompt twice: small data run out before the cap
+    # without a cap, a step that has drawn more prompts than the data hold stops instead of looping forever
     policy = make_policy(AllocatorConfig(strategy="greso", greso_max_gen_batches=0))
     policy.stream = PromptStream(range(8, 16))
-    with pytest.raises(RuntimeError, match="drew all 8 prompts"):
+    with pytest.raises(RuntimeError, match="more than the 8 of the data"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
 
 

@@ -155,18 +155,30 @@ def test_max_generated_stops_the_run_and_sets_the_learning_rate(tmp_path):
     assert [r["learning_rate"] for r in rows] == pytest.approx([plain.learning_rate * (4 - k) / 4 for k in range(4)])
 
 
-def test_dapo_never_draws_a_prompt_twice_in_a_step():
-    """Across the stream's epoch boundary too: two groups of one prompt would be one group to the advantage."""
+def test_a_prompt_drawn_twice_in_a_step_trains_as_two_groups():
+    """DAPO's refill can draw a prompt again after the data's epoch ends (as the public trainer does): each
+    draw is its own group, so its advantages are not normalised over both."""
+    from cobarl.advantages import group_advantages
     from cobarl.allocator import AllocatorConfig
     from cobarl.policies import PromptStream, make_policy, run_step
 
-    policy = make_policy(AllocatorConfig(strategy="dapo", gen_batch_factor=3, max_gen_batches=0))
+    policy = make_policy(AllocatorConfig(strategy="dapo", gen_batch_factor=3, max_gen_batches=50))
     policy.stream = PromptStream(range(10))
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        result = run_step(policy, [0, 1], 8, lambda rows: rng.integers(0, 2, len(rows)).astype(float))
-        drawn = list(result.plan) + [pid for pid in dict.fromkeys(result.group_ids) if pid not in result.plan]
-        assert len(set(result.group_ids)) == len(drawn) == len(set(drawn))
+
+    def generate(rows):  # only prompts 3 and 7 ever have mixed rewards
+        return np.where(np.isin(rows, [3, 7]), rng.integers(0, 2, len(rows)), 1).astype(float)
+
+    twice = 0
+    for _ in range(100):
+        result = run_step(policy, [0, 1], 8, generate)
+        keys = result.kept.group_keys(result.group_ids)
+        pids = [result.group_ids[g] for g in result.kept.rows.tolist()]
+        assert len(set(keys)) == 2 and all(keys.count(k) == 4 for k in set(keys))  # two groups of n = 4
+        if len(set(pids)) == 1:  # the same prompt kept twice: still two groups
+            twice += 1
+            assert group_advantages(result.rewards[result.kept.rows], keys).num_groups == 2
+    assert twice > 0
 
 
 def test_dapo_without_a_cap_refuses_instead_of_looping_forever():
@@ -175,7 +187,7 @@ def test_dapo_without_a_cap_refuses_instead_of_looping_forever():
 
     policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=0))
     policy.stream = PromptStream(range(20))
-    with pytest.raises(RuntimeError, match="drew all 20 prompts"):
+    with pytest.raises(RuntimeError, match="more than the 20 of the data"):
         run_step(policy, [0, 1], 8, lambda rows: np.ones(len(rows)))
 
 

@@ -406,7 +406,8 @@ class SimRun:
         rewards = result.rewards if every else result.rewards[rows]
         ids = result.group_ids if every else [result.group_ids[j] for j in rows.tolist()]
         slot = np.fromiter((draws.slots[pid] for pid in ids), dtype=np.int64, count=len(ids))
-        trained = group_advantages(rewards, ids)
+        # a prompt drawn twice in a step (DAPO, GRESO) trains as two groups
+        trained = group_advantages(rewards, ids if result.kept.groups is None else result.kept.group_keys(result.group_ids))
         if result.kept.baselines is None:
             adv = trained.advantages
         else:

@@ -44,11 +44,20 @@ class Kept:
             kept row's reward instead of its kept group's own mean and std; None: the kept group's
             own statistics (the trainer's usual GRPO advantage).
         scale_by_std: divide by the baseline's std (only with ``baselines``).
+        groups: ``[K]`` a group label per kept row when one prompt can train as several groups in a step
+            (DAPO and GRESO may draw a prompt again after the data's epoch ends, as their public code
+            does, each draw its own group); None: the rows of one prompt are one group.
     """
 
     rows: np.ndarray
     baselines: dict[Any, tuple[float, float]] | None = None
     scale_by_std: bool = False
+    groups: np.ndarray | None = None
+
+    def group_keys(self, group_ids: list) -> list:
+        """The advantage group of every kept row: its prompt id, or (prompt id, group label)."""
+        ids = [group_ids[g] for g in self.rows.tolist()]
+        return ids if self.groups is None else list(zip(ids, self.groups.tolist()))
 
 
 @dataclass(frozen=True)
@@ -102,12 +111,12 @@ class PromptStream:
             self._cached = (self.epoch, [self.ids[i] for i in perm])
         return self._cached[1]
 
-    def take(self, k: int, exclude: set | frozenset = frozenset()) -> list:
-        """The next ``k`` distinct prompt ids not in ``exclude`` (e.g. the ones a step already drew); an
-        epoch's remainder is used before the next epoch starts, and an id already taken is passed over."""
+    def take(self, k: int, exclude: set | frozenset | dict = frozenset()) -> list:
+        """The next ``k`` distinct prompt ids not in ``exclude``; an epoch's remainder is used before the next
+        epoch starts, and an id already taken is passed over."""
         if k > len(self.ids) - len(exclude):
             raise ValueError(f"cannot draw {k} more distinct prompts from {len(self.ids)} when {len(exclude)} are "
-                             "already taken: the step has used (nearly) every prompt of the data")
+                             "already taken; use fewer prompts per batch")
         out: list = []
         taken: set = set(exclude)
         while len(out) < k:

@@ -24,21 +24,22 @@ def too_many_batches(num_gen_batches: int, max_gen_batches: int) -> bool:
     return max_gen_batches > 0 and num_gen_batches >= max_gen_batches
 
 
-def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int, drawn: int,
+def refuse_another_batch(policy: str, batches: int, cap: int, option: str, kept: int, want: int, unkept: int,
                          data: int) -> None:
-    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``),
-    and refuse once the step has drawn (``drawn``) every one of the ``data`` prompts: a step never draws a
-    prompt twice (two groups of one prompt would be one group to the advantage), and without a cap the
-    public trainer would loop forever ("endless trials") on data with no mixed group left."""
+    """Raise the public trainer's error once ``batches`` generation batches reached ``cap`` (``option``).
+    Without a cap, refuse once the step has drawn more prompts than the data hold (``data``) since it last
+    kept a group (``unkept``): a whole pass found no mixed group, so the public trainer would loop
+    forever ("endless trials")."""
     if too_many_batches(batches, cap):
         raise RuntimeError(
             f"{policy} generated {batches} generation batches ({option}) and kept only {kept} of the {want} prompts a "
             "step trains on: nearly every group has one reward value. The data are too easy or too hard for this "
             f"model; raise {option} (0 = no cap) or filter the data")
-    if drawn >= data:
+    if cap <= 0 and unkept > data:
         raise RuntimeError(
-            f"{policy} drew all {data} prompts of the data in this step and kept only {kept} of the {want} it "
-            f"trains on: too few prompts have mixed rewards; filter the data, or lower the prompts per step")
+            f"{policy} drew {unkept} prompts in this step since it last kept one, more than the {data} of the data, and "
+            f"kept only {kept} of the {want} it trains on: no prompt has mixed rewards any more; set {option} to stop "
+            "earlier, or filter the data")
 
 
 def stream_step(policy: str, prompt_ids: list, total_budget: int, stream) -> tuple[int, int]:
@@ -49,6 +50,14 @@ def stream_step(policy: str, prompt_ids: list, total_budget: int, stream) -> tup
     if stream is None:
         raise RuntimeError(f"{policy} draws its prompts from a PromptStream; the trainer must set policy.stream")
     return total_budget // len(prompt_ids), len(prompt_ids)
+
+
+def kept_groups(kept: list[list[int]]) -> Kept:
+    """The kept groups' rows, each group its own label: a prompt drawn again after the data's epoch ended
+    (the public trainers do so too) trains as a group of its own, not merged with its first draw."""
+    rows = [r for group in kept for r in group]
+    labels = [k for k, group in enumerate(kept) for _ in group]
+    return Kept(np.asarray(rows, dtype=np.int64), groups=np.asarray(labels, dtype=np.int64))
 
 
 def round_groups(ids: list, offset: int) -> dict:
@@ -73,26 +82,26 @@ class DapoPolicy(RolloutPolicy):
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         self.n, self.want = stream_step("dapo", prompt_ids, total_budget, self.stream)
         self.kept: list[list[int]] = []
-        self.batches, self.seen_rows, self.step_ids = 0, 0, set()
+        self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
         return self._next_batch()
 
     def _next_batch(self) -> Request:
         self.batches += 1
-        k = min(self.config.gen_batch_factor * self.want, len(self.stream.ids) - len(self.step_ids))
-        batch = self.stream.take(k, exclude=self.step_ids)
-        self.step_ids.update(batch)
+        batch = self.stream.take(self.config.gen_batch_factor * self.want)
+        self.drawn += len(batch)
         return {pid: self.n for pid in batch}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
         for rows in round_groups(ids, self.seen_rows).values():
             if keeps_group(np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)):
                 self.kept.append(rows)
+                self.last_kept_at = self.drawn
         self.seen_rows += len(ids)
         if len(self.kept) >= self.want:
             return {}
         refuse_another_batch("dapo", self.batches, self.config.max_gen_batches, "max_gen_batches", len(self.kept), self.want,
-                             len(self.step_ids), len(self.stream.ids))
+                             self.drawn - self.last_kept_at, len(self.stream.ids))
         return self._next_batch()
 
     def finish(self) -> Kept:
-        return Kept(np.asarray([r for rows in self.kept[: self.want] for r in rows], dtype=np.int64))
+        return kept_groups(self.kept[: self.want])

@@ -16,9 +16,10 @@ Where cobarl departs from the public code (each also said where it happens):
   own threshold (:func:`group_kinds`).
 * a round holds exactly the sampling batch size of kept (not skipped) prompts, drawn one at a time
   from the stream (the public code accumulates dataloader batches of 32 until it has at least that
-  many, then trims to a multiple of the GPU count); a step never draws a prompt twice (kept or
-  skipped: two groups of one prompt would be one group to the advantage), and refuses once it has
-  drawn every prompt of the data without filling.
+  many, then trims to a multiple of the GPU count); a round draws at most as many prompts as the
+  data hold (more only until one is kept), which binds only on small data or when nearly all skip.
+  A prompt drawn again in a later round of the step (after the data's epoch ended) trains as its own
+  group, as in the public code.
 * a step always trains ``prompts`` groups: it never trains short on a "last sampling" round (the
   public flag), it draws another round, up to ``greso_max_gen_batches`` (the public code has no cap).
 * a round whose groups all have one reward value: the public estimate divides by zero and crashes;
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cobarl.policies.base import Kept, Request, RolloutPolicy
-from cobarl.policies.dapo import keeps_group, refuse_another_batch, round_groups, stream_step
+from cobarl.policies.dapo import keeps_group, kept_groups, refuse_another_batch, round_groups, stream_step
 
 EASY_THRESHOLD = 0.98  # a visit's mean reward >= this counts toward the easy streak (PS L111)
 HARD_THRESHOLD = 0.11  # <= this counts toward the hard streak (PS L131, L137)
@@ -191,26 +192,27 @@ class GresoPolicy(RolloutPolicy):
         self.default_size = math.ceil(self.config.greso_sampling_factor * self.want)
         self.kept: list[list[int]] = []
         self.rounds: list[tuple[int, float, float]] = []  # (rows, all-correct share, hard share) per round
-        self.batches, self.seen_rows, self.step_ids = 0, 0, set()
+        self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
         self.step_skipped = 0
         rng = np.random.default_rng([self.stream.seed, 13, self.steps])
         self._draw = lambda: float(rng.random(dtype=np.float32))
         return self._next_round(self.default_size)
 
     def _next_round(self, size: int) -> Request:
-        """``size`` prompts kept by the rule, drawn from the stream; a step never draws a prompt twice (kept or
-        skipped), so it stops early once every prompt of the data was drawn."""
+        """``size`` distinct prompts kept by the rule, drawn from the stream; a round draws at most as many
+        prompts as the data hold (more only until one is kept), so small data are not read over and over."""
         chosen: dict = {}
+        drawn, limit = 0, len(self.stream.ids)
         self.batches += 1
-        while len(chosen) < size and len(self.step_ids) < len(self.stream.ids):
-            pid = self.stream.take(1, exclude=self.step_ids)[0]
-            self.step_ids.add(pid)
+        while len(chosen) < size and (drawn < limit or not chosen) and len(chosen) < limit:
+            pid, drawn = self.stream.take(1, exclude=chosen)[0], drawn + 1
             decision = skip_decision(self.history.get(pid, ()), self.p_easy, self.p_hard, self._draw).decision
             if decision == "keep":
                 chosen[pid] = self.n
             else:
                 self.skipped[decision] += 1
                 self.step_skipped += 1
+        self.drawn += drawn
         return chosen
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
@@ -223,6 +225,7 @@ class GresoPolicy(RolloutPolicy):
             easy, hard = easy + all_correct, hard + all_hard
             if keeps_group(values):
                 self.kept.append(rows)
+                self.last_kept_at = self.drawn
             else:
                 zero += 1
         self.seen_rows += len(ids)
@@ -230,7 +233,7 @@ class GresoPolicy(RolloutPolicy):
         if len(self.kept) >= self.want:
             return {}
         refuse_another_batch("greso", self.batches, self.config.greso_max_gen_batches, "greso_max_gen_batches",
-                             len(self.kept), self.want, len(self.step_ids), len(self.stream.ids))
+                             len(self.kept), self.want, self.drawn - self.last_kept_at, len(self.stream.ids))
         ratio = float32_ratio(zero, len(groups))
         if ratio >= 1:  # the public estimate divides by zero here; its limit is the default size
             return self._next_round(self.default_size)
@@ -248,7 +251,7 @@ class GresoPolicy(RolloutPolicy):
                 self.p_easy, self.p_hard, easy_ratio, hard_ratio, target_zero_variance=self.config.greso_target_zero_variance,
                 min_p=self.config.greso_min_p, max_p=self.config.greso_max_p)
         self.steps += 1
-        return Kept(np.asarray([r for rows in self.kept[: self.want] for r in rows], dtype=np.int64))
+        return kept_groups(self.kept[: self.want])
 
     def metrics(self) -> dict[str, float]:
         from cobarl import metrics as M

@@ -162,11 +162,12 @@ class RoundsMixin:
         t1 = time.perf_counter()
         weights = self.reward_weights.detach().double().cpu().numpy()
         ids = [result.group_ids[g] for g in kept.rows.tolist()]
+        groups = kept.group_keys(result.group_ids)  # a prompt drawn twice in a step (DAPO, GRESO) is two groups
         rewards = scalar_rewards(rpf, weights)
         if kept.baselines is not None:
             advantages = baseline_advantages(rewards, ids, kept.baselines, scale_by_std=kept.scale_by_std)
         else:
-            advantages = trl_advantages(rpf, weights, ids, scale_rewards=self.scale_rewards,
+            advantages = trl_advantages(rpf, weights, groups, scale_rewards=self.scale_rewards,
                                         aggregation=self.multi_objective_aggregation)
         device = output["advantages"].device
         output["advantages"] = torch.as_tensor(advantages[rank * local : (rank + 1) * local], dtype=torch.float32,
@@ -175,7 +176,7 @@ class RoundsMixin:
         self._batch_ids = ids
         self._last_plan = (list(result.plan), np.fromiter(result.plan.values(), dtype=np.int64))
         scored = ~np.isnan(rewards)
-        adv = group_advantages(rewards[scored], [i for i, ok in zip(ids, scored) if ok], scale="none") if scored.any() else None
+        adv = group_advantages(rewards[scored], [g for g, ok in zip(groups, scored) if ok], scale="none") if scored.any() else None
         self._reward_failures = log.failures
         self._check_reward_failures(np.concatenate(log.rewards_per_func))
         self._overhead_s += overhead + time.perf_counter() - t1
