@@ -87,16 +87,22 @@ def test_dapo_filter_reaches_cobarl_buffer(tmp_path):
     assert (buf.filter_groups_metric, buf.gen_batch_size, buf.max_inflight_gen_batches, buf.train_batch_size) == ("acc", 1, 2, 8)
 
 
+# The example's CoBA settings; its tau ('adaptive') differs from a policy's default, which refuses it.
+NO_COBA = [f"~trainer.v1.sampler.sampler_kwargs.{key}" for key in ("kappa", "window", "tau", "stats_window", "prior")]
+
+
 def test_dapo_runs_as_verls_own_filter_with_uniform_budgets(tmp_path):
-    trainer = build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo",
+    with pytest.raises(ValueError, match="tau: option"):
+        build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo"))
+    trainer = build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo", *NO_COBA,
                                 "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"))
     assert trainer.replay_buffer.filter_groups_metric == "acc"
     plan = trainer.replay_buffer.cobarl.allocator.plan([1, 2, 3, 4], 32).counts
     assert plan.tolist() == [8, 8, 8, 8]
     with pytest.raises(ValueError, match="filter_groups.enable=true"):
-        build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo"))
+        build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo", *NO_COBA))
     with pytest.raises(ValueError, match="cannot run 'reinforce-ada'"):
-        build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=reinforce-ada"))
+        build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=reinforce-ada", *NO_COBA))
 
 
 def test_buffer_outside_verl_trainer_is_refused(tmp_path):
