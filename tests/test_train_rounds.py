@@ -198,3 +198,24 @@ def test_max_generated_stops_at_the_end_of_a_generation(tmp_path):
     trainer, _ = make_trainer(tmp_path, config)
     trainer.train()
     assert trainer.state.global_step == 4 and trainer._generated_total == 32  # 16 per generation, 2 generations
+
+
+def test_resume_check_accepts_a_policy_state_and_refuses_a_wrong_step(tmp_path):
+    """A rollout policy's checkpoint state has no allocator statistics to count: `--resume` checks its step
+    (it refused every policy checkpoint before, taking it for a wiped allocator state)."""
+    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import PromptStream, make_policy
+    from cobarl.train.rundir import check_resume_state
+
+    policy = make_policy(AllocatorConfig(strategy="dapo"))
+    policy.stream = PromptStream(range(16))
+    ckpt = tmp_path / "checkpoint-6"
+    ckpt.mkdir()
+    config = small_config(tmp_path, allocator="dapo", train_size=16)
+    for step in (6, 5):
+        (ckpt / STATE_FILE).write_text(json.dumps({"global_step": step, "allocator": policy.state_dict()}))
+        if step == 6:
+            check_resume_state(ckpt, config)
+        else:
+            with pytest.raises(ValueError, match="written at step 5, not 6"):
+                check_resume_state(ckpt, config)

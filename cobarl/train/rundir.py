@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cobarl.allocator import STATE_FORMAT as ALLOCATOR_STATE_FORMAT
 from cobarl.io import LOCK_FILE
 from cobarl.train.checkpoints import checkpoint_step, last_complete_checkpoint, select_checkpoint
 from cobarl.train.config import TrainConfig, config_diff, load_yaml, make_config
@@ -179,6 +180,14 @@ def check_resume_state(checkpoint: Path, config: TrainConfig) -> None:
     (a wiped or replaced ``cobarl_state.json`` would resume with statistics of another run, or none)."""
     state = json.loads((checkpoint / "cobarl_state.json").read_text())
     step = checkpoint_step(checkpoint)
+    if (state.get("allocator") or {}).get("format") != ALLOCATOR_STATE_FORMAT:
+        # A rollout policy's state (Reinforce-Ada, DAPO, ...) counts no generations; its own load refuses
+        # another format or configuration, so only the step is checked here.
+        if state.get("global_step", step) != step:
+            raise ValueError(f"--resume: {checkpoint}/cobarl_state.json was written at step {state.get('global_step')!r}, "
+                             f"not {step}: it was damaged or replaced. Move this checkpoint aside to resume from an "
+                             "earlier one, or start over with --fresh")
+        return
     expected = -(-step // config.num_iterations)
     tracker = (state.get("allocator") or {}).get("tracker") or {}
     stats = (state.get("allocator") or {}).get("stats") or {}
