@@ -47,8 +47,9 @@ def test_mistake_changes_only_the_marker_and_is_the_family_own():
 
 
 def test_registry_and_default_task():
-    assert DEFAULT_TASK == "families-v4" and set(TASKS) == {"families-v4", "arith-v3"}
-    with pytest.raises(ValueError, match="unknown task 'v9'; valid: families-v4, arith-v3"):
+    assert DEFAULT_TASK == "families-v4"
+    assert set(TASKS) == {"families-v4", "families-u50", "families-u90", "arith-v3"}
+    with pytest.raises(ValueError, match="unknown task 'v9'; valid: families-v4, families-u50, families-u90, arith-v3"):
         get_task("v9")
     v3 = get_task("arith-v3")  # the previous default's recipe, unchanged, so its results stay reproducible
     assert (v3.warm_start_steps, v3.warm_start_lr, dict(v3.mistake_rate)) == (3000, 5e-3, {3: 0.7, 4: 0.9})
@@ -92,3 +93,28 @@ def test_a_run_saved_before_the_task_option_resumes_on_its_own_task(tmp_path):
     assert load_run_config(path).task == "arith-v3"  # the default of the time, not today's
     dump_yaml(TrainConfig(task="families-v4"), path)
     assert load_run_config(path).task == "families-v4"
+
+
+def test_a_regime_changes_labels_and_warm_start_only():
+    v4, u90 = get_task("families-v4"), get_task("families-u90")
+    # task v4 is the regime with nothing unreachable: its recipe is the table it always had
+    assert dict(v4.mistake_rate) == dict(enumerate(families.MISTAKE_RATES)) and "regime" not in v4.describe()
+    (a_train, a_held), (b_train, b_held) = v4.make_splits(240, 96, seed=2), u90.make_splits(240, 96, seed=2)
+    assert [p.prompt for p in a_train + a_held] == [p.prompt for p in b_train + b_held]
+    regime = u90.regime
+    for a, b in zip(a_train + a_held, b_train + b_held):
+        if a.family in regime.wrong_reference:  # mislabelled on both splits, never the rule's answer
+            assert b.answer[0] == a.answer[0] and b.answer[1] != a.answer[1]
+        else:
+            assert b.answer == a.answer
+    assert {k for k, q in u90.mistake_rate.items() if q == 1.0} == set(regime.beyond_reach)
+    # the warm-start learns the rule: its problems carry the rule's answers whatever the regime
+    assert [p.answer for p in u90.make_warm_start(50, seed=0)] == [p.answer for p in v4.make_warm_start(50, seed=0)]
+    assert u90.describe()["regime"] == {"beyond_reach": [14, 16, 18, 20, 22], "wrong_reference": [15, 17, 19, 21, 23]}
+
+
+def test_a_regime_refuses_a_family_of_two_kinds_or_out_of_range():
+    with pytest.raises(ValueError, match="both beyond reach and wrong-reference"):
+        families.Regime(beyond_reach=frozenset({3}), wrong_reference=frozenset({3}))
+    with pytest.raises(ValueError, match="family indices in 0..23"):
+        families.Regime(beyond_reach=frozenset({24}))

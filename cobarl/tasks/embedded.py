@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cobarl.tasks import arithmetic, families
@@ -50,29 +51,59 @@ class EmbeddedTask:
     warm_start_batch: int = 64
     max_prompts: int = 20_000
     max_budget: int = 32
+    regime: families.Regime | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly recipe, written next to the cached model."""
         return {"task": self.name, "mistake": self.mistake.__name__,
                 "mistake_rate": {str(k): v for k, v in self.mistake_rate.items()},
                 "warm_start_problems": self.warm_start_problems, "warm_start_steps": self.warm_start_steps,
-                "warm_start_lr": self.warm_start_lr, "warm_start_batch": self.warm_start_batch}
+                "warm_start_lr": self.warm_start_lr, "warm_start_batch": self.warm_start_batch,
+                **({"regime": self.regime.describe()} if self.regime is not None and self.regime.unreachable else {})}
 
 
-TASKS: dict[str, EmbeddedTask] = {
-    "families-v4": EmbeddedTask(
-        name="families-v4",
-        summary="24 families, each with its own answer marker and habitual mistake (default)",
-        make_splits=families.make_splits,
-        make_validation=families.make_validation,
+def _families_task(name: str, summary: str, regime: families.Regime) -> EmbeddedTask:
+    """A families task in one regime: the same prompts as task v4 for every seed, its labels and
+    warm-start set by ``regime`` (``docs/task-regimes.md``)."""
+    return EmbeddedTask(
+        name=name,
+        summary=summary,
+        make_splits=partial(families.make_splits, regime=regime),
+        make_validation=partial(families.make_validation, regime=regime),
+        # The warm-start learns the rule (no wrong references): the model is right where the data is not.
         make_warm_start=lambda n, *, seed: families.make_problems(n, seed=seed, split="train"),
         chars=families.CHARS,
         mistake=families.wrong_marker,
-        mistake_rate=dict(enumerate(families.MISTAKE_RATES)),
+        mistake_rate=regime.warm_start_rates,
         warm_start_problems=6000,
         warm_start_steps=2000,
         warm_start_lr=5e-3,
-    ),
+        regime=regime,
+    )
+
+
+REGIMES: dict[str, families.Regime] = {
+    "families-v4": families.Regime(),
+    # About half of the prompts at 0/16 out of reach: the four hardest families, two of each kind.
+    "families-u50": families.Regime(beyond_reach=frozenset({20, 22}), wrong_reference=frozenset({21, 23})),
+    # About nine in ten: the ten hardest families (five of each kind); the reachable hard families left
+    # (q 0.75-0.94) rarely sit at 0/16.
+    "families-u90": families.Regime(beyond_reach=frozenset({14, 16, 18, 20, 22}),
+                                    wrong_reference=frozenset({15, 17, 19, 21, 23})),
+}
+"""The families presets along the unreachable share of the 0/16 prompts (``docs/task-regimes.md``)."""
+
+
+TASKS: dict[str, EmbeddedTask] = {
+    "families-v4": _families_task(
+        "families-v4", "24 families, each with its own answer marker and habitual mistake (default)",
+        REGIMES["families-v4"]),
+    "families-u50": _families_task(
+        "families-u50", "families-v4 with about half of its 0/16 prompts out of reach (beyond reach or "
+        "a wrong reference)", REGIMES["families-u50"]),
+    "families-u90": _families_task(
+        "families-u90", "families-v4 with about nine in ten of its 0/16 prompts out of reach",
+        REGIMES["families-u90"]),
     "arith-v3": EmbeddedTask(
         name="arith-v3",
         summary="signed one-digit sums, the minus sign dropped on negative results (the previous default)",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cobarl.tasks.arithmetic import EVAL_FRACTION_DENOM, Problem, Split
 
@@ -70,6 +71,53 @@ def _check_tables() -> None:
     assert list(MISTAKE_RATES) == sorted(MISTAKE_RATES) and all(0 <= q < 1 for q in MISTAKE_RATES)
 
 
+@dataclass(frozen=True)
+class Regime:
+    """Which world a families task is: how many 0/16 prompts sampling can reach, and of which kind the
+    unreachable ones are. Task v4 is ``Regime()``; the other presets (``cobarl.tasks.embedded.TASKS``)
+    turn some hard families unreachable and leave the prompts, places and markers of every family
+    as they are, so a preset changes labels and warm-start only. Why and what each measured:
+    ``docs/task-regimes.md``.
+
+    Attributes:
+        mistake_rates: per family, the warm-start's share of mistaken labels (v4's table by default).
+        beyond_reach: families the warm-start labels with the mistaken marker every time (rate 1), so
+            the correct marker is never in the model's training data and practically never sampled:
+            a problem beyond the model's skill within any budget a run can spend.
+        wrong_reference: families whose stored answer is not the one the rule gives (the digit shifted
+            by 5), like a mislabelled math answer: even a model that follows the rule perfectly scores 0,
+            on train and held-out prompts alike. The warm-start still teaches the rule with the
+            family's mistake rate (the model is right; the data is not).
+    """
+
+    mistake_rates: tuple[float, ...] = MISTAKE_RATES
+    beyond_reach: frozenset[int] = frozenset()
+    wrong_reference: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if len(self.mistake_rates) != len(TAGS) or not all(0 <= q < 1 for q in self.mistake_rates):
+            raise ValueError(f"mistake_rates: one rate in [0, 1) per family ({len(TAGS)}), got {self.mistake_rates}")
+        for name in ("beyond_reach", "wrong_reference"):
+            if not set(getattr(self, name)) <= set(range(len(TAGS))):
+                raise ValueError(f"{name}: family indices in 0..{len(TAGS) - 1}, got {sorted(getattr(self, name))}")
+        if self.beyond_reach & self.wrong_reference:
+            raise ValueError(f"families {sorted(self.beyond_reach & self.wrong_reference)} are both beyond reach "
+                             "and wrong-reference; a family is one kind")
+
+    @property
+    def warm_start_rates(self) -> dict[int, float]:
+        """Per family, the warm-start's mistake rate (1 for a family beyond reach)."""
+        return {k: 1.0 if k in self.beyond_reach else q for k, q in enumerate(self.mistake_rates)}
+
+    @property
+    def unreachable(self) -> frozenset[int]:
+        """Families no sampling solves (either kind)."""
+        return self.beyond_reach | self.wrong_reference
+
+    def describe(self) -> dict:
+        return {"beyond_reach": sorted(self.beyond_reach), "wrong_reference": sorted(self.wrong_reference)}
+
+
 _check_tables()
 
 
@@ -87,6 +135,15 @@ def answer_for(family: int, digits: str) -> str:
     return CORRECT_MARKERS[family] + digits[PLACES[family]]
 
 
+def wrong_reference(answer: str) -> str:
+    """A mislabelled reference: the right marker with the digit shifted by 5 (never the right digit).
+
+    >>> wrong_reference("W9")
+    'W4'
+    """
+    return answer[0] + str((int(answer[1]) + 5) % 10)
+
+
 def wrong_marker(answer: str) -> str:
     """The family's habitual mistake: the same digit behind the family's mistaken marker (the
     warm-start's ``mistake``; the family is read off the correct marker, which is unique to it).
@@ -98,7 +155,8 @@ def wrong_marker(answer: str) -> str:
 
 
 def make_problems(
-    n: int, *, seed: int, split: Split | None = None, start_id: int = 0, exclude: Iterable[str] = ()
+    n: int, *, seed: int, split: Split | None = None, start_id: int = 0, exclude: Iterable[str] = (),
+    regime: Regime | None = None,
 ) -> list[Problem]:
     """Draw ``n`` distinct problems, as equal a number per family as ``n`` allows, in shuffled order.
 
@@ -108,6 +166,9 @@ def make_problems(
         split: ``"train"`` or ``"eval"`` to draw only from that pool; ``None`` draws from both.
         start_id: ``prompt_id`` of the first problem.
         exclude: prompts not to draw (another split's).
+        regime: the stored answers of its ``wrong_reference`` families are mislabelled; ``None`` (and
+            the warm-start, which learns the rule) store the rule's answer. The prompts drawn never
+            depend on it.
 
     ``difficulty`` and ``family`` of each problem are its family index (families are ordered by
     their warm-start mistake rate).
@@ -129,22 +190,26 @@ def make_problems(
             drawn.append((prompt, answer_for(family, digits), family))
             quota[family] -= 1
     random.Random(f"cobarl-families-shuffle-{seed}").shuffle(drawn)
-    return [Problem(prompt_id=start_id + i, prompt=p, answer=a, difficulty=k, family=k)
+    mislabelled = regime.wrong_reference if regime is not None else frozenset()
+    return [Problem(prompt_id=start_id + i, prompt=p, answer=wrong_reference(a) if k in mislabelled else a,
+                    difficulty=k, family=k)
             for i, (p, a, k) in enumerate(drawn)]
 
 
-def make_splits(n_train: int, n_eval: int, *, seed: int) -> tuple[list[Problem], list[Problem]]:
+def make_splits(n_train: int, n_eval: int, *, seed: int, regime: Regime | None = None
+                ) -> tuple[list[Problem], list[Problem]]:
     """Disjoint train and held-out lists (train ids ``0..n_train-1``, held-out ids after).
 
     >>> train, held_out = make_splits(48, 24, seed=0)
     >>> not {p.prompt for p in train} & {p.prompt for p in held_out}, sorted({p.family for p in held_out}) == list(FAMILIES)
     (True, True)
     """
-    train = make_problems(n_train, seed=seed, split="train")
-    return train, make_problems(n_eval, seed=seed, split="eval", start_id=n_train)
+    train = make_problems(n_train, seed=seed, split="train", regime=regime)
+    return train, make_problems(n_eval, seed=seed, split="eval", start_id=n_train, regime=regime)
 
 
-def make_validation(held_out: list[Problem], n: int, *, seed: int) -> list[Problem]:
+def make_validation(held_out: list[Problem], n: int, *, seed: int, regime: Regime | None = None) -> list[Problem]:
     """A validation list from the eval pool, disjoint from ``held_out``, ids after its last."""
     start = max((p.prompt_id for p in held_out), default=-1) + 1
-    return make_problems(n, seed=seed, split="eval", start_id=start, exclude=(p.prompt for p in held_out))
+    return make_problems(n, seed=seed, split="eval", start_id=start, exclude=(p.prompt for p in held_out),
+                         regime=regime)
