@@ -126,8 +126,10 @@ def test_against_a_map_checks_every_cell_and_refuses_what_it_cannot_mirror(tmp_p
     # a real world where half budget helped: the simulator, which says it hurts, fails the bar
     real = json.loads((tmp_path / "u50" / "summary.json").read_text())
     real["gaps_vs_baseline"]["uniform@0.5"]["final_heldout_accuracy"].update(mean=0.05, ci95=[0.01, 0.09])
+    real["budget"] = "steps"  # mirrored too: a policy generating more than it trains on runs as many steps
     (tmp_path / "u50" / "summary.json").write_text(json.dumps(real))
     assert main(["--no-progress", "--no-plots", "--workers", "1", "--against", u50, _fake_real(tmp_path, "v4", "families-v4"),
                  "--output-dir", str(tmp_path / "fails")]) == 0
     check = json.loads((tmp_path / "fails" / "map_check.json").read_text())
     assert check["sign_agreement"]["share"] == 0.5 and check["verdict"]["passed"] is False
+    assert json.loads((tmp_path / "fails" / "families-u50-x1" / "summary.json").read_text())["budget"] == "steps"
