@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from cobarl.experiments.sim_probe import expected_histogram, run_sim_probe
-from cobarl.experiments.simulator import families_v4_options, make_task, sigmoid
+from cobarl.experiments.sim_presets import families_v4_options
+from cobarl.experiments.simulator import make_task
 
 REQUIRED = ("hist_0", "hist_1_4", "hist_16", "uniform_sampled_before", "uniform_sampled_after", "epoch1_share",
             "second_half_share", "probe_ratio_train", "probe_ratio_heldout", "placebo_ratio")
@@ -111,7 +112,7 @@ def task_measures(skill_offset: float, difficulty_std: float, seeds: list[int]) 
     rows = []
     for seed in seeds:
         t = make_task(sim, seed)
-        p = sigmoid(t.skill0[t.cluster] - t.difficulty)
+        p = t.initial_pass_rates()
         rows.append({**expected_histogram(p[:t.n_train]), "uniform_sampled_before": float(p[t.n_train:].mean())})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -199,7 +200,7 @@ def calibrate(targets: dict[str, float], grid: dict[str, list[float]], seeds: li
     edges = edge_choices(chosen, grid)
     if edges:  # the best value may lie outside: say so rather than print it as the optimum
         log(f"WARNING: chosen at the edge of the searched grid for {', '.join(edges)}; widen it and rerun")
-    log("preset (cobarl/experiments/simulator.py, SIM_PRESETS): families_v4_options("
+    log("preset (cobarl/experiments/sim_presets.py, V4_LEARNER): families_v4_options("
         + ", ".join(f"{k}={v:g}" for k, v in chosen.items()) + ")")
     log(f"{time.perf_counter() - started:.1f} s")
     return {"chosen": chosen, "seeds": seeds, "targets": targets,

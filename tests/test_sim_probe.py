@@ -14,8 +14,8 @@ import pytest
 from helpers import REPO
 
 from cobarl.experiments.sim_probe import cluster_means, curve_shares, expected_histogram, run_sim_probe
+from cobarl.experiments.sim_presets import SIM_PRESETS
 from cobarl.experiments.simulator import (
-    SIM_PRESETS,
     SimConfig,
     SimOptions,
     cluster_skills_from_pass_rates,

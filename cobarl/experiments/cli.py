@@ -9,6 +9,7 @@ Examples::
     cobarl compare --strategies coba --grid "kappa=7,11,15;max_budget=32,64,128"   # tuning sweep
     cobarl compare --against runs/real-cmp          # the simulator, checked against a real comparison
     cobarl compare --sim-preset families-v4 --against runs/real-v4   # ... shaped and calibrated like task v4
+    cobarl compare --against runs/map/*             # ... cell by cell against a regime map (one preset per task)
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from cobarl.experiments.runs import BUDGETS, CompareOptions, RunResult
 from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
+from cobarl.experiments.sim_map import MAP_FILES, map_plan, write_map_report
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
 from cobarl.experiments.summary_io import SummaryFormatError, read_summary
-from cobarl.experiments.simulator import SIM_PRESETS, SimConfig
+from cobarl.experiments.sim_presets import SIM_PRESETS
+from cobarl.experiments.simulator import SimConfig
 
 DEFAULT_PRESET = "default"
 INTERRUPTED = 130
@@ -75,12 +78,15 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     )
     p.add_argument(
         "--against",
+        nargs="+",
         default=None,
         metavar="REAL_DIR",
         help="Check the simulator against a real comparison: run the simulator with the strategies (each with the "
         "allocator settings it ran with), seeds, steps and budgets of REAL_DIR/summary.json (a 'cobarl compare "
-        "--backend real' report) and add the rank correlation "
-        "and the side-by-side gaps to this report. Those options then come from REAL_DIR and may not be given.",
+        "--backend real' report) and add the rank correlation, the side-by-side gaps and the cell-by-cell verdict "
+        "to this report. Those options then come from REAL_DIR and may not be given. Several REAL_DIRs (a regime "
+        "map): one simulated comparison each, with the --sim-preset named as its --task, in OUTPUT_DIR/<task>-x<budget>/, "
+        "and the cell-by-cell check of all of them in OUTPUT_DIR/report.md and map_check.json.",
     )
     _add_run_options(p, shape)
     _add_simulator_options(p, shape.sim)
@@ -127,7 +133,9 @@ def _add_simulator_options(p: argparse.ArgumentParser, base: SimConfig) -> None:
     sim.add_argument("--sim-preset", choices=list(SIM_PRESETS), default=DEFAULT_PRESET,
                      help="Simulated task and run shape: 'default' (the documented simulator) or 'families-v4' (shaped "
                      "like the embedded task v4 and calibrated on its strategy-neutral measurements: 24 clusters with "
-                     "the families' starting pass rates, 300 steps of 16 prompts x 8 rollouts; see docs/simulator-v4.md). "
+                     "the families' starting pass rates, 300 steps of 16 prompts x 8 rollouts; see docs/simulator-v4.md); "
+                     "'families-u50'/'families-u90': v4's learner on the task regimes of those names, their unreachable "
+                     "families as clusters whose rewards are always 0 (docs/task-regimes.md). "
                      "It sets the defaults of the flags below and of --steps, --prompts-per-step, "
                      "--rollouts-per-prompt and --validation-prompts; a flag given explicitly still wins.")
     sim.add_argument("--train-prompts", type=integer(1), default=base.train_prompts, help="Prompts in the train split.")
@@ -174,6 +182,8 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
         lr=args.lr,
         transfer=args.transfer,
         cluster_skills=skills,
+        beyond_reach=preset.sim.beyond_reach,  # the regime: a property of the preset's task, no flag of its own
+        wrong_reference=preset.sim.wrong_reference,
     )
 
 
@@ -263,7 +273,7 @@ def check_options(options: CompareOptions) -> None:
 
 # The options `--against` takes from the real comparison (their flags may not be given with it).
 _AGAINST_FLAGS = ("--strategies", "--seeds", "--seed-list", "--steps", "--prompts-per-step", "--rollouts-per-prompt",
-                  "--budget-multiplier", "--baseline", "--grid")
+                  "--budget-multiplier", "--baseline", "--grid", "--budget")
 
 
 def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.ArgumentParser) -> tuple[str, dict] | None:
@@ -278,7 +288,7 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
              if flag in tokens or getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
     if given:
         raise ValueError(f"--against takes {', '.join(given)} from the real comparison; leave {'it' if len(given) == 1 else 'them'} out")
-    path = Path(args.against) / "summary.json"
+    path = Path(args.against[0]) / "summary.json"
     try:
         real = read_summary(path)
     except (OSError, SummaryFormatError) as err:
@@ -289,7 +299,8 @@ def apply_against(args: argparse.Namespace, argv: list[str], parser: argparse.Ar
     args.steps, args.prompts_per_step = settings["steps"], settings["prompts_per_step"]
     args.rollouts_per_prompt, args.budget_multiplier = settings["rollouts_per_prompt"], settings["budget_multiplier"]
     args.baseline = settings["baseline"]
-    return args.against, real.to_dict()
+    args.budget = settings["budget"] or args.budget
+    return args.against[0], real.to_dict()
 
 
 def _preset_name(argv: list[str]) -> str:
@@ -304,6 +315,8 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
     parser = build_parser(prog, _preset_name(argv))
     args = parser.parse_args(argv)
     out = Path(args.output_dir or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
+    if args.against is not None and len(args.against) > 1:
+        return _compare_map(args, argv, out, prog)
     try:
         against = apply_against(args, argv, parser)
         options = options_from_args(args)
@@ -394,3 +407,51 @@ def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *,
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- --against with several real comparisons: the simulator checked cell by cell against a regime map ---
+
+
+def _compare_map(args: argparse.Namespace, argv: list[str], out: Path, prog: str) -> int:
+    """One simulated comparison per real one, each with the preset named as its task, in OUT/<task>-x<budget>/;
+    then the cells of all (`cobarl.experiments.sim_map`) in OUT/report.md and OUT/map_check.json. Every
+    comparison is set up and checked before the first run."""
+    try:
+        plan = map_plan(args.against, explicit_preset(argv))
+        jobs = []
+        for real_dir, preset, name in plan:
+            parser = build_parser(prog, preset)
+            sub = parser.parse_args(argv)
+            sub.against, sub.sim_preset, sub.output_dir = [real_dir], preset, str(out / name)
+            against = apply_against(sub, argv, parser)
+            options = options_from_args(sub)
+            check_options(options)
+            jobs.append((sub, options, against))
+        writable_dir(out, "the report")
+        found = [name for name in MAP_FILES if (out / name).exists()] + [n for _, _, n in plan if (out / n).exists()]
+        if found:
+            raise FileExistsError(f"{out} already holds {', '.join(found)}; pass another -o/--output-dir")
+        lock = FolderLock(out, "report").acquire()
+    except (ValueError, TypeError, FileExistsError) as err:
+        return _error(prog, err)
+    try:
+        summaries = []
+        for sub, options, against in jobs:
+            rc = _compare(sub, options, Path(sub.output_dir), argv, against, prog)
+            if rc != 0:
+                print(f"{prog}: the map check was not written (a comparison did not finish)", file=sys.stderr)
+                return rc
+            summaries.append(read_summary(Path(sub.output_dir) / "summary.json").to_dict())
+        check = write_map_report(out, plan, summaries, command=" ".join(["cobarl compare", *map(shlex.quote, argv)]))
+        print(f"  simulator vs real map, {len(check['cells'])} cells: {check['verdict']['text']} "
+              f"(report in {out}/report.md)", file=sys.stderr)
+        return 0
+    finally:
+        lock.release(remove_if_created=True)
+
+
+def explicit_preset(argv: list[str]) -> str | None:
+    """``--sim-preset`` when given on the command line (also abbreviated), else None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--sim-preset", default=None)
+    return pre.parse_known_args(argv)[0].sim_preset

@@ -9,6 +9,7 @@ from typing import Any
 
 from cobarl.experiments.specs import format_value
 from cobarl.experiments.figures import GRID_HEATMAP, PLOTS, values_text
+from cobarl.experiments.sim_map import cell_check_md
 
 def _pm(entry: dict | None, scale: float = 1.0, digits: int = 3) -> str:
     if not entry or entry.get("mean") is None:
@@ -311,7 +312,9 @@ def _check_md(check: dict[str, Any]) -> list[str]:
             f"{num(sim['heldout_gap_share_of_baseline_gain'], '+.2f')} | {num(real['heldout_gap_share_of_baseline_gain'], '+.2f')} | "
             f"{_pm(sim['effective_ratio_gap_relative_percent'], 1, 1)} | {_pm(real['effective_ratio_gap_relative_percent'], 1, 1)} |"
         )
-    return lines
+    if check.get("preset_note"):
+        lines += ["", f"**Note: {check['preset_note']}.**"]
+    return lines + (cell_check_md(check["cell_check"]) if check.get("cell_check") else [])
 
 
 def _budget_line(s: dict) -> str:

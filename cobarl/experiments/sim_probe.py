@@ -28,7 +28,7 @@ from scipy.stats import binom
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments.probe import ProbeAllocator, half_gains, ratio, stratified_half, unit_rates
-from cobarl.experiments.simulator import SimOptions, SimRun, sigmoid
+from cobarl.experiments.simulator import SimOptions, SimRun
 
 HISTOGRAM_SAMPLES = 16
 """Samples per train prompt behind the real histogram (``cobarl probe``'s TRAIN_SAMPLES)."""
@@ -129,5 +129,4 @@ def run_sim_probe(options: SimOptions, seed: int, weight: float = 3.0) -> dict[s
 
 def _initial_rates(run: SimRun, idx: np.ndarray) -> np.ndarray:
     """Pass rates of ``idx`` at step 0 (skills before any step: u = 0)."""
-    t = run.task
-    return sigmoid(t.skill0[t.cluster[idx]] - t.difficulty[idx])
+    return run.task.initial_pass_rates(idx)

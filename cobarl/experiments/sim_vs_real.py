@@ -9,17 +9,22 @@ comparable; what can match is the *order* of the arms and the *relative* size of
   effective-gradient ratio;
 - each arm's paired gap against the baseline, side by side, also as a share of the baseline's own
   RL gain (final − initial), which puts both back-ends' gaps on one scale;
-- sign agreement of the held-out gaps, and which real gaps are resolved (CI excludes 0).
+- sign agreement of the held-out gaps, and which real gaps are resolved (CI excludes 0);
+- the cell-by-cell check and its verdict (`cobarl.experiments.sim_map`), over this comparison's
+  arms; ``--against`` with several real comparisons (a regime map) pools the cells of all.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from cobarl.experiments.sim_map import cell_check, comparison_cells, excludes_zero, mean_of, real_task, spearman
+from cobarl.experiments.sim_presets import SIM_PRESETS
 from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
 from cobarl.experiments.summary_io import ComparisonSummary
 
@@ -41,6 +46,8 @@ def real_comparison_settings(real: ComparisonSummary) -> dict[str, Any]:
         raise ValueError(f"--against: summary.json does not record the allocator settings of {', '.join(unknown)} "
                          "(written by an older cobarl); re-run that comparison with this version")
     return {**{k: real.settings[k] for k in AGAINST_FIELDS},
+            "budget": real.settings.get("budget"),  # None: written before --budget existed
+            "task": real_task(real.settings),  # read now: a command it cannot read stops before any run
             "strategies": {label: e.allocator_config for label, e in real.strategies.items()}}
 
 
@@ -59,24 +66,10 @@ def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
 
 
 
-def _mean(entry: dict | None) -> float:
-    v = (entry or {}).get("mean")
-    return math.nan if v is None else float(v)
-
-
-def _spearman(a: list[float], b: list[float]) -> float | None:
-    """Rank correlation of the arms' means; None when it is undefined (< 3 arms, a constant side)."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return None
-    return float(stats.spearmanr(x[ok], y[ok]).statistic)
-
-
 def _baseline_gain(summary: dict[str, Any]) -> float:
     """The baseline's own RL gain in held-out accuracy (final − initial, mean over seeds)."""
     e = summary["strategies"][summary["baseline"]]
-    return _mean(e.get("final_heldout_accuracy")) - _mean(e.get("initial_heldout_accuracy"))
+    return mean_of(e.get("final_heldout_accuracy")) - mean_of(e.get("initial_heldout_accuracy"))
 
 
 def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]:
@@ -93,24 +86,27 @@ def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]
             gap = s["gaps_vs_baseline"].get(label)  # None for the baseline itself
             held = (gap or {}).get("final_heldout_accuracy")
             row[name] = {
-                "final_heldout_accuracy": _mean(s["strategies"][label].get("final_heldout_accuracy")),
-                "effective_ratio": _mean(s["strategies"][label].get("effective_ratio")),
+                "final_heldout_accuracy": mean_of(s["strategies"][label].get("final_heldout_accuracy")),
+                "effective_ratio": mean_of(s["strategies"][label].get("effective_ratio")),
                 "heldout_gap": held,
                 # undefined when the baseline gained under half a point: a ratio to ~0 says nothing
-                "heldout_gap_share_of_baseline_gain": _mean(held) / gains[name] if held and gains[name] > 0.005 else math.nan,
+                "heldout_gap_share_of_baseline_gain": mean_of(held) / gains[name] if held and gains[name] > 0.005 else math.nan,
                 "effective_ratio_gap_relative_percent": (gap or {}).get("effective_ratio_relative_percent"),
             }
         rows[label] = row
     others = [label for label in arms if label != base]
-    gaps = [(_mean(rows[a]["simulated"]["heldout_gap"]), _mean(rows[a]["real"]["heldout_gap"])) for a in others]
+    gaps = [(mean_of(rows[a]["simulated"]["heldout_gap"]), mean_of(rows[a]["real"]["heldout_gap"])) for a in others]
     signs = [(np.sign(s), np.sign(r)) for s, r in gaps if math.isfinite(s) and math.isfinite(r)]  # both measured
-    resolved = [a for a in others if _excludes_zero(rows[a]["real"]["heldout_gap"])]
+    resolved = [a for a in others if excludes_zero(rows[a]["real"]["heldout_gap"])]
+    task = real_task(real)
     return {
+        "real_task": task,
+        "preset_note": preset_note(sim.get("simulator"), task),
         "baseline": base,
         "arms": arms,
         "baseline_gain": gains,
         "rank_correlation": {
-            key: _spearman([rows[a]["simulated"][key] for a in arms], [rows[a]["real"][key] for a in arms])
+            key: spearman([rows[a]["simulated"][key] for a in arms], [rows[a]["real"][key] for a in arms])
             for key in ("final_heldout_accuracy", "effective_ratio")
         },
         # arms from best to worst final held-out accuracy on each back-end
@@ -119,9 +115,16 @@ def simulator_check(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]
         "heldout_gap_sign_agreement": f"{sum(s == r for s, r in signs)}/{len(signs)}",
         "real_gaps_resolved": resolved,
         "per_arm": rows,
+        "cell_check": cell_check(comparison_cells(sim, real, task)),
     }
 
 
-def _excludes_zero(entry: dict | None) -> bool:
-    lo, hi = ((entry or {}).get("ci95") or [None, None])
-    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+def preset_note(simulator: dict[str, Any] | None, task: str | None) -> str | None:
+    """A line for the report when the simulated task is not the preset named as the real run's task
+    (None when it is, or when the task has no preset): its gaps then mirror another world."""
+    if task not in SIM_PRESETS or simulator is None:
+        return None
+    if json.loads(json.dumps(asdict(SIM_PRESETS[task].sim))) == simulator:
+        return None
+    return (f"the real comparison ran --task {task}, and this simulated task is not --sim-preset {task} "
+            f"(another preset, or flags changed it): its gaps mirror another world")

@@ -46,7 +46,18 @@ cluster, train or held-out, moves by ``transfer * delta z_i``) and the rest to u
 itself moves by ``delta z_i``.
 
 Held-out prompts share the clusters but are never trained on; held-out accuracy is
-``mean sigmoid(z)`` over them (an expectation: no sampling noise). Validation prompts are a third
+``mean sigmoid(z)`` over them (an expectation: no sampling noise).
+
+Unreachable clusters (a task's regime, ``SimConfig.beyond_reach`` / ``wrong_reference``): their
+prompts' reward probability is exactly 0, on train, held-out and validation prompts alike (a
+wrong reference: the model may follow the rule, but the stored answer is wrong; beyond reach:
+the right answer is never sampled). Such a prompt can never learn: its rewards are all 0 and
+``y_j - p_i = 0 - 0`` makes its signal g_i exactly 0 whatever advantage a policy gives its rows,
+and its cluster's skill moves only by the transfer of its own prompts' steps, all 0, so nothing
+revives it (transfer never crosses clusters). The two kinds look the same from a rollout policy's
+side here as in the real task; they differ only in the latent skill (a beyond-reach cluster's
+is the warm-start's without the correct marker, a wrong-reference cluster's is left as it is),
+which no reward or accuracy reads. Validation prompts are a third
 split, drawn the same way from a separate random stream (so adding them changes no train or held-out
 draw): never trained on, disjoint from both, used only to choose settings (``cobarl compare --grid``).
 
@@ -105,6 +116,9 @@ class SimConfig:
         transfer: share of a prompt's logit step that goes to its cluster's skill, i.e. that
             every other prompt of the cluster receives (a kernel value; 0 = no generalisation).
         eval_rollouts: samples per prompt for the empirical difficulty buckets (paper: avg@16).
+        beyond_reach, wrong_reference: clusters unreachable by sampling (the task's regime,
+            ``cobarl.tasks.families.Regime``): every reward of their prompts is 0 and so is their
+            accuracy (see the module docstring). Empty (default): every cluster is reachable.
     """
 
     train_prompts: int = 1024
@@ -118,6 +132,8 @@ class SimConfig:
     transfer: float = 0.02
     eval_rollouts: int = 16
     cluster_skills: tuple[float, ...] | None = None
+    beyond_reach: tuple[int, ...] = ()
+    wrong_reference: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.train_prompts, self.heldout_prompts, self.validation_prompts, self.clusters) < 1:
@@ -131,6 +147,12 @@ class SimConfig:
             if skills.shape != (self.clusters,) or not np.isfinite(skills).all():
                 raise ValueError(f"cluster_skills must hold {self.clusters} finite logits (one per cluster), "
                                  f"got {len(self.cluster_skills)} values")
+        for name in ("beyond_reach", "wrong_reference"):
+            if not set(getattr(self, name)) <= set(range(self.clusters)):
+                raise ValueError(f"{name}: cluster indices in 0..{self.clusters - 1}, got {list(getattr(self, name))}")
+        if set(self.beyond_reach) & set(self.wrong_reference):
+            raise ValueError(f"clusters {sorted(set(self.beyond_reach) & set(self.wrong_reference))} are both beyond "
+                             "reach and wrong-reference; a cluster is one kind")
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,8 @@ class Task:
         n_train: size of the train split.
         validation_cluster: ``[V]`` cluster of each validation prompt.
         validation_difficulty: ``[V]`` d_i of each validation prompt.
+        unreachable: ``[C]`` whether a cluster's rewards are always 0 (either kind of regime);
+            ``None``: every cluster is reachable.
     """
 
     cluster: np.ndarray
@@ -154,6 +178,16 @@ class Task:
     n_train: int
     validation_cluster: np.ndarray
     validation_difficulty: np.ndarray
+    unreachable: np.ndarray | None = None
+
+    def reward_rates(self, z: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+        """Probability of reward 1 at logits ``z`` of prompts in ``clusters``: ``sigmoid(z)``, 0 where unreachable."""
+        p = sigmoid(z)
+        return p if self.unreachable is None else np.where(self.unreachable[clusters], 0.0, p)
+
+    def initial_pass_rates(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Pass rates of prompts ``idx`` at step 0 (cluster skills as drawn, u = 0)."""
+        return self.reward_rates(self.skill0[self.cluster[idx]] - self.difficulty[idx], self.cluster[idx])
 
 
 def make_task(config: SimConfig, seed: int) -> Task:
@@ -169,8 +203,13 @@ def make_task(config: SimConfig, seed: int) -> Task:
     # The validation split comes from its own stream: the draws above are those of a task without it.
     n_val = config.validation_prompts
     validation_difficulty = np.random.default_rng([seed, _VALIDATION]).normal(0.0, config.difficulty_std, n_val)
+    unreachable = None
+    if config.beyond_reach or config.wrong_reference:
+        unreachable = np.zeros(config.clusters, dtype=bool)
+        unreachable[list(config.beyond_reach) + list(config.wrong_reference)] = True
     return Task(cluster=cluster, difficulty=difficulty, skill0=skill0, n_train=n_train,
-                validation_cluster=np.arange(n_val) % config.clusters, validation_difficulty=validation_difficulty)
+                validation_cluster=np.arange(n_val) % config.clusters, validation_difficulty=validation_difficulty,
+                unreachable=unreachable)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -209,12 +248,12 @@ class Learner:
 
     def pass_rates(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         t = self.task
-        return sigmoid(self.skill[t.cluster[idx]] + self.own[idx] - t.difficulty[idx])
+        return t.reward_rates(self.skill[t.cluster[idx]] + self.own[idx] - t.difficulty[idx], t.cluster[idx])
 
     def validation_pass_rates(self) -> np.ndarray:
         """``[V]`` pass rates of the validation prompts (never trained on: cluster skill only)."""
         t = self.task
-        return sigmoid(self.skill[t.validation_cluster] - t.validation_difficulty)
+        return t.reward_rates(self.skill[t.validation_cluster] - t.validation_difficulty, t.validation_cluster)
 
     def step(self, prompts: np.ndarray, signal: np.ndarray) -> None:
         """Move the logit of ``prompts[k]`` by ``lr * signal[k]`` (``transfer`` of it via the cluster)."""
@@ -290,30 +329,6 @@ class SimOptions:
 
     def total_budget(self, multiplier: float = 1.0) -> int:
         return int(round(self.prompts_per_step * self.rollouts_per_prompt * self.budget_multiplier * multiplier))
-
-
-def families_v4_options(*, skill_offset: float, difficulty_std: float, lr: float, transfer: float) -> SimOptions:
-    """The simulator shaped like the embedded task v4 (``cobarl.tasks.families``; README "The embedded
-    task"): 24 clusters (the families) of 16 train prompts, 512 held-out prompts, 16 prompts and 128
-    rollouts per step, 300 steps. Cluster k starts at ``logit(1 - MISTAKE_RATES[k]) + skill_offset``
-    (the warm-start's pass rate follows 1 - q); the four arguments are what
-    ``scripts/calibrate_simulator.py`` fits to strategy-neutral measurements."""
-    from cobarl.tasks.families import MISTAKE_RATES
-
-    skills = cluster_skills_from_pass_rates([1.0 - q for q in MISTAKE_RATES])
-    sim = SimConfig(train_prompts=384, heldout_prompts=512, validation_prompts=512, clusters=len(MISTAKE_RATES),
-                    cluster_skills=tuple(s + skill_offset for s in skills), difficulty_std=difficulty_std,
-                    lr=lr, transfer=transfer)
-    return SimOptions(steps=300, prompts_per_step=16, rollouts_per_prompt=8.0, sim=sim)
-
-
-# The one place presets live (``cobarl compare --sim-preset``). "default" is the documented default task;
-# "families-v4": values printed by ``scripts/calibrate_simulator.py --targets scripts/targets-v4.json``
-# (docs/simulator-v4.md), fitted on strategy-neutral measurements only.
-SIM_PRESETS: dict[str, SimOptions] = {
-    "default": SimOptions(),
-    "families-v4": families_v4_options(skill_offset=-0.2, difficulty_std=1.0, lr=0.8, transfer=0.1),
-}
 
 
 def simulate(
@@ -456,7 +471,7 @@ class SimRun:
         task, held = self.task, self.heldout
         return {
             "final": {k: v for k, v in rows[-1].items() if k.startswith(M.EVAL_PREFIX)} if rows else {},
-            M.SUMMARY_INITIAL_ACCURACY: float(sigmoid(task.skill0[task.cluster[held]] - task.difficulty[held]).mean()),
+            M.SUMMARY_INITIAL_ACCURACY: float(task.initial_pass_rates(held).mean()),
             M.SUMMARY_FINAL_ACCURACY: rows[-1][M.EVAL_HELDOUT_ACCURACY] if rows else None,
             "rollouts": self.rollouts,  # generated; of them trained on, and the rounds and prompts they took:
             "rollouts_trained": self.trained,
