@@ -77,8 +77,9 @@ def test_simulated_compare_runs_every_policy_and_reports_on_generated_rollouts(t
     assert arms["pods"]["heldout_accuracy_at_equal_generated"]["values"] == pytest.approx(pods)
     gap = summary["gaps_vs_baseline"]["pods"]["heldout_accuracy_at_equal_generated"]
     assert gap["values"] == pytest.approx([a - b for a, b in zip(pods, uniform_at_g)])
-    # the written summary is version 2 and reads back whole; the report states both
-    assert read_summary(tmp_path / "summary.json").format_version == FORMAT_VERSION == 2
+    # the written summary is version 2 (3 adds where each run came from, which only the CLI knows) and reads
+    # back whole; the report states both
+    assert read_summary(tmp_path / "summary.json").format_version == 2 == FORMAT_VERSION - 1
     report = (tmp_path / "report.md").read_text()
     assert "## How each strategy spends a step" in report and "| `pods` | 128.0 ± 0.0 | 32.0 ± 0.0 | 1.0 ± 0.0 |" in report
     assert f"## Held-out accuracy at equal generated rollouts (G = {g:,.0f})" in report

@@ -202,8 +202,10 @@ def test_5_sigterm_to_train_exits_143_with_the_resume_hint(monkeypatch, tmp_path
 
 
 def test_5_workers_die_with_their_parent(tmp_path):
-    code = ("import time; from concurrent.futures import ProcessPoolExecutor; from cobarl.experiments.pool import ignore_sigint;"
-            "pool = ProcessPoolExecutor(1, initializer=ignore_sigint); f = pool.submit(time.sleep, 60);"
+    # under compare's SIGTERM handler, which a forked worker inherits (it must not keep the worker alive)
+    code = ("import time; from concurrent.futures import ProcessPoolExecutor;"
+            "from cobarl.experiments.pool import ignore_sigint, sigterm_as_interrupt; sigterm_as_interrupt().__enter__();"
+            "pool = ProcessPoolExecutor(1, initializer=ignore_sigint); fs = [pool.submit(time.sleep, 60) for _ in range(3)];"
             "time.sleep(1); print(list(pool._processes), flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -274,14 +276,15 @@ def test_10_a_wiped_allocator_state_is_refused(flaky_run, tmp_path):
         check_resume_state(ckpt, config)
 
 
-# --- 9. compare never replaces a report ------------------------------------------------------------------
+# --- 9. compare never replaces a report it cannot continue ----------------------------------------------
 
 
-def test_9_compare_refuses_a_folder_holding_a_report(tmp_path, capsys):
+def test_9_compare_refuses_a_folder_holding_a_report_without_its_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert compare_main([*TINY_COMPARE, "--strategies", "uniform", "--output-dir", str(out)]) == 0
+    shutil.rmtree(out / "runs")  # as a report written before compare kept its runs
     before = (out / "summary.json").read_text()
-    assert compare_main([*TINY_COMPARE, "--strategies", "coba", "--output-dir", str(out)]) == 2
+    assert compare_main([*TINY_COMPARE, "--strategies", "uniform,coba", "--output-dir", str(out)]) == 2
     assert "already holds a report" in capsys.readouterr().err and (out / "summary.json").read_text() == before
 
 

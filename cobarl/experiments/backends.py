@@ -7,9 +7,12 @@ training run each.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
+from cobarl import __version__
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments.runs import BACKEND_NAMES, CompareOptions, RunResult
@@ -71,6 +74,39 @@ def check_real_runs(options: CompareOptions) -> None:
                 make_config(real_run_options(spec, seed, options))
             except ValueError as e:
                 raise ValueError(f"strategy {spec.label!r}, seed {seed}: {e}") from None
+
+
+# cobarl train options that change where a run writes or what it prints, never its result.
+_NOT_RESULT = ("output_dir", "progress")
+
+
+def run_settings(spec: StrategySpec, seed: int, options: CompareOptions) -> dict[str, Any]:
+    """What determines one run's result, flat and JSON-ready (as it reads back from a file): the
+    resolved allocator settings and, on the real back-end, the whole `TrainConfig` ``cobarl train``
+    builds from them, so a default filled in differently or a changed ``--train-args`` shows. The run
+    store (`cobarl.experiments.run_store`) reuses a finished run only under equal settings. The keys
+    a user sets by a compare flag come first, so a difference is named by the flag that made it."""
+    head = {"backend": options.backend, "seed": seed, "budget": options.budget, "steps": options.steps,
+            "prompts_per_step": options.prompts_per_step, "rollouts_per_prompt": options.rollouts_per_prompt,
+            "budget_multiplier": options.budget_multiplier, "arm_budget_multiplier": spec.budget_multiplier,
+            "max_generated": options.max_generated(spec), "cobarl_version": __version__}
+    if options.backend == "real":
+        from cobarl.train.config import make_config
+
+        config = make_config(real_run_options(spec, seed, options))
+        train = {k: v for k, v in config.to_dict().items() if k not in ("allocator", *_NOT_RESULT)}
+        body = {**_flat("allocator", config.allocator_config().resolved().to_dict()), **_flat("train", train)}
+    else:
+        body = {**_flat("allocator", spec.allocator_config(options.steps).resolved().to_dict()),
+                **_flat("simulator", asdict(options.sim))}
+    return json.loads(json.dumps({**head, **body}))  # tuples as lists, as a stored run's read back
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flat(f"{prefix}.{key}", value) if isinstance(value, dict) else {f"{prefix}.{key}": value})
+    return out
 
 
 def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:

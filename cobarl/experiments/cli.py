@@ -10,6 +10,10 @@ Examples::
     cobarl compare --against runs/real-cmp          # the simulator, checked against a real comparison
     cobarl compare --sim-preset families-v4 --against runs/real-v4   # ... shaped and calibrated like task v4
     cobarl compare --against runs/map/*             # ... cell by cell against a regime map (one preset per task)
+    cobarl compare --strategies uniform,coba,dapo --output-dir runs/half   # continue it: only dapo runs
+
+Every finished run is kept in ``<output-dir>/runs/`` (`cobarl.experiments.run_store`), so the same
+command again continues an interrupted comparison, and one with more arms or seeds runs only those.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cobarl.experiments.compare import CompareInterrupted, run_compare
 from cobarl.experiments.grid import expand_grid, parse_grid
 from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
 from cobarl.experiments.runs import BUDGETS, CompareOptions, RunResult
+from cobarl.experiments.run_store import RUNS_DIR, RunStore
 from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
@@ -54,7 +59,10 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run several rollout-allocation strategies on the same task with the same seeds and write "
-        "summary.json, metrics.csv, plots and report.md. Ctrl-C stops at once and writes the finished runs.",
+        "summary.json, metrics.csv, plots and report.md. Every finished run is kept in OUTPUT_DIR/runs/: the same "
+        "--output-dir again continues the comparison, reusing the runs finished with the same settings and running "
+        "only the others (an interrupted comparison, or one with more --strategies or seeds); a folder whose runs "
+        "have other settings is refused. Ctrl-C stops at once and writes the finished runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -113,7 +121,9 @@ def _add_run_options(p: argparse.ArgumentParser, shape) -> None:
     p.add_argument("--target-accuracy", type=number(0, 1), default=None,
                    help="Held-out accuracy for 'rollouts to target' (default: on each seed, the baseline's final "
                    "accuracy on that seed).")
-    p.add_argument("--output-dir", default=None, help="Report folder (default: runs/compare-<timestamp>).")
+    p.add_argument("--output-dir", default=None, help="Report folder (default: runs/compare-<timestamp>). One that holds "
+                   "a comparison continues it: its runs with the same settings are reused, the report is rewritten "
+                   "over all the runs of this command's strategies and seeds.")
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
@@ -326,33 +336,44 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
         lock = FolderLock(out, "report").acquire()
     except (ValueError, TypeError, FileExistsError) as err:
         return _error(prog, err)
+    command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
     try:
-        return _compare(args, options, out, argv, against, prog)
+        try:
+            store = RunStore(out, options, command)  # under the lock: no other compare writes its runs
+        except ValueError as err:
+            return _error(prog, err)
+        return _compare(args, options, out, store, against, prog)
     finally:
         lock.release(remove_if_created=True)
 
 
 def check_no_report(out: Path) -> None:
-    """Refuse a folder that already holds a report: writing into it would silently replace it."""
+    """Refuse a folder holding a report without its runs (written before compare kept them, or not by compare):
+    a report continues only from its runs, and writing into it would silently replace it."""
     found = [name for name in FILES if (out / name).exists()]
-    if found:
-        raise FileExistsError(f"{out} already holds a report ({', '.join(found)}); writing into it would replace it. "
-                              "Pass another -o/--output-dir, or move the old report away")
+    if found and not (out / RUNS_DIR).is_dir():
+        raise FileExistsError(f"{out} already holds a report ({', '.join(found)}) but not its runs ({RUNS_DIR}/), so it "
+                              "cannot be continued and writing into it would replace it. Pass another -o/--output-dir, "
+                              "or move the old report away")
 
 
-def _compare(args, options, out: Path, argv: list[str], against, prog: str) -> int:
-    command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
-    start = time.perf_counter()
+def _compare(args, options, out: Path, store: RunStore, against, prog: str) -> int:
+    command, start = store.command, time.perf_counter()
+    if store.reused:
+        print(f"{out}: reusing {len(store.reused)} finished runs of {len(options.strategies) * len(options.seeds)}",
+              file=sys.stderr)
     try:
         with sigterm_as_interrupt():
-            runs = run_compare(options, progress=not args.no_progress)
+            runs = run_compare(options, progress=not args.no_progress, done=store.reused, keep=store.keep)
     except CompareInterrupted as stop:
-        status = _keep_finished(stop.runs, options, out, command=command, prog=prog)
+        status = _keep_finished(stop.runs, options, out, store=store, prog=prog)
         return TERMINATED if stop.terminated else status
     except (BackendUnavailable, ValueError, TypeError) as err:  # a run refused its settings
         return _error(prog, err)
-    summary = write_report(runs, options, out, command=command, plots=not args.no_plots, against=against)
-    print(f"{len(runs)} runs in {time.perf_counter() - start:.1f} s; report in {out}/report.md", file=sys.stderr)
+    summary = write_report(runs, options, out, command=command, plots=not args.no_plots, against=against,
+                           provenance=store.provenance(runs))
+    print(f"{len(runs) - len(store.reused)} runs in {time.perf_counter() - start:.1f} s"
+          + (f" ({len(store.reused)} reused)" if store.reused else "") + f"; report in {out}/report.md", file=sys.stderr)
     _print_table(summary)
     if "simulator_check" in summary:
         rc = summary["simulator_check"]["rank_correlation"]
@@ -383,7 +404,7 @@ def _print_table(summary: dict[str, Any]) -> None:
                   f"effective ratio {eff['mean']:.3f} ± {eff['half_width'] or 0:.3f}", file=sys.stderr)
 
 
-def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *, command: str, prog: str) -> int:
+def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *, store: RunStore, prog: str) -> int:
     """After Ctrl-C: the report of the finished runs (no plots, to stop quickly); exit status 130."""
     planned = len(options.strategies) * len(options.seeds)
     if not runs:
@@ -395,13 +416,13 @@ def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *,
     finished = {(r.label, r.seed) for r in runs}
     missing = [f"{s.label} seed {seed}" for s in options.strategies for seed in options.seeds if (s.label, seed) not in finished]
     try:
-        write_report(runs, partial, out, command=command, plots=False,
+        write_report(runs, partial, out, command=store.command, plots=False, provenance=store.provenance(runs),
                      incomplete={"finished_runs": len(runs), "planned_runs": planned, "missing": missing})
     except KeyboardInterrupt:
         print(f"{prog}: interrupted again while writing {out}; it may lack some files", file=sys.stderr)
         return INTERRUPTED
     print(f"{prog}: interrupted; {len(runs)} of {planned} runs finished, their report (no plots) is in "
-          f"{out}/report.md", file=sys.stderr)
+          f"{out}/report.md; the same command continues it", file=sys.stderr)
     return INTERRUPTED
 
 
@@ -436,13 +457,18 @@ def _compare_map(args: argparse.Namespace, argv: list[str], out: Path, prog: str
         return _error(prog, err)
     try:
         summaries = []
+        command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
         for sub, options, against in jobs:
-            rc = _compare(sub, options, Path(sub.output_dir), argv, against, prog)
+            try:
+                store = RunStore(Path(sub.output_dir), options, command)
+            except ValueError as err:
+                return _error(prog, err)
+            rc = _compare(sub, options, Path(sub.output_dir), store, against, prog)
             if rc != 0:
                 print(f"{prog}: the map check was not written (a comparison did not finish)", file=sys.stderr)
                 return rc
             summaries.append(read_summary(Path(sub.output_dir) / "summary.json").to_dict())
-        check = write_map_report(out, plan, summaries, command=" ".join(["cobarl compare", *map(shlex.quote, argv)]))
+        check = write_map_report(out, plan, summaries, command=command)
         print(f"  simulator vs real map, {len(check['cells'])} cells: {check['verdict']['text']} "
               f"(report in {out}/report.md)", file=sys.stderr)
         return 0

@@ -7,6 +7,7 @@ tuning sweep's arms come from `cobarl.experiments.grid`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from cobarl.experiments.backends import check_real_runs, real_backend_function, run_one
@@ -22,27 +23,34 @@ class CompareInterrupted(KeyboardInterrupt):
         self.runs, self.terminated = runs, terminated
 
 
-def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunResult]:
+def run_compare(options: CompareOptions, *, progress: bool = True, done: Mapping[tuple[str, int], RunResult] | None = None,
+                keep: Callable[[RunResult], RunResult] | None = None) -> list[RunResult]:
     """Every strategy x seed, in parallel over ``options.workers`` processes.
 
     Results come back sorted by (strategy order, seed) whatever the completion order, so the
     output files do not depend on scheduling. Ctrl-C stops the runs at once and raises
     `CompareInterrupted` with the finished ones.
+
+    ``done``: runs finished before (by ``(label, seed)``), taken as they are instead of run again;
+    ``keep``: called in this process on every run as it finishes (to store it); what it returns is kept.
     """
     if options.backend == "real":
         real_backend_function()  # fail before starting anything
         check_real_runs(options)
     jobs = [(spec, seed) for spec in options.strategies for seed in options.seeds]
-    bar = _progress(len(jobs), progress)
-    results: dict[tuple[str, int], RunResult] = {}
-    workers = max(1, min(options.workers, len(jobs)))
+    results: dict[tuple[str, int], RunResult] = {key: run for key, run in (done or {}).items()
+                                                 if key in {(s.label, seed) for s, seed in jobs}}
+    todo = [(spec, seed) for spec, seed in jobs if (spec.label, seed) not in results]
+    bar = _progress(len(todo), progress)
+    finish = keep or (lambda run: run)
+    workers = max(1, min(options.workers, len(todo)))
     try:
         if workers == 1:
-            for spec, seed in jobs:
-                results[(spec.label, seed)] = run_one(options.backend, spec, seed, options)
+            for spec, seed in todo:
+                results[(spec.label, seed)] = finish(run_one(options.backend, spec, seed, options))
                 bar.update(1)
         else:
-            _run_parallel(jobs, options, workers, results, bar)
+            _run_parallel(todo, options, workers, results, bar, finish)
     except KeyboardInterrupt as stop:
         raise CompareInterrupted([results[(s.label, seed)] for s, seed in jobs if (s.label, seed) in results],
                                  terminated=isinstance(stop, Terminated)) from None
@@ -51,12 +59,12 @@ def run_compare(options: CompareOptions, *, progress: bool = True) -> list[RunRe
     return [results[(spec.label, seed)] for spec, seed in jobs]
 
 
-def _run_parallel(jobs: list, options: CompareOptions, workers: int, results: dict, bar) -> None:
+def _run_parallel(jobs: list, options: CompareOptions, workers: int, results: dict, bar, finish) -> None:
     pool = ProcessPoolExecutor(max_workers=workers, initializer=ignore_sigint)
     try:
         futures = {pool.submit(run_one, options.backend, spec, seed, options): (spec.label, seed) for spec, seed in jobs}
         for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
+            results[futures[fut]] = finish(fut.result())
             bar.set_postfix_str(f"{futures[fut][0]} seed {futures[fut][1]}")
             bar.update(1)
     except BaseException:

@@ -159,6 +159,7 @@ def _setting_md(s: dict[str, Any]) -> list[str]:
         inc = s["incomplete"]
         lines += [f"**Interrupted: {inc['finished_runs']} of {inc['planned_runs']} runs finished.** Only those are "
                   f"reported; missing: {', '.join(inc['missing'])}.", ""]
+    lines += _runs_md(s.get("runs"))
     lines += [
         f"Backend **{s['backend']}**; seeds {s['seeds']}; {s['steps']} steps of {s['prompts_per_step']} prompts; "
         f"{s['rollouts_per_prompt']:g} rollouts per prompt on average x budget multiplier {s['budget_multiplier']:g} "
@@ -178,6 +179,26 @@ def _setting_md(s: dict[str, Any]) -> list[str]:
             "section *Simulator: what it captures and what it does not*.",
         ]
     return lines
+
+
+def _runs_md(runs: list[dict[str, Any]] | None) -> list[str]:
+    """Which runs were reused from the folder's run store and which this command ran, with the command
+    that first produced them and when."""
+    if not runs or not any(r["reused"] for r in runs):
+        return []
+    now = sum(not r["reused"] for r in runs)
+    lines = [f"Runs: {len(runs) - now} reused from earlier commands into this folder (`runs/`), {now} run by this "
+             "command:", "", "| runs | run by | finished | strategy seed |", "|---|---|---|---|"]
+    by: dict[tuple[bool, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault((r["reused"], r["command"]), []).append(r)
+    for (reused, command), rs in sorted(by.items(), key=lambda kv: not kv[0][0]):
+        times = sorted(r["finished_at"] for r in rs)
+        when = times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
+        command = "`" + command.replace("|", "\\|") + "`" if reused else "this command"
+        lines.append(f"| {'reused' if reused else 'run now'} | {command} | {when} | "
+                     + ", ".join(f"`{r['label']}` {r['seed']}" for r in rs) + " |")
+    return lines + [""]
 
 
 def _results_md(s: dict[str, Any]) -> list[str]:

@@ -13,6 +13,10 @@ from concurrent.futures import ProcessPoolExecutor
 def ignore_sigint() -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's SIGTERM handler (`sigterm_as_interrupt`): restore the default, or
+    # the SIGTERM that ends it (its parent's death, `stop_pool`) raises inside its run, and it can live on
+    # holding the parent's folder lock (an inherited file descriptor), so the comparison cannot be continued.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # A worker whose parent died (SIGKILL, a crash) must not live on re-parented: Linux ends it with its parent.
     _die_with_parent()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cobarl.experiments.runs import CompareOptions, RunResult
-from cobarl.experiments.figures import plot_all, plot_grid
+from cobarl.experiments.figures import PLOTS, plot_all, plot_grid
 from cobarl.experiments.markdown import report_markdown
 from cobarl.experiments.report_stats import _clean, metrics_csv, summarise
 from cobarl.experiments.sim_vs_real import simulator_check
@@ -26,12 +26,15 @@ FILES = ("summary.json", "metrics.csv", "report.md")
 def write_report(
     runs: Sequence[RunResult], options: CompareOptions, out_dir: str | os.PathLike, *, command: str = "",
     plots: bool = True, incomplete: dict[str, Any] | None = None, against: tuple[str, dict] | None = None,
+    provenance: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``out_dir`` (created if needed); returns the summary.
 
     ``incomplete``: see `summarise` (a comparison stopped early reports what had finished).
     ``against``: ``(folder, summary)`` of a real comparison this simulated one mirrors; the
     simulator check (`cobarl.experiments.sim_vs_real`) goes into summary.json and report.md.
+    ``provenance``: per run, reused or run now (`cobarl.experiments.run_store.RunStore.provenance`).
+    A report already in ``out`` (of a comparison this one continues) is replaced whole, its plots too.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,8 +42,12 @@ def write_report(
     if against is not None:
         summary["simulator_check"] = _clean(simulator_check(summary, against[1]))
         summary["simulator_check"]["real_report"] = against[0]
+    if provenance is not None:
+        summary["runs"] = provenance
     write_text(out / "metrics.csv", metrics_csv(runs))
     write_summary(out / "summary.json", summary)  # checked: it reads back whole (summary_io)
+    for old in [*PLOTS, *(p.name for p in out.glob("grid_*.png"))]:  # the replaced report's, out of date now
+        (out / old).unlink(missing_ok=True)
     written = plot_all(runs, options, out) if plots else []
     if plots and summary.get("grid") and summary["grid"]["chosen"] is not None:
         written = plot_grid(summary["grid"], out) + written

@@ -15,6 +15,9 @@ version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions
   it adds how each arm spends (`ARM_METRICS_V2`: rollouts generated and trained, rounds and prompts
   per step), accuracy at equal generated rollouts (per arm and paired against the baseline) and its
   G, ``equal_generated_rollouts``. Older files may hold these keys; they are read when present.
+* 3: ``runs`` required: per reported run, its ``label``, ``seed``, whether it was ``reused`` from the
+  folder's run store (`cobarl.experiments.run_store`) or run by this command, and the ``command`` that
+  first produced it, ``finished_at``.
 
 A summary is written as the highest version whose keys it holds (`ComparisonSummary.layout_version`),
 so an older file written back stays what it was.
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the layout written now (see the module docstring for 0 and 1)."""
 
 ARM_METRICS = (
@@ -45,6 +48,7 @@ GAP_METRICS_V2 = ("heldout_accuracy_at_equal_generated",)
 _HEADER = ("command", "backend", "seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier",
            "budget_per_step", "simulator", "accuracy_metric", "baseline", "target_accuracy")
 _HEADER_V2 = ("equal_generated_rollouts", "budget")
+_RUN_FIELDS = ("label", "seed", "reused", "command", "finished_at")
 _ARM_FIELDS = ("description", "allocator", "overrides", "budget_multiplier", "allocator_config", "seeds")
 
 
@@ -157,6 +161,7 @@ class ComparisonSummary:
     grid: dict[str, Any] | None = None
     incomplete: dict[str, Any] | None = None
     simulator_check: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] | None = None  # version 3: where each run comes from (see the module docstring)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
@@ -184,10 +189,11 @@ class ComparisonSummary:
         by_seed = _need(d, "baseline_final_by_seed", where) if version >= 1 else d.get("baseline_final_by_seed")
         if settings["baseline"] not in strategies:
             raise SummaryFormatError(f"{where}: baseline {settings['baseline']!r} is not one of its strategies")
+        runs = _runs(d, where) if version >= 3 or "runs" in d else None
         known = {*header, "strategies", "gaps_vs_baseline", "baseline_final_by_seed", "grid", "incomplete",
-                 "simulator_check", "format_version"}
+                 "simulator_check", "runs", "format_version"}
         return cls(settings, strategies, gaps, by_seed, d.get("grid"), d.get("incomplete"), d.get("simulator_check"),
-                   version, {k: v for k, v in d.items() if k not in known})
+                   runs, version, {k: v for k, v in d.items() if k not in known})
 
     def layout_version(self) -> int:
         """The highest version whose required keys this summary holds (what it is written as)."""
@@ -196,7 +202,7 @@ class ComparisonSummary:
         v2 = (all(k in self.settings for k in _HEADER_V2)
               and all(set(ARM_METRICS_V2) <= set(a.metrics) for a in self.strategies.values() if a.seeds)
               and all(set(GAP_METRICS_V2) <= set(g.metrics) for g in self.gaps_vs_baseline.values()))
-        return 2 if v2 else 1
+        return (3 if self.runs is not None else 2) if v2 else 1
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout, written as `layout_version`."""
@@ -205,10 +211,17 @@ class ComparisonSummary:
             out["baseline_final_by_seed"] = self.baseline_final_by_seed
         out["strategies"] = {label: a.to_dict() for label, a in self.strategies.items()}
         out["gaps_vs_baseline"] = {label: g.to_dict() for label, g in self.gaps_vs_baseline.items()}
-        for key in ("grid", "incomplete", "simulator_check"):
+        for key in ("grid", "incomplete", "simulator_check", "runs"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {**out, **self.extra}
+
+
+def _runs(d: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    runs = _need(d, "runs", where)
+    if not isinstance(runs, list):
+        raise SummaryFormatError(f"{where}: 'runs' must be a list, got {type(runs).__name__}")
+    return [{k: _need(r, k, f"{where}: runs[{i}]") for k in _RUN_FIELDS} for i, r in enumerate(runs)]
 
 
 def summary_text(summary: dict[str, Any] | ComparisonSummary) -> str:
