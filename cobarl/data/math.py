@@ -204,6 +204,11 @@ def _difficulty(row: dict) -> int | None:
     return None
 
 
+def prompt_key(prompt: str) -> str:
+    """What makes two prompts the same one (de-duplication, held-out checks): their text, whitespace runs as one space."""
+    return " ".join(prompt.split())
+
+
 def rows_to_problems(
     rows: Iterable[dict],
     *,
@@ -240,12 +245,14 @@ def rows_to_problems(
             mapper = LAYOUTS[detect_layout(row)]
         rid, prompt, raw_answer = mapper(row, i, here)
         answer = _answer_text(raw_answer)
+        if not answer and raw_answer is not None:
+            raise ValueError(f"{here}: the ground truth is blank ({raw_answer!r}); give every row a non-empty answer")
         if not answer:
             raise ValueError(
                 f"{here}: missing the ground truth ('answer', 'final_answer', 'reward_model.ground_truth' "
                 f"or a \\boxed{{}} in 'solution'); found fields: {', '.join(sorted(row))}"
             )
-        key = " ".join(prompt.split())
+        key = prompt_key(prompt)
         if dedupe and key in seen_prompts:
             continue
         seen_prompts.add(key)

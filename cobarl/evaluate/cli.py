@@ -131,6 +131,10 @@ def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
                       for s in args.benchmarks)
     device = _device(args.device)
     rewards = _load_rewards(benchmarks, args)
+    from cobarl.train.rewards import probe_verifier
+
+    for name, problems in benchmarks.items():  # as cobarl train does: a broken verifier fails before the model loads
+        probe_verifier(rewards[name], [p.answer for p in problems], before="evaluating")
     try:
         model_path = resolve_eval_model(args.model, seed=args.seed, task=task)
         generator, tokenizer, backend = _load_generator(model_path, device, args)
@@ -139,6 +143,7 @@ def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
     finally:
         for reward in set(rewards.values()):
             getattr(reward, "close", lambda: None)()  # stop math-verify workers
+    _refuse_all_failed(result, rewards)
     result.config.update(model=model_path, backend=backend, device=device, system=args.system,
                          rewards={name: _reward_choice(name, args) for name in benchmarks},
                          benchmarks=list(args.benchmarks))
@@ -150,6 +155,17 @@ def run_eval(args: argparse.Namespace, *, log=print) -> dict[str, Any]:
         log(f"warning: {failures} completion(s) scored 0 because the reward raised or timed out")
     log(f"results: {out_path}")
     return data
+
+
+def _refuse_all_failed(result, rewards: dict[str, Any]) -> None:
+    """Stop when every reward call of a benchmark failed: its scores would be zeros, not an accuracy."""
+    dead = [name for name, r in result.benchmarks.items() if r.reward_failures and r.reward_failures >= r.problems * r.samples]
+    if dead:
+        last = getattr(rewards[dead[0]], "last_failure", "")
+        raise RuntimeError(
+            f"every reward call failed on {', '.join(dead)}" + (f" (last failure: {last})" if last else "")
+            + ": the scores would be zeros, not an accuracy, so no results were written. Fix the verifier "
+            "(or raise --reward-timeout / --verify-timeout) and run again")
 
 
 def _reward_choice(benchmark: str, args: argparse.Namespace) -> str:

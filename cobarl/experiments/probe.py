@@ -377,8 +377,9 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     seeds = (tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds)))
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"the probe needs at least 2 distinct seeds for an interval, got {list(seeds)}")
-    if not (args.weight > 1 and math.isfinite(args.weight)) or not args.min_ratio > 1 or args.workers < 1:
-        raise ValueError("--weight and --min-ratio must be > 1 and --workers >= 1")
+    if not all(v > 1 and math.isfinite(v) for v in (args.weight, args.min_ratio)) or args.workers < 1:
+        raise ValueError(f"--weight and --min-ratio must be > 1 and finite, and --workers >= 1; got --weight "
+                         f"{args.weight:g}, --min-ratio {args.min_ratio:g}, --workers {args.workers}")
     values = vars(train_parser().parse_args(rest))
     yaml_path = values.pop("config", None)
     values = {**(load_yaml(yaml_path) if yaml_path else {}), **values}
@@ -399,6 +400,10 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     for seed in seeds:
         for arm in ARMS:
             _config(options, seed, arm)
+    from cobarl.train.rewards import probe_verifier
+
+    _, eval_ds, verifier = _data(_config(options, seeds[0]))  # as cobarl train does, before any model
+    probe_verifier(verifier, eval_ds["answer"])
     return options
 
 

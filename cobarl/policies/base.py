@@ -134,7 +134,22 @@ class PromptStream:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "size": len(self.ids)}
 
+    @staticmethod
+    def state_problem(state: Any) -> str | None:
+        """What is wrong with a saved stream state (missing fields, a position beyond its data), or None."""
+        if not isinstance(state, dict):
+            return f"is {type(state).__name__}, not a mapping"
+        missing = [k for k in ("epoch", "position", "size") if not isinstance(state.get(k), int) or state[k] < 0]
+        if missing:
+            return "lacks " + ", ".join(map(repr, missing)) + " (or they are not counts)"
+        if state["position"] >= max(state["size"], 1):  # take() starts the next epoch at the end of the data
+            return f"position {state['position']} is beyond its {state['size']} prompts"
+        return None
+
     def load_state_dict(self, state: dict) -> None:
+        problem = self.state_problem(state)
+        if problem:
+            raise ValueError(f"prompt stream state {problem}: it was damaged")
         if state["size"] != len(self.ids):
             raise ValueError(f"prompt stream state was saved for {state['size']} prompts, this run has {len(self.ids)}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
@@ -196,8 +211,10 @@ class RolloutPolicy:
         diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items() if saved.get(k) != v and k != "total_steps"]
         if diff:
             raise ValueError("policy state was saved with another configuration: " + "; ".join(diff))
+        if self.stream is not None and "stream" not in state:  # a fresh stream would draw other prompts
+            raise ValueError(f"{self.config.strategy_name} state has no prompt stream state: it was damaged")
         self._load_state(state)
-        if self.stream is not None and "stream" in state:
+        if self.stream is not None:
             self.stream.load_state_dict(state["stream"])
 
 

@@ -81,6 +81,10 @@ class DapoPolicy(RolloutPolicy):
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         self.n, self.want = stream_step("dapo", prompt_ids, total_budget, self.stream)
+        batch, data = self.config.gen_batch_factor * self.want, len(self.stream.ids)
+        if batch > data:  # the options that make the batch, so the message says what to lower
+            raise ValueError(f"dapo's generation batch, --gen-batch-factor {self.config.gen_batch_factor} x --prompts-per-step "
+                             f"{self.want} = {batch} prompts, is larger than the {data} training prompts; lower either option")
         self.kept: list[list[int]] = []
         self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
         return self._next_batch()

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 logger = logging.getLogger("cobarl.rewards")
 
 
@@ -129,6 +131,9 @@ class GuardedReward:
             return 0.0
         if not math.isfinite(value):
             self.warnings.record("invalid", f"returned {value!r}")
+            return 0.0
+        if abs(value) > FLOAT32_MAX:  # the trainer's reward tensors would hold it as inf
+            self.warnings.record("invalid", f"returned {value!r}, beyond the float32 range (+-3.4e38) rewards are trained in")
             return 0.0
         return value
 

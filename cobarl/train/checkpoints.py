@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cobarl.io import STATE_FILE
+from cobarl.policies.base import PromptStream
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "adapter_model.safetensors", "adapter_model.bin")
@@ -120,6 +121,9 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     if problem:
         return problem
     state = json.loads((ckpt / STATE_FILE).read_text())
+    stream = (state.get("allocator") or {}).get("stream")
+    if stream is not None and PromptStream.state_problem(stream):  # DAPO's and GRESO's position in the data
+        return f"{ckpt / STATE_FILE}: its prompt stream state {PromptStream.state_problem(stream)}"
     world = int(state.get("world_size", 1))
     rng = ["rng_state.pth"] if world == 1 else [f"rng_state_{r}.pth" for r in range(world)]
     needed = ["optimizer.pt", "scheduler.pt", *rng]
@@ -137,19 +141,35 @@ def last_complete_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return next((c for c in checkpoints(Path(run_dir)) if checkpoint_problem(c) is None), None)
 
 
-def select_checkpoint(run_dir: Path, *, log: Callable[[str], None], set_aside: bool) -> Path | None:
-    """Newest complete checkpoint; each newer damaged one is reported by file and, when ``set_aside``
-    (the main process), renamed to ``damaged-ckpt-N-<time>`` so a new save of step N is not confused with it."""
+def find_checkpoint(run_dir: Path, *, log: Callable[[str], None]) -> tuple[Path | None, list[Path]]:
+    """(newest complete checkpoint, the newer damaged ones): each damaged one is reported by file; nothing
+    is moved yet, so a resume refused later leaves the run folder as it was."""
+    damaged = []
     for ckpt in checkpoints(run_dir):
         problem = checkpoint_problem(ckpt)
         if problem is None:
-            return ckpt
+            return ckpt, damaged
         log(f"cobarl train: checkpoint {ckpt.name} cannot be resumed: {problem}; falling back to the previous one")
-        if set_aside:
-            target = ckpt.with_name(f"damaged-ckpt-{ckpt.name.split('-', 1)[1]}-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(ckpt, target)
-            log(f"cobarl train: moved {ckpt} aside to {target}")
-    return None
+        damaged.append(ckpt)
+    return None, damaged
+
+
+def move_damaged_aside(damaged: list[Path], *, log: Callable[[str], None]) -> None:
+    """Rename damaged checkpoints to ``damaged-ckpt-N-<time>``, so neither TRL's rotation nor a later resume
+    picks them up, and a new save of step N is not confused with them."""
+    for ckpt in damaged:
+        target = ckpt.with_name(f"damaged-ckpt-{ckpt.name.split('-', 1)[1]}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(ckpt, target)
+        log(f"cobarl train: moved {ckpt} aside to {target}")
+
+
+def select_checkpoint(run_dir: Path, *, log: Callable[[str], None], set_aside: bool) -> Path | None:
+    """Newest complete checkpoint; each newer damaged one is reported by file and, when ``set_aside``
+    (the main process), moved aside (`move_damaged_aside`)."""
+    checkpoint, damaged = find_checkpoint(run_dir, log=log)
+    if set_aside:
+        move_damaged_aside(damaged, log=log)
+    return checkpoint
 
 
 @contextlib.contextmanager

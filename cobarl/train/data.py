@@ -68,7 +68,14 @@ def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:
         ValueError: a row misses the prompt or the ground truth (the message names the field and row),
             the file is empty, or it mixes string and chat prompts.
     """
-    from cobarl.data.math import load_math, to_dataset
+    from cobarl.data.math import to_dataset
+
+    return to_dataset(load_file_problems(path, limit=limit), template="as-is")
+
+
+def load_file_problems(path: str | Path, *, limit: int | None = None) -> list:
+    """The `MathProblem` records of a local file as `load_dataset_file` reads them (one prompt form per file)."""
+    from cobarl.data.math import load_math
 
     problems = load_math(Path(path).expanduser(), limit=limit)
     kinds = [isinstance(p.raw_prompt if p.raw_prompt is not None else p.prompt, str) for p in problems]
@@ -77,7 +84,22 @@ def load_dataset_file(path: str | Path, *, limit: int | None = None) -> Dataset:
             f"dataset {path}: field 'prompt' mixes strings (row {kinds.index(True)}) and chat lists "
             f"(row {kinds.index(False)}); use one form for every row"
         )
-    return to_dataset(problems, template="as-is")
+    return problems
+
+
+def check_held_out(train: list, held_out: list, config: TrainConfig) -> None:
+    """Refuse held-out prompts that are also train prompts (compared as --dataset's de-duplication compares them):
+    their accuracy would measure memorisation, not learning."""
+    from cobarl.data.math import prompt_key
+
+    trained = {prompt_key(p.prompt) for p in train}
+    shared = sum(prompt_key(p.prompt) in trained for p in held_out)
+    if shared:
+        raise ValueError(
+            f"--eval-dataset {config.eval_dataset} shares {shared} of its {len(held_out)} prompts with --dataset "
+            f"{config.dataset} (the same text up to whitespace, as --dataset's de-duplication compares them): held-out "
+            "prompts must not be trained on. Remove them from one of the files, or leave --eval-dataset out to hold "
+            "out the last --eval-size rows of --dataset")
 
 
 def split_held_out(dataset: Dataset, eval_size: int) -> tuple[Dataset, Dataset]:
@@ -94,9 +116,14 @@ def load_splits(config: TrainConfig):
     if config.dataset is None:
         return embedded_datasets(train_size=config.train_size, eval_size=config.eval_size, seed=config.seed,
                                  validation_size=config.validation_size, task=config.task)
-    train_ds = load_dataset_file(config.dataset)
+    from cobarl.data.math import to_dataset
+
+    train_problems = load_file_problems(config.dataset)
+    train_ds = to_dataset(train_problems, template="as-is")
     if config.eval_dataset is not None:
-        eval_ds = load_dataset_file(config.eval_dataset, limit=config.eval_size)
+        eval_problems = load_file_problems(config.eval_dataset, limit=config.eval_size)
+        check_held_out(train_problems, eval_problems, config)
+        eval_ds = to_dataset(eval_problems, template="as-is")
     else:
         train_ds, eval_ds = split_held_out(train_ds, config.eval_size)
     if not config.validation_size:

@@ -102,6 +102,15 @@ class RunEvaluator:
         self.calls += 9 * len(eval_ds)
         return out
 
+    def counts(self) -> dict[str, int]:
+        """The reward calls made and failed so far (saved in each checkpoint)."""
+        return {"calls": self.calls, "failures": self.failures}
+
+    def restore(self, counts: dict | None) -> None:
+        """Continue from a checkpoint's `counts` (None: a checkpoint written before they were saved)."""
+        if counts:
+            self.calls, self.failures = int(counts["calls"]), int(counts["failures"])
+
     def validation(self, model, val_ds) -> float:
         """Sampled avg@8 on the validation split: for choosing settings, never the number a comparison reports."""
         config = self.config

@@ -50,7 +50,7 @@ def make_reward_func(verifier: Callable[[str, str], float], name: str = "correct
     return BatchReward(verifier, name, workers)
 
 
-def probe_verifier(verifier, answers: list, *, tries: int = 3) -> None:
+def probe_verifier(verifier, answers: list, *, tries: int = 3, before: str = "training") -> None:
     """Call the verifier on up to ``tries`` ground-truth answers (as their own completions) before any
     model loads: one that fails on all of them, or hangs past its timeout once, is refused now rather
     than after the before-RL evaluation has scored every held-out prompt as a failure."""
@@ -65,7 +65,7 @@ def probe_verifier(verifier, answers: list, *, tries: int = 3) -> None:
         if "timeout" in probe.last_failure:
             break
     raise ValueError(f"reward {verifier.name!r} failed when probed with a ground-truth answer as the completion "
-                     f"({probe.last_failure}); fix the verifier (or raise --reward-timeout) before training")
+                     f"({probe.last_failure}); fix the verifier (or raise --reward-timeout) before {before}")
 
 
 def exceeds_failure_limit(failed: int, calls: int, limit: float) -> bool:

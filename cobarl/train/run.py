@@ -11,13 +11,14 @@ parses arguments into a `TrainConfig`::
     accuracy      <- held-out (and validation) accuracy after RL
     summary       <- summary.json (`cobarl.train.summary`)
 
-Run directory: ``config.yaml``, ``metrics.jsonl`` (one JSON object per step, appended, flushed and
-fsynced), ``checkpoint-N/``, ``eval_before.json`` (and ``train_buckets_before.json`` with ``--transitions``),
-``summary.json``. A new run goes only into a folder that does not exist or is empty; one that holds a
-run is never appended to: ``--resume`` continues it, ``--fresh`` moves it aside; ``.cobarl.lock`` keeps a
-second process out while a run writes (docs/reliability.md lists every such promise). With several
-processes (torchrun, accelerate launch) only the main process writes these files, evaluates and
-prints; every process validates the same options before any model is loaded.
+Run directory: ``config.yaml``, ``data_fingerprint.json`` (the prompts' content, checked by ``--resume``),
+``metrics.jsonl`` (one JSON object per step, appended, flushed and fsynced), ``checkpoint-N/``,
+``eval_before.json`` (and ``train_buckets_before.json`` with ``--transitions``), ``summary.json``. A new
+run goes only into a folder that does not exist or is empty; one that holds a run is never appended to:
+``--resume`` continues it, ``--fresh`` moves it aside; ``.cobarl.lock`` keeps a second process out while
+a run writes (docs/reliability.md lists every such promise). With several processes (torchrun, accelerate
+launch) only the main process writes these files, evaluates and prints; every process validates the same
+options before any model is loaded.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from cobarl import metrics as M
-from cobarl.io import LOCK_FILE, FolderLock, write_json
+from cobarl.io import LOCK_FILE, FolderLock, load_state, write_json
 from cobarl.models.load import load_policy, resolve_model_path
 from cobarl.rewards import load_reward
 from cobarl.stats import transition_counts
 from cobarl.train.build import build_trainer, check_extras, pick_device, set_threads
 from cobarl.train.checkpoints import checkpoint_step, run_finished
-from cobarl.train.config import TrainConfig, batch_layout, dump_yaml
+from cobarl.train.config import TrainConfig, batch_layout, check_allocator, dump_yaml
 from cobarl.train.data import load_splits
 from cobarl.train.evaluate import RunEvaluator, train_buckets
+from cobarl.train.fingerprint import DATA_FILE, data_fingerprint
 from cobarl.train.metrics_log import METRICS_FILE, repair_metrics
 from cobarl.train.rewards import probe_verifier
 from cobarl.train.rundir import CONFIG_FILE, TRANSITIONS_BEFORE_FILE, prepare_run_dir, process_rank, resolve_run_dir
@@ -72,16 +74,26 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     train_ds, eval_ds, val_ds = load_splits(config)
     if config.prompts_per_step > len(train_ds):
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) exceeds the {len(train_ds)} training prompts")
+    errors = check_allocator(config.allocator_config(), config.prompts_per_step, config.rollouts_per_step, len(train_ds))
+    if errors:  # a policy drawing from the data (DAPO, GRESO), checked against the data's real size
+        raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
     probe_verifier(verifier, eval_ds["answer"])
+    data = data_fingerprint(train_ds, eval_ds, val_ds)
     run_dir = resolve_run_dir(config)
     lock = FolderLock(run_dir, "run") if is_main else None
     if lock is not None:
         lock.acquire()
     try:
-        checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say)
+        checkpoint = prepare_run_dir(config, run_dir, is_main=is_main, world=world, log=say, data=data,
+                                     train_prompts=len(train_ds) if allocator is None else None)
         if lock is not None and not lock.folder.joinpath(LOCK_FILE).exists():  # --fresh moved the old run (and lock) aside
             old, lock = lock, FolderLock(run_dir, "run").acquire()
             old.release()
+        if is_main:  # every check passed: now the run folder is written
+            run_dir.mkdir(parents=True, exist_ok=True)
+            repair_metrics(run_dir / METRICS_FILE, checkpoint)
+            dump_yaml(config.replace(output_dir=str(run_dir), resume=False, fresh=False), run_dir / CONFIG_FILE)
+            _write_json(run_dir / DATA_FILE, data)
         return _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, device, world, is_main, say,
                        allocator, started)
     except BaseException:
@@ -98,15 +110,13 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
             started) -> RunSummary | None:
     """`run` once its folder is locked and judged: model -> accuracy before -> train -> accuracy after -> summary."""
     finishing = run_finished(checkpoint, config.max_steps, config.max_generated)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(config.replace(output_dir=str(run_dir), resume=False, fresh=False), run_dir / CONFIG_FILE)
-        repair_metrics(run_dir / METRICS_FILE, checkpoint)
     model, tokenizer = _load_model(config, device, len(train_ds), len(eval_ds), world, run_dir, say)
     evaluate = RunEvaluator(config, tokenizer, eval_ds, verifier)  # every held-out evaluation of this process
     before = buckets_before = None
     if is_main:
         before, buckets_before = _before_rl(config, run_dir, model, tokenizer, train_ds, verifier, evaluate, say)
+        if checkpoint is not None:  # the counts of the evaluations up to the checkpoint, before-RL included
+            evaluate.restore(load_state(checkpoint).get("eval"))
     if finishing:  # interrupted during its final evaluation: evaluate and summarise only
         say(f"cobarl train: {checkpoint.name} reached --max-steps or --max-generated; finishing the run "
             "(final evaluation and summary) without training")
@@ -115,7 +125,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
         trained, steps = load_policy(checkpoint)[0], checkpoint_step(checkpoint)
     else:
         trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
-                                eval_fn=evaluate if config.eval_every else None, allocator=allocator)
+                                eval_fn=evaluate, allocator=allocator)  # called every --eval-every steps (0: never)
         if checkpoint is not None:
             say(f"resuming from {checkpoint}")
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)

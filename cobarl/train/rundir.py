@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cobarl.allocator import STATE_FORMAT as ALLOCATOR_STATE_FORMAT
-from cobarl.io import LOCK_FILE
-from cobarl.train.checkpoints import checkpoint_step, last_complete_checkpoint, select_checkpoint
+from cobarl.io import LOCK_FILE, load_state
+from cobarl.train.checkpoints import checkpoint_step, find_checkpoint, last_complete_checkpoint, move_damaged_aside
 from cobarl.train.config import TrainConfig, config_diff, load_yaml, make_config
+from cobarl.train.fingerprint import DATA_FILE, data_changes
 from cobarl.train.metrics_log import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -74,7 +75,7 @@ def load_run_config(path: Path) -> TrainConfig:
     return make_config(values)
 
 
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "eval_before.json", TRANSITIONS_BEFORE_FILE)
+RUN_FILES = (CONFIG_FILE, DATA_FILE, METRICS_FILE, "summary.json", "eval_before.json", TRANSITIONS_BEFORE_FILE)
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -137,25 +138,17 @@ def check_resume_step(checkpoint: Path, max_steps: int) -> None:
         )
 
 
-def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None]) -> Path | None:
+def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None],
+                    data: dict | None = None, train_prompts: int | None = None) -> Path | None:
     """Decide what happens to ``run_dir``; returns the checkpoint to resume from (None: start at step 0).
 
-    Only the main process changes files (sets damaged checkpoints or an old run aside)."""
+    ``data``: the run's `data_fingerprint`, checked against the saved one on resume; ``train_prompts``: the
+    number of train prompts, to check the saved rollout policy state as the trainer will load it (None: not
+    checked, e.g. for an allocator the caller passes itself). Only the main process changes files (sets
+    damaged checkpoints or an old run aside), and only once every check has passed."""
     if config.resume:
-        if not holds_run(run_dir):
-            raise FileNotFoundError(f"--resume: {run_dir} holds no run (no {CONFIG_FILE}, no checkpoint)")
-        check_resume_config(config, run_dir)
-        checkpoint = select_checkpoint(run_dir, log=log, set_aside=is_main)
-        if checkpoint is None:
-            log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
-        else:
-            check_resume_world(checkpoint, world, config.allow_config_change)
-            check_resume_state(checkpoint, config)
-            # A checkpoint at exactly --max-steps without a summary was interrupted in its final evaluation:
-            # run() finishes it (evaluates and summarises). Anything past it, or already summarised, is refused.
-            if (run_dir / "summary.json").is_file() or config.lora_r or checkpoint_step(checkpoint) > config.max_steps:
-                check_resume_step(checkpoint, config.max_steps)
-        return checkpoint
+        return _prepare_resume(config, run_dir, is_main=is_main, world=world, log=log, data=data,
+                               train_prompts=train_prompts)
     # Only the main process judges the directory: the others may look after it has written config.yaml.
     # When it refuses, the launcher (torchrun, accelerate) stops the other processes.
     if is_main and holds_run(run_dir):
@@ -164,6 +157,7 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
                 f"{run_dir} already holds a run; continue it with --resume, start over with --fresh "
                 "(moves the old run aside), or pick another --output-dir"
             )
+        check_not_inside(run_dir)
         log(f"cobarl train: moved the previous run aside to {move_aside(run_dir)}")
     elif is_main and foreign_files(run_dir):
         names = foreign_files(run_dir)
@@ -173,6 +167,107 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, *, is_main: bool, world:
             + "); a run writes config.yaml, metrics.jsonl and checkpoints into its folder and would mix with them. "
             "Pass an --output-dir that does not exist yet or is empty")
     return None
+
+
+def _prepare_resume(config: TrainConfig, run_dir: Path, *, is_main: bool, world: int, log: Callable[[str], None],
+                    data: dict | None, train_prompts: int | None) -> Path | None:
+    """Every check a resume makes, then (main process) its changes to the folder: a refused resume leaves it
+    byte-identical."""
+    if not holds_run(run_dir):
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run (no {CONFIG_FILE}, no checkpoint)")
+    check_resume_config(config, run_dir)
+    checkpoint, damaged = find_checkpoint(run_dir, log=log)
+    if checkpoint is None:
+        log(f"cobarl train: {run_dir} has no complete checkpoint yet; starting it over from step 0 with its saved config")
+    else:
+        check_resume_world(checkpoint, world, config.allow_config_change)
+        check_resume_state(checkpoint, config)
+        # A checkpoint at exactly --max-steps without a summary was interrupted in its final evaluation:
+        # run() finishes it (evaluates and summarises). Anything past it, or already summarised, is refused.
+        if (run_dir / "summary.json").is_file() or config.lora_r or checkpoint_step(checkpoint) > config.max_steps:
+            check_resume_step(checkpoint, config.max_steps)
+            check_resume_generated(checkpoint, config.max_generated)
+        if train_prompts is not None:
+            check_resume_policy(checkpoint, config, train_prompts)
+    changed = check_resume_data(config, run_dir, data, log)
+    if is_main:
+        move_damaged_aside(damaged, log=log)
+        _forget_old_measures(run_dir, changed, log)
+    return checkpoint
+
+
+def _forget_old_measures(run_dir: Path, changed: dict, log: Callable[[str], None]) -> None:
+    """Remove what was measured on prompts the accepted data change replaced; the resumed run measures it again."""
+    for split, name in (("held-out", "eval_before.json"), ("train", TRANSITIONS_BEFORE_FILE)):
+        if split in changed and (run_dir / name).is_file():
+            (run_dir / name).unlink()
+            log(f"cobarl train: {name} was measured on the old {split} prompts; it is measured again on the new {split} prompts")
+
+
+def check_resume_generated(checkpoint: Path, max_generated: int | None) -> None:
+    """Refuse to resume a summarised run that stopped at ``--max-generated``, as one that reached --max-steps."""
+    generated = int(load_state(checkpoint).get("generated", 0))
+    if max_generated is None or generated < max_generated:
+        return
+    finished = " (the run finished: its summary.json is there)" if (checkpoint.parent / "summary.json").is_file() else ""
+    raise ValueError(
+        f"--resume: {checkpoint.name} already reached --max-generated {max_generated} ({generated} rollouts generated), "
+        f"so training is complete{finished}; raise --max-generated with --allow-config-change to train further (it also "
+        f"sets the learning-rate schedule, so the result differs from one longer run), or evaluate {checkpoint} with cobarl eval")
+
+
+def check_resume_policy(checkpoint: Path, config: TrainConfig, train_prompts: int) -> None:
+    """Load the checkpoint's allocator / rollout policy state into a policy built from ``config``, as the trainer
+    will after the model loads: a state it refuses (another strategy or option, another data size) is refused now."""
+    from cobarl.policies import PromptStream, make_policy
+
+    policy = make_policy(config.allocator_config())
+    if policy.needs_stream:
+        policy.stream = PromptStream(range(train_prompts), seed=config.seed)
+    try:
+        policy.load_state_dict(load_state(checkpoint)["allocator"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"--resume: the allocator state of {checkpoint} cannot be continued with these options ({e}). Drop the "
+            "changed options to continue the run as it was, or start a new run (--fresh, or another --output-dir)"
+        ) from None
+
+
+def check_resume_data(config: TrainConfig, run_dir: Path, data: dict | None, log: Callable[[str], None]) -> dict:
+    """Compare the data with the fingerprint saved with the run: changed data is refused (what changed, in
+    words) unless --allow-config-change accepts it; returns split name -> changes (empty: unchanged)."""
+    path = run_dir / DATA_FILE
+    if data is None:
+        return {}
+    if not path.is_file():
+        log(f"WARNING: {run_dir} records no fingerprint of its data (written before cobarl kept one), so --resume "
+            "cannot check that its prompts and answers are the ones it started with")
+        return {}
+    try:
+        changes = data_changes(json.loads(path.read_text()), data)
+    except (ValueError, AttributeError, TypeError, KeyError) as e:
+        raise ValueError(f"--resume: {path} cannot be read ({e}); restore it, or start over with --fresh") from None
+    if not changes:
+        return {}
+    text = "; ".join(f"{split}: {', '.join(words)}" for split, words in changes.items())
+    if not config.allow_config_change:
+        raise ValueError(
+            f"--resume: the data of {run_dir} changed since the run started ({text}): the held-out set, the before-RL "
+            "accuracy and per-prompt statistics would belong to other prompts. Restore the data, start over with "
+            "--fresh, or pass --allow-config-change to accept (the result then differs from an uninterrupted run)")
+    log(f"WARNING: --allow-config-change: resuming on changed data ({text}); the result differs from an uninterrupted run")
+    return changes
+
+
+def check_not_inside(run_dir: Path) -> None:
+    """Refuse to move aside the folder the process is in (or one holding it): the shell and every relative path
+    would stay inside the moved run."""
+    target, here = Path(os.path.abspath(run_dir)), Path.cwd()
+    if target == here or target in here.parents:
+        raise FileExistsError(
+            f"--fresh would move {target} aside, and it is the folder you are in{'' if target == here else ' (or holds it)'}: "
+            f"your shell and relative paths would stay in the moved run. Run it from outside, e.g. cd .. && "
+            f"cobarl train --fresh --output-dir {target.name}")
 
 
 def check_resume_state(checkpoint: Path, config: TrainConfig) -> None:

@@ -455,7 +455,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
             state = {"format": STATE_FORMAT, "version": STATE_VERSION, "global_step": self.state.global_step, "micro_step": self._step,
                      "generated": self._generated_total,
                      "world_size": self.accelerator.num_processes, "mid_generation": mid_generation,
-                     "allocator": self.policy.state_dict()}
+                     "allocator": self.policy.state_dict(), "eval": getattr(self.eval_fn, "counts", dict)()}
             save_state(ckpt, state)
         super()._save_checkpoint(model, trial)
 
