@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_reinforce_ada_round_size_follows_the_per_prompt_budget_unless_given():
 def test_simulated_compare_runs_every_policy_and_reports_on_generated_rollouts(tmp_path):
     opts = _options("uniform,coba,knapsack-rl," + ",".join(NEW))
     runs = run_compare(opts, progress=False)
-    summary = write_report(runs, opts, tmp_path, plots=False)
+    # sim_accuracy: the accuracy sections too (tests/test_sim_trust.py: the report without them)
+    summary = write_report(runs, replace(opts, sim_accuracy=True), tmp_path, plots=False)
     arms = summary["strategies"]
     # spending per arm: generated against trained, rounds, prompts consumed
     for label in arms:

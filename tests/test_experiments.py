@@ -182,7 +182,8 @@ def test_mean_ci_hand_worked():
 
 def test_report_files_are_produced_and_well_formed(tmp_path):
     out = tmp_path / "cmp"
-    rc = main([*TINY_ARGS, "--strategies", "uniform,coba,knapsack-rl,coba@0.5", "--output-dir", str(out)])
+    # --sim-accuracy: every figure, the accuracy one too (tests/test_sim_trust.py: the report without it)
+    rc = main([*TINY_ARGS, "--sim-accuracy", "--strategies", "uniform,coba,knapsack-rl,coba@0.5", "--output-dir", str(out)])
     assert rc == 0
     for name in (*FILES, *PLOTS):
         assert (out / name).is_file(), name
@@ -622,7 +623,8 @@ def test_grid_report_files(monkeypatch, tmp_path):
     out = tmp_path / "grid"
     rc = main([*TINY_ARGS, "--strategies", "coba", "--grid", "kappa=7,11", "--grid", "max_budget=16,32", "--output-dir", str(out)])
     assert rc == 0
-    for name in (*FILES, *PLOTS, grid_plot_name("kappa"), grid_plot_name("max_budget"), GRID_HEATMAP):
+    # the accuracy figure only where the report shows accuracy (tests/test_sim_trust.py); the sweep's own always
+    for name in (*FILES, *PLOTS[1:], grid_plot_name("kappa"), grid_plot_name("max_budget"), GRID_HEATMAP):
         assert (out / name).is_file(), name
     assert (out / GRID_HEATMAP).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())

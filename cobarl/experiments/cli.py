@@ -11,6 +11,7 @@ Examples::
     cobarl compare --sim-preset families-v4 --against runs/real-v4   # ... shaped and calibrated like task v4
     cobarl compare --against runs/map/*             # ... cell by cell against a regime map (one preset per task)
     cobarl compare --strategies uniform,coba,dapo --output-dir runs/half   # continue it: only dapo runs
+    cobarl compare --sim-accuracy                   # show the simulated accuracy anyway (not a prediction)
 
 Every finished run is kept in ``<output-dir>/runs/`` (`cobarl.experiments.run_store`), so the same
 command again continues an interrupted comparison, and one with more arms or seeds runs only those.
@@ -32,6 +33,7 @@ from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
 from cobarl.experiments.compare import CompareInterrupted, run_compare
+from cobarl.experiments.console import print_table
 from cobarl.experiments.grid import expand_grid, parse_grid
 from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
 from cobarl.experiments.runs import BUDGETS, CompareOptions, RunResult
@@ -43,6 +45,7 @@ from cobarl.experiments.sim_map import MAP_FILES, map_plan, write_map_report
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
 from cobarl.experiments.summary_io import SummaryFormatError, read_summary
 from cobarl.experiments.sim_presets import SIM_PRESETS
+from cobarl.experiments.sim_trust import is_a_prediction
 from cobarl.experiments.simulator import SimConfig
 
 DEFAULT_PRESET = "default"
@@ -127,6 +130,8 @@ def _add_run_options(p: argparse.ArgumentParser, shape) -> None:
     p.add_argument("--workers", type=integer(1), default=default_workers(), help="Parallel processes.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("--no-plots", action="store_true", help="Skip the PNG plots (faster; no matplotlib needed).")
+    p.add_argument("--sim-accuracy", action="store_true", help="Simulated back-end: show simulated accuracy anyway, "
+                   "for research; it is not a prediction of real accuracy (report.md says why it is left out).")
     p.add_argument("--validation-prompts", type=integer(1), default=shape.sim.validation_prompts,
                    help="Validation prompts, apart from train and held-out; --grid chooses on them. Simulated: same "
                    "clusters; real: cobarl train --validation-size (with --grid only).")
@@ -200,6 +205,9 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
 def options_from_args(args: argparse.Namespace) -> CompareOptions:
     sim = _sim_config(args)
     seeds = _seeds(args)
+    if args.sim_accuracy and args.backend != "simulated":
+        raise ValueError("--sim-accuracy shows the simulator's accuracy; the real back-end always shows the accuracy "
+                         "it measured; drop --sim-accuracy")
     default = ["coba"] if args.grid else [",".join(DEFAULT_STRATEGIES)]
     try:
         strategies = (args.strategies if isinstance(args.strategies, tuple)  # mirrored by --against
@@ -235,6 +243,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         workers=args.workers,
         target_accuracy=args.target_accuracy,
         budget=args.budget,
+        sim_accuracy=args.sim_accuracy,
         baseline=args.baseline or (grid.base if grid else None),
         # Only a sweep reads validation accuracy; other real runs skip its evaluation.
         real_options={**({"validation_size": args.validation_prompts} if grid and args.backend == "real" else {}),
@@ -374,7 +383,7 @@ def _compare(args, options, out: Path, store: RunStore, against, prog: str) -> i
                            provenance=store.provenance(runs))
     print(f"{len(runs) - len(store.reused)} runs in {time.perf_counter() - start:.1f} s"
           + (f" ({len(store.reused)} reused)" if store.reused else "") + f"; report in {out}/report.md", file=sys.stderr)
-    _print_table(summary)
+    print_table(summary)
     if "simulator_check" in summary:
         rc = summary["simulator_check"]["rank_correlation"]
         def corr(x):
@@ -386,22 +395,14 @@ def _compare(args, options, out: Path, store: RunStore, against, prog: str) -> i
         g = summary["grid"]
         c = g["configs"][g["chosen"]]
         print(f"  chosen by validation accuracy: {g['chosen']}  validation {c['validation_accuracy']['mean']:.4f}  "
-              f"held-out {c['heldout_accuracy']['mean']:.4f}" + ("  (the base configuration)" if g["chosen_is_base"] else ""),
-              file=sys.stderr)
+              f"held-out {c['heldout_accuracy']['mean']:.4f}" + ("  (the base configuration)" if g["chosen_is_base"] else "")
+              + ("" if is_a_prediction(options.backend) else "  (simulated accuracy: not a prediction)"), file=sys.stderr)
     return 0
 
 
 def _error(prog: str, err: Exception) -> int:
     print(f"{prog}: error: {err}", file=sys.stderr)
     return 2
-
-
-def _print_table(summary: dict[str, Any]) -> None:
-    for label, e in summary["strategies"].items():
-        acc, eff = e["final_heldout_accuracy"], e["effective_ratio"]
-        if acc["mean"] is not None:
-            print(f"  {label:24s} held-out acc {acc['mean']:.4f} ± {acc['half_width'] or 0:.4f}   "
-                  f"effective ratio {eff['mean']:.3f} ± {eff['half_width'] or 0:.3f}", file=sys.stderr)
 
 
 def _keep_finished(runs: list[RunResult], options: CompareOptions, out: Path, *, store: RunStore, prog: str) -> int:

@@ -29,6 +29,8 @@ PLOTS = (
     "budget_vs_pass_rate.png",
     "transitions.png",
 )
+ACCURACY_PLOT = PLOTS[0]
+"""The one figure of accuracy (left out where a simulated report withholds it)."""
 GRID_HEATMAP = "grid_heatmap.png"
 """Validation accuracy over the two options of a two-option sweep."""
 
@@ -322,13 +324,15 @@ _FIGURES: dict[str, Callable] = dict(
 )
 
 
-def plot_all(runs: Sequence[RunResult], options: CompareOptions, out: Path) -> list[str]:
-    """Write the PNG plots; returns the file names written (plots without data are skipped)."""
+def plot_all(runs: Sequence[RunResult], options: CompareOptions, out: Path, *, accuracy: bool = True) -> list[str]:
+    """Write the PNG plots; returns the file names written (plots without data are skipped, and the
+    accuracy plot without ``accuracy``: a simulated report that withholds accuracy, `sim_trust`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = _plot_data(runs, options)
-    return _save_figures(plt, {name: (lambda draw=draw: draw(plt, data)) for name, draw in _FIGURES.items()}, out)
+    figures = {name: draw for name, draw in _FIGURES.items() if accuracy or name != ACCURACY_PLOT}
+    return _save_figures(plt, {name: (lambda draw=draw: draw(plt, data)) for name, draw in figures.items()}, out)
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from cobarl.experiments import sim_trust
 from cobarl.experiments.specs import format_value
 from cobarl.experiments.figures import GRID_HEATMAP, PLOTS, values_text
 from cobarl.experiments.sim_map import cell_check_md
@@ -34,10 +35,12 @@ def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
     """report.md: the setting, the sweep's choice (for a sweep), the results table, the paired
     gaps and the figures."""
     grid_plots = [name for name in plots if name.startswith("grid_")]
+    shown = accuracy_shown(summary)
     lines = [*_setting_md(summary)]
     if summary.get("grid"):
         lines += _grid_md(summary, grid_plots)
-    lines += [*_results_md(summary), *_spending_md(summary), *_equal_generated_md(summary), *_gaps_md(summary)]
+    lines += [*_results_md(summary, shown), *_spending_md(summary)]
+    lines += [*(_equal_generated_md(summary) if shown else []), *_gaps_md(summary, shown)]
     if summary.get("simulator_check"):
         lines += _check_md(summary["simulator_check"])
     lines += ["", "## Figures", ""]
@@ -45,6 +48,18 @@ def report_markdown(summary: dict[str, Any], plots: Sequence[str]) -> str:
         if name not in grid_plots:
             lines += [f"![{name}]({name})", "", _CAPTIONS.get(name, ""), ""]
     return "\n".join(lines) + "\n"
+
+
+def accuracy_shown(s: dict[str, Any]) -> bool:
+    """Whether a report shows its accuracy: the real back-end's always, a simulated one's as its summary
+    records (`sim_trust`; absent, as in every summary written before it: shown)."""
+    return s["backend"] != "simulated" or s.get("accuracy_shown", True)
+
+
+def arm_budget(s: dict[str, Any], label: str) -> float:
+    """Rollouts per step an arm's allocator distributes (what trains): the comparison's budget times the
+    arm's own ``@`` multiplier."""
+    return s["budget_per_step"] * s["strategies"][label]["budget_multiplier"]
 
 
 def _fresh_seeds(seeds: Sequence[int], n: int = 10) -> str:
@@ -83,6 +98,8 @@ def _grid_intro_md(s: dict[str, Any]) -> list[str]:
         "played no part in the choice; it is reported after it.",
         "",
     ]
+    if not sim_trust.is_a_prediction(s["backend"]):
+        lines += [sim_trust.sweep_text(), ""]
     return lines
 
 
@@ -153,6 +170,8 @@ def _grid_figures_md(g: dict[str, Any], plots: Sequence[str]) -> list[str]:
 
 def _setting_md(s: dict[str, Any]) -> list[str]:
     lines = ["# cobarl compare", ""]
+    if sim_trust.warns(s["backend"], accuracy_shown(s)):
+        lines += [f"**{sim_trust.warning_text()}**", ""]
     if s["command"]:
         lines += [f"Command: `{s['command']}`", ""]
     if s.get("incomplete"):
@@ -178,6 +197,8 @@ def _setting_md(s: dict[str, Any]) -> list[str]:
             + ". This is an LLM-free model of GRPO learning dynamics, not an LLM result; see the README "
             "section *Simulator: what it captures and what it does not*.",
         ]
+        if not accuracy_shown(s):
+            lines += ["", sim_trust.withheld_text(sweep=bool(s.get("grid")))]
     return lines
 
 
@@ -201,7 +222,9 @@ def _runs_md(runs: list[dict[str, Any]] | None) -> list[str]:
     return lines + [""]
 
 
-def _results_md(s: dict[str, Any]) -> list[str]:
+def _results_md(s: dict[str, Any], shown: bool = True) -> list[str]:
+    if not shown:
+        return _results_without_accuracy_md(s)
     acc, target = s["accuracy_metric"] or "accuracy", s["target_accuracy"]
     lines = ["", "## Results (mean ± 95 % CI half-width over seeds)", ""]
     lines += [f"*Rollouts* are the ones GENERATED. *Rollouts to target*: cumulative generated rollouts until {acc} first reaches "
@@ -222,6 +245,19 @@ def _results_md(s: dict[str, Any]) -> list[str]:
             f"{_pm(e.get('effective_ratio'))} | {_pm(e.get('effective_ratio_last_third'))} | "
             f"{_pm(e.get('rollouts'), digits=0)} | {_pm(rt, digits=0)} ({rt.get('reached', 0)}/{rt.get('runs', 0)}) |"
         )
+    return lines
+
+
+def _results_without_accuracy_md(s: dict[str, Any]) -> list[str]:
+    """The results a simulated report shows while its accuracy is no prediction (`sim_trust`)."""
+    lines = ["", "## Results (mean ± 95 % CI half-width over seeds)", "",
+             "*Budget per step*: the rollouts each arm's allocator distributes over a step's prompts (what trains; "
+             "the next table has what each generates). *Rollouts generated*: per run.", "",
+             "| strategy | budget per step | effective ratio | eff. ratio, last third | rollouts generated |",
+             "|---|---|---|---|---|"]
+    for label, e in s["strategies"].items():
+        lines.append(f"| `{label}` | {arm_budget(s, label):g} | {_pm(e.get('effective_ratio'))} | "
+                     f"{_pm(e.get('effective_ratio_last_third'))} | {_pm(e.get('rollouts'), digits=0)} |")
     return lines
 
 
@@ -271,25 +307,24 @@ def _has_greedy(s: dict[str, Any]) -> bool:
     return any((e.get("final_heldout_greedy_accuracy") or {}).get("mean") is not None for e in s["strategies"].values())
 
 
-def _gaps_md(s: dict[str, Any]) -> list[str]:
+def _gap_columns(s: dict[str, Any], shown: bool) -> list[tuple[str, str, float, int]]:
+    """(header, gap metric, scale, digits) of the gaps table; the accuracy ones only where accuracy is shown."""
+    accuracy = [("Δ held-out acc (points)", "final_heldout_accuracy", 100, 2)]
+    if _has_greedy(s):
+        accuracy.append(("Δ greedy acc (points)", "final_heldout_greedy_accuracy", 100, 2))
+    accuracy.append(("Δ train solved (points)", "final_train_solved", 100, 2))
+    return [*(accuracy if shown else []), ("Δ effective ratio (relative %)", "effective_ratio_relative_percent", 1, 1),
+            ("rollouts generated / baseline", "rollouts_ratio", 1, 2)]
+
+
+def _gaps_md(s: dict[str, Any], shown: bool = True) -> list[str]:
     if not s["gaps_vs_baseline"]:
         return []
-    greedy = _has_greedy(s)
-    lines = [
-        "",
-        f"## Paired gaps against `{s['baseline']}` (same seeds; mean ± 95 % CI)",
-        "",
-        "| strategy | Δ held-out acc (points) |" + (" Δ greedy acc (points) |" if greedy else "")
-        + " Δ train solved (points) | Δ effective ratio (relative %) | rollouts generated / baseline |",
-        "|---|---|" + ("---|" if greedy else "") + "---|---|---|",
-    ]
+    columns = _gap_columns(s, shown)
+    lines = ["", f"## Paired gaps against `{s['baseline']}` (same seeds; mean ± 95 % CI)", "",
+             "| strategy | " + " | ".join(c[0] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     for label, g in s["gaps_vs_baseline"].items():
-        lines.append(
-            f"| `{label}` | {_pm(g['final_heldout_accuracy'], 100, 2)} | "
-            + (f"{_pm(g.get('final_heldout_greedy_accuracy'), 100, 2)} | " if greedy else "")
-            + f"{_pm(g['final_train_solved'], 100, 2)} | "
-            f"{_pm(g['effective_ratio_relative_percent'], 1, 1)} | {_pm(g['rollouts_ratio'], 1, 2)} |"
-        )
+        lines.append(f"| `{label}` | " + " | ".join(_pm(g.get(key), scale, digits) for _, key, scale, digits in columns) + " |")
     return [*lines, "", "A CI that contains 0 means no detectable difference at this number of seeds."]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cobarl.experiments import sim_trust
 from cobarl.experiments.runs import CompareOptions, RunResult
 from cobarl.experiments.figures import PLOTS, plot_all, plot_grid
 from cobarl.experiments.markdown import report_markdown
@@ -35,10 +36,15 @@ def write_report(
     simulator check (`cobarl.experiments.sim_vs_real`) goes into summary.json and report.md.
     ``provenance``: per run, reused or run now (`cobarl.experiments.run_store.RunStore.provenance`).
     A report already in ``out`` (of a comparison this one continues) is replaced whole, its plots too.
+    A simulated comparison records ``accuracy_shown`` (`cobarl.experiments.sim_trust.shows_accuracy`);
+    without it the accuracy figure is not drawn.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs, options, command=command, incomplete=incomplete)
+    shown = sim_trust.shows_accuracy(options.backend, options.sim_accuracy)
+    if options.backend == "simulated":  # report.md and the console read it (sim_trust)
+        summary["accuracy_shown"] = shown
     if against is not None:
         summary["simulator_check"] = _clean(simulator_check(summary, against[1]))
         summary["simulator_check"]["real_report"] = against[0]
@@ -48,7 +54,7 @@ def write_report(
     write_summary(out / "summary.json", summary)  # checked: it reads back whole (summary_io)
     for old in [*PLOTS, *(p.name for p in out.glob("grid_*.png"))]:  # the replaced report's, out of date now
         (out / old).unlink(missing_ok=True)
-    written = plot_all(runs, options, out) if plots else []
+    written = plot_all(runs, options, out, accuracy=shown) if plots else []
     if plots and summary.get("grid") and summary["grid"]["chosen"] is not None:
         written = plot_grid(summary["grid"], out) + written
     write_text(out / "report.md", report_markdown(summary, written))

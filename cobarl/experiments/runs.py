@@ -39,6 +39,8 @@ class CompareOptions:
             train on take fewer steps; real runs decay the learning rate in generated rollouts);
             ``"steps"``: every run trains ``steps`` steps, whatever it generates.
         grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
+        sim_accuracy: simulated back-end: show its accuracy in the report and console even while it is
+            not a prediction (`cobarl.experiments.sim_trust`), under a warning; it changes no run.
     """
 
     strategies: tuple[StrategySpec, ...]
@@ -55,6 +57,7 @@ class CompareOptions:
     real_options: dict[str, Any] = field(default_factory=dict)
     grid: Grid | None = None
     budget: str = "generated"
+    sim_accuracy: bool = False
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:

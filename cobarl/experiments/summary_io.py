@@ -19,6 +19,10 @@ version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions
   folder's run store (`cobarl.experiments.run_store`) or run by this command, and the ``command`` that
   first produced it, ``finished_at``.
 
+Any version may hold ``accuracy_shown`` (a bool, written for simulated comparisons since
+`cobarl.experiments.sim_trust`): whether report.md showed the simulated accuracy; absent (every
+comparison before it, and the real back-end): shown.
+
 A summary is written as the highest version whose keys it holds (`ComparisonSummary.layout_version`),
 so an older file written back stays what it was.
 """
@@ -162,6 +166,7 @@ class ComparisonSummary:
     incomplete: dict[str, Any] | None = None
     simulator_check: dict[str, Any] | None = None
     runs: list[dict[str, Any]] | None = None  # version 3: where each run comes from (see the module docstring)
+    accuracy_shown: bool | None = None  # simulated comparisons: whether the report shows accuracy (sim_trust)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
@@ -190,10 +195,13 @@ class ComparisonSummary:
         if settings["baseline"] not in strategies:
             raise SummaryFormatError(f"{where}: baseline {settings['baseline']!r} is not one of its strategies")
         runs = _runs(d, where) if version >= 3 or "runs" in d else None
+        shown = d.get("accuracy_shown")
+        if shown is not None and not isinstance(shown, bool):
+            raise SummaryFormatError(f"{where}: 'accuracy_shown' must be true or false, got {shown!r}")
         known = {*header, "strategies", "gaps_vs_baseline", "baseline_final_by_seed", "grid", "incomplete",
-                 "simulator_check", "runs", "format_version"}
+                 "simulator_check", "runs", "accuracy_shown", "format_version"}
         return cls(settings, strategies, gaps, by_seed, d.get("grid"), d.get("incomplete"), d.get("simulator_check"),
-                   runs, version, {k: v for k, v in d.items() if k not in known})
+                   runs, shown, version, {k: v for k, v in d.items() if k not in known})
 
     def layout_version(self) -> int:
         """The highest version whose required keys this summary holds (what it is written as)."""
@@ -207,6 +215,8 @@ class ComparisonSummary:
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout, written as `layout_version`."""
         out: dict[str, Any] = {"format_version": self.layout_version(), **self.settings}
+        if self.accuracy_shown is not None:
+            out["accuracy_shown"] = self.accuracy_shown
         if self.baseline_final_by_seed is not None:
             out["baseline_final_by_seed"] = self.baseline_final_by_seed
         out["strategies"] = {label: a.to_dict() for label, a in self.strategies.items()}
