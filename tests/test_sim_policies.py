@@ -56,6 +56,11 @@ def test_rollout_j_of_a_prompt_has_one_uniform_whatever_the_rounds_and_the_width
     assert outside.tolist() == StepDraws(0, 2, np.array([1]), width=1).take([42, 42])[0].tolist()
     assert u[4:6].tolist() == StepDraws(0, 2, np.array([1]), width=1).take([5] * 6)[0][4:].tolist()
     assert StepDraws(1, 2, batch, 4).take([42])[0] != outside[0]
+    # a round that starts past the width (Reinforce-Ada's later rounds with a small max_budget) goes on
+    # in the prompt's own stream: the same uniforms as one call
+    late = StepDraws(0, 2, batch, width=4)
+    parts = [late.take([5] * 5)[0], late.take([5] * 3)[0], late.take([3, 5, 5])[0]]
+    assert np.concatenate(parts)[[*range(8), 9, 10]].tolist() == StepDraws(0, 2, batch, width=4).take([5] * 10)[0].tolist()
 
 
 class _TwiceKeepFirst(RolloutPolicy):

@@ -78,7 +78,8 @@ class StepDraws:
                 self.prompts.append(pid)
             k, a = self.slots[pid], self.used.get(pid, 0)
             b = a + n
-            inside = min(b, self.width) if k < self.batch_size else a
+            # rollouts a..b of a batch prompt: matrix columns below width, then its own stream (a may be past width)
+            inside = max(a, min(b, self.width)) if k < self.batch_size else a
             if inside > a:
                 u[at : at + inside - a] = self.matrix[k, a:inside]
             if b > inside:
