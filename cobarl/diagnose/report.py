@@ -133,7 +133,8 @@ def _placement_lines(r: Mapping[str, Any]) -> list[str]:
     g = near["regime"]
     lines = [f"regime map {m.get('path')} (measured on: {m.get('measured_on') or 'not stated'})",
              f"nearest regime: {near['name']} (by {near['by']}): there {_pct(g['share_zero'])} of prompts at "
-             f"0/{g['k']}, {_pct(g['reachable_of_zero'])} of them reachable within {g['max_samples']} samples"]
+             f"0/{g['k']}, {_pct(g['reachable_of_zero'])} of them reachable within {g['max_samples']} samples (here: "
+             f"{_pct(r['share_zero'])} and {_pct(r['reachable_of_zero'])})"]
     if len(near["consistent_with_interval"]) > 1:
         lines.append(f"  your interval covers several regimes ({', '.join(near['consistent_with_interval'])}); "
                      "the share at 0/k decided")
