@@ -4,6 +4,7 @@
     cobarl compare   strategies side by side (simulated or real back-end) -> report
     cobarl probe     is the task allocation-sensitive? (fixed 3:1 allocation vs a placebo)
     cobarl eval      avg@k / pass@k on math benchmarks
+    cobarl diagnose  which world a model and its data are in (reachable share of 0/k prompts, regime map)
     cobarl bench     measure the allocation solvers
 """
 
@@ -17,6 +18,7 @@ COMMANDS = {
     "compare": ("cobarl.experiments.cli", "run allocation strategies side by side and write a report"),
     "probe": ("cobarl.experiments.probe", "check that where the rollouts go matters on a task (strategy-neutral)"),
     "eval": ("cobarl.evaluate.cli", "avg@k and pass@k of a model on math benchmarks"),
+    "diagnose": ("cobarl.diagnose.cli", "pass rates at k samples, reachable share of 0/k prompts, nearest regime"),
     "bench": ("cobarl.bench", "benchmark the allocation solvers (threshold vs heap vs DP)"),
 }
 

@@ -12,13 +12,13 @@ from cobarl.cli_checks import integer, number, writable_dir
 
 def test_unknown_command_lists_valid_ones(capsys):
     assert main(["trian"]) == 2
-    assert "unknown command 'trian'; valid: train, compare, probe, eval, bench" in capsys.readouterr().err
+    assert "unknown command 'trian'; valid: train, compare, probe, eval, diagnose, bench" in capsys.readouterr().err
 
 
 def test_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ("train", "compare", "eval", "bench"))
+    assert all(name in out for name in ("train", "compare", "eval", "diagnose", "bench"))
 
 
 def test_bench_allocate_paper_setting(capsys):
