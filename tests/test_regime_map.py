@@ -10,7 +10,8 @@ import pytest
 
 from cobarl import metrics as M
 from cobarl.experiments import CompareOptions, RunResult, parse_strategies
-from cobarl.experiments.regime_map import build, main, wilson
+from cobarl.diagnose.stats import clopper_pearson
+from cobarl.experiments.regime_map import build, main
 from cobarl.experiments.report_stats import summarise
 from cobarl.experiments.summary_io import read_summary, write_summary
 from helpers import REPO
@@ -68,7 +69,7 @@ def test_map_holds_each_reports_paired_gaps_and_pooled_regime_statistics(two_reg
     assert (v4["name"], u50["name"], u50["k"], u50["max_samples"]) == ("families-v4", "families-u50", 16, 256)
     assert u50["share_zero"] == pytest.approx((0.4 + 0.35) / 2)
     assert u50["reachable_of_zero"] == pytest.approx((40 / 80 + 30 / 70) / 2)
-    assert u50["reachable_of_zero_ci"] == pytest.approx(list(wilson(70, 150)))
+    assert u50["reachable_of_zero_ci"] == pytest.approx(list(clopper_pearson(70, 150)))
     assert u50["uniform_gain"] == pytest.approx(0.62 - 0.3)
     for budget, folder in (("generated", "u50"), ("steps", "u50-steps")):
         gaps = read_summary(tmp_path / folder / "summary.json").gaps_vs_baseline
@@ -108,7 +109,7 @@ def test_one_policy_in_one_cell_takes_one_setting(tmp_path):
         build([a], [f"families-u90={tmp_path / 'shares.json'}"])
     (tmp_path / "shares.json").write_text(json.dumps({**shares, "prompts": 200}))
     assert build([a], [f"families-u90={tmp_path / 'shares.json'}"])[0]["regimes"][0]["reachable_of_zero_ci"] == \
-        pytest.approx(list(wilson(5, 50)))
+        pytest.approx(list(clopper_pearson(5, 50)))
 
 
 def test_committed_v4_reports_give_their_gaps(tmp_path):

@@ -17,8 +17,8 @@ run ends at the same generated total), at equal steps with ``--budget steps``. A
 the share of the 0/k prompts that sampling does not reach within ``max_samples`` samples.
 
 Regime statistics are means over the diagnose seeds; the interval of the reachable share pools the
-counts over seeds (``n_zero``, ``n_reachable_of_zero``, or ``prompts`` with the shares) and is Wilson's
-score interval (scipy), since the diagnose JSON gives no interval function of its own to reuse.
+counts over seeds (the resampled 0/k prompts and how many were reached) and is Clopper-Pearson's, the
+interval ``cobarl diagnose`` reports by default.
 
 Mixing is refused: two reports in one cell holding the same policy must hold the same settings and
 the same runs (duplicates are read once); any other overlap is an error naming both reports. Every
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cobarl.diagnose.stats import clopper_pearson
 from cobarl.experiments.regime_map_report import Cells, budgets, markdown, unreachable, write_outputs
 from cobarl.experiments.report_stats import mean_ci
 from cobarl.experiments.summary_io import ArmResult, ComparisonSummary, MeanCI, read_summary
@@ -176,7 +177,10 @@ def build_cells(reports: list[Report], policies: set[str] | None = None) -> dict
 
 
 def _diagnose_counts(d: dict[str, Any], where: str) -> tuple[int, int]:
-    """(prompts at 0/k, of them reached): the counts, or ``prompts`` with the shares they came from."""
+    """(prompts at 0/k resampled, of them reached): ``cobarl diagnose --json``'s counts (it resamples a random
+    subset of the 0/k prompts), else ``n_zero``/``n_reachable_of_zero``, else ``prompts`` with the shares."""
+    if isinstance(d.get("resampled"), dict) and "reachable_count" in d:
+        return int(d["resampled"]["zero"]), int(d["reachable_count"])
     if "n_zero" in d and "n_reachable_of_zero" in d:
         return int(d["n_zero"]), int(d["n_reachable_of_zero"])
     if "prompts" not in d:
@@ -188,18 +192,6 @@ def _diagnose_counts(d: dict[str, Any], where: str) -> tuple[int, int]:
         raise ValueError(f"{where}: share_zero x prompts or reachable_of_zero x n_zero is not a whole count; "
                          "give n_zero and n_reachable_of_zero")
     return round(zero), round(reached)
-
-
-def wilson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (scipy's).
-
-    >>> [round(x, 3) for x in wilson(30, 100)]
-    [0.219, 0.396]
-    """
-    from scipy.stats import binomtest
-
-    ci = binomtest(successes, trials).proportion_ci(confidence, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def regime_stats(preset: str, docs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -227,7 +219,8 @@ def regime_stats(preset: str, docs: list[tuple[str, dict[str, Any]]]) -> dict[st
     for key in REGIME_KEYS:
         values = [float(d[key]) for _, d in docs if d[key] is not None]
         out[key] = sum(values) / len(values) if values else None
-    out["reachable_of_zero_ci"] = list(wilson(reached, zero)) if zero else None
+    # pooled over seeds, with the interval cobarl diagnose reports by default
+    out["reachable_of_zero_ci"] = list(clopper_pearson(reached, zero)) if zero else None
     return out
 
 

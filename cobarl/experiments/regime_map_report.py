@@ -167,7 +167,7 @@ def markdown(data: dict[str, Any], cells: Cells, gains: dict[tuple[str, str], di
                            for label in _policies(cells)),
              *_regime_rows(data, gains, columns), "",
              f"Regime statistics are strategy-neutral (cobarl diagnose, means over seeds; the reachable share's "
-             f"interval is Wilson's on the counts pooled over seeds): shares of the train prompts at 0/{k}, at "
+             f"interval is Clopper-Pearson's on the counts pooled over seeds): shares of the train prompts at 0/{k}, at "
              f"{k}/{k} and in between, and the share of the 0/{k} prompts that some sample solved.", "",
              "## What each policy spent", "",
              "Generated / trained rollouts per step (mean over steps, then seeds) × steps = generated in total "
