@@ -114,7 +114,10 @@ def test_real_runs_are_keyed_by_the_train_config(monkeypatch, tmp_path, capsys):
     """On the real back-end the settings are cobarl train's resolved config: another --train-args task is refused."""
     from cobarl.experiments import real
 
+    folders = []
+
     def run_training(config):
+        folders.append(config["output_dir"])
         rows = [{"step": k + 1, "budget/total": 64.0, "rollout/effective_ratio": 0.5, "eval/heldout_accuracy": 0.1 * k}
                 for k in range(3)]
         return {"rows": rows, "summary": {"initial_heldout_accuracy": 0.05, "final_heldout_accuracy": 0.2}}
@@ -125,6 +128,8 @@ def test_real_runs_are_keyed_by_the_train_config(monkeypatch, tmp_path, capsys):
     assert main([*args, "uniform", "--train-args", "--task arith-v3"]) == 0
     assert main([*args, "uniform,coba", "--train-args", "--task arith-v3"]) == 0
     assert [r["reused"] for r in read_summary(tmp_path / "cmp" / "summary.json").runs] == [True, False]
+    # every run's cobarl train folder is inside the comparison's own (nothing in the caller's runs/)
+    assert folders == [str(tmp_path / "cmp" / "train" / "uniform-seed0"), str(tmp_path / "cmp" / "train" / "coba-seed0")]
     capsys.readouterr()
     assert main([*args, "uniform,coba", "--train-args", "--task families-v4"]) == 2
     assert "made with train.task = 'arith-v3'; this command runs it with train.task = 'families-v4'" in capsys.readouterr().err

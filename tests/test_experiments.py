@@ -673,6 +673,11 @@ def test_compare_train_args_reach_every_real_run_through_train_parser():
         options("--backend", "real", "--train-args", "--seed 3 --max-budget 8")
     with pytest.raises(ValueError, match="not valid cobarl train options"):
         options("--backend", "real", "--train-args", "--no-such-option 1")
+    # a budget compare sets itself (the report would say one budget while the runs kept another)
+    with pytest.raises(ValueError, match="max_generated set by compare itself.*--budget"):
+        options("--backend", "real", "--train-args", "--max-generated 100")
+    with pytest.raises(ValueError, match="--train-args '--task \"arith': cannot be split into options .*check its quotes"):
+        options("--backend", "real", "--train-args", '--task "arith')
 
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

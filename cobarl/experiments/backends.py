@@ -8,14 +8,16 @@ training run each.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from cobarl import __version__
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments.runs import BACKEND_NAMES, CompareOptions, RunResult
+from cobarl.experiments.runs import BACKEND_NAMES, CompareOptions, RunResult, run_name
 from cobarl.experiments.simulator import simulate
 from cobarl.experiments.specs import StrategySpec
 
@@ -48,8 +50,15 @@ def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> 
         "transitions": True,  # the report's transition matrix; ~7 s per run on the embedded task
         # accuracy against rollouts at six points, so 'rollouts to target' is resolved (~3 s each here)
         "eval_every": max(1, options.steps // 6),
+        **({"output_dir": str(real_run_dir(spec, seed, options))} if options.run_root else {}),
         **options.real_options,
     }
+
+
+def real_run_dir(spec: StrategySpec, seed: int, options: CompareOptions) -> Path:
+    """Where one real run's ``cobarl train`` folder goes: ``<run_root>/<label>-seed<seed>`` (named as its
+    stored result)."""
+    return Path(options.run_root) / run_name(spec.label, seed)
 
 
 def effective_allocator(spec: StrategySpec, options: CompareOptions) -> AllocatorConfig:
@@ -118,6 +127,9 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
     and ``summary``.
     """
     run_training = real_backend_function()
+    if options.run_root and real_run_dir(spec, seed, options).exists():
+        # the comparison's own unfinished run (a finished one is in its run store and never runs again)
+        shutil.rmtree(real_run_dir(spec, seed, options))
     out = run_training(real_run_options(spec, seed, options))
     rows = list(out.get("rows") or out.get("metrics") or [])
     # cumulative rollouts GENERATED (rollout/count); logs from before that metric: the planned budget/total

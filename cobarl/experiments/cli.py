@@ -49,6 +49,8 @@ from cobarl.experiments.sim_trust import is_a_prediction
 from cobarl.experiments.simulator import SimConfig
 
 DEFAULT_PRESET = "default"
+TRAIN_DIR = "train"
+"""Subfolder of a real comparison's output folder that holds its runs' ``cobarl train`` folders."""
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), also when the finished runs were written."""
 TERMINATED = 143
@@ -252,8 +254,8 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
 
 
 # cobarl train options that compare sets for every run itself (the allocator's come from --strategies).
-_COMPARE_SETS = ("seed", "max_steps", "prompts_per_step", "rollouts_per_prompt", "rollouts_per_step", "output_dir",
-                 "resume", "fresh", "config")
+_COMPARE_SETS = ("seed", "max_steps", "max_generated", "prompts_per_step", "rollouts_per_prompt", "rollouts_per_step",
+                 "output_dir", "resume", "fresh", "config")
 
 
 def train_args(text: str | None, backend: str) -> dict[str, Any]:
@@ -266,14 +268,19 @@ def train_args(text: str | None, backend: str) -> dict[str, Any]:
     from cobarl.train.config import allocator_fields, allocator_key
 
     try:
-        values = vars(train_parser().parse_args(shlex.split(text)))
+        words = shlex.split(text)
+    except ValueError as err:  # an unbalanced quote: say which option's text it is
+        raise ValueError(f"--train-args {text!r}: cannot be split into options ({err}); check its quotes") from None
+    try:
+        values = vars(train_parser().parse_args(words))
     except SystemExit:
         raise ValueError(f"--train-args {text!r}: not valid cobarl train options (see cobarl train --help)") from None
     allocator_keys = {allocator_key(f) for f in allocator_fields()}
     taken = sorted(k for k in values if k in _COMPARE_SETS or k in allocator_keys)
     if taken:
         raise ValueError(f"--train-args: {', '.join(taken)} set by compare itself (allocator options go in the "
-                         "--strategies spec, e.g. coba:max_budget=16; steps, seeds and budgets in compare's own flags)")
+                         "--strategies spec, e.g. coba:max_budget=16; steps, seeds and budgets in compare's own flags: --steps, "
+                         "--seeds, --budget, --budget-multiplier)")
     return values
 
 
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None, *, prog: str = "cobarl compare") -> int:
     try:
         against = apply_against(args, argv, parser)
         options = options_from_args(args)
+        if options.backend == "real":  # every run's folder inside the comparison's own
+            options = replace(options, run_root=str(out / TRAIN_DIR))
         check_options(options)
         writable_dir(out, "the report")
         check_no_report(out)

@@ -13,16 +13,14 @@ a report never mixes them.
 from __future__ import annotations
 
 import json
-import re
 import sys
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cobarl.experiments.backends import run_settings
-from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.runs import CompareOptions, RunResult, run_name
 from cobarl.io import write_text
 
 RUNS_DIR = "runs"
@@ -57,12 +55,8 @@ class StoredRun:
 
 
 def run_file(folder: Path, label: str, seed: int) -> Path:
-    """``runs/<label>-seed<seed>.json``; a label with characters unsafe in a file name gets them
-    replaced and a checksum of the label added, so two labels never share a file."""
-    name = re.sub(r"[^A-Za-z0-9._=@+-]+", "_", label)
-    if name != label:
-        name += f"-{zlib.crc32(label.encode()):08x}"
-    return folder / RUNS_DIR / f"{name}-seed{seed}.json"
+    """``runs/<label>-seed<seed>.json`` (`run_name`)."""
+    return folder / RUNS_DIR / f"{run_name(label, seed)}.json"
 
 
 class RunStore:

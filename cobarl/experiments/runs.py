@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import zlib
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,9 @@ class CompareOptions:
         grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
         sim_accuracy: simulated back-end: show its accuracy in the report and console even while it is
             not a prediction (`cobarl.experiments.sim_trust`), under a warning; it changes no run.
+        run_root: real back-end: the folder that holds every run's ``cobarl train`` folder
+            (``<output-dir>/train`` from the CLI), so a comparison writes nothing outside its own folder;
+            None: ``cobarl train``'s default place (``runs/``). It changes no run's result.
     """
 
     strategies: tuple[StrategySpec, ...]
@@ -58,6 +64,7 @@ class CompareOptions:
     grid: Grid | None = None
     budget: str = "generated"
     sim_accuracy: bool = False
+    run_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -117,3 +124,13 @@ class RunResult:
     seed: int
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+
+
+def run_name(label: str, seed: int) -> str:
+    """``<label>-seed<seed>``, the name of one run's stored result and of its real run folder; a label
+    with characters unsafe in a file name gets them replaced and a checksum of the label added, so two
+    labels never share a name."""
+    name = re.sub(r"[^A-Za-z0-9._=@+-]+", "_", label)
+    if name != label:
+        name += f"-{zlib.crc32(label.encode()):08x}"
+    return f"{name}-seed{seed}"
