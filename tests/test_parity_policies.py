@@ -62,6 +62,15 @@ ADA = _load("reinforce_ada")
 ADA_ROUNDS = [r for r in ADA if r["kind"] == "rounds" and r["error"] is None and r["round_size"] >= r["n"]]
 
 
+def test_a_reward_equal_to_a_threshold_that_rounds_up_in_float32_is_positive_as_in_the_public_code():
+    """Threshold 0.1, rewards [0.1, 0, 0, 1], n = 2, one round of 4: the public code counts 0.1 as positive
+    (float32(0.1) > 0.1 in float64) and keeps rows 0 and 1; comparing both in float32 kept rows 3 and 0."""
+    rec = {"choice": "balanced", "round_size": 4, "max_rounds": 1, "positive_threshold": 0.1, "n": 2,
+           "norm_adv_by_std_in_grpo": False, "rewards": [[[0.1, 0.0, 0.0, 1.0]]]}
+    _, result, labels = _ada(rec)
+    assert [labels[g][2] for g in result.kept.rows.tolist()] == [0, 1]
+
+
 def test_reinforce_ada_vectors_cover_enough_cases():
     assert len(ADA_ROUNDS) >= 100 and len([r for r in ADA if r["kind"] == "advantage"]) >= 50
 
@@ -79,7 +88,8 @@ def test_reinforce_ada_rounds_keep_and_count_as_the_public_code(rec):
         assert kept_by_prompt[pid] == want["kept"], pid
         assert (pid in policy.finished) == want["finished"]
         pool = np.asarray(policy.values[pid])
-        pos = int((pool.astype(np.float32) > np.float32(rec["positive_threshold"])).sum())
+        # the public code: the float32 reward's value (.tolist()) against the float64 threshold
+        pos = int((pool.astype(np.float32).astype(np.float64) > rec["positive_threshold"]).sum())
         assert (pos, pool.size - pos) == (want["pos_count"], want["neg_count"])
         assert sum(1 for lab in labels if lab[0] == pid) // M == want["rounds_used"]
     if _binary(rec):

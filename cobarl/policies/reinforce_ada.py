@@ -30,9 +30,11 @@ def has_exited(n_pos: int, n_neg: int, n: int, choice: str) -> bool:
 
 
 def is_positive(rewards: np.ndarray, threshold: float) -> np.ndarray:
-    """A rollout is positive when its reward is above the threshold, strictly, compared in float32 as the
-    public code does (a reward of 0.7 at threshold 0.7 is negative)."""
-    return np.asarray(rewards, dtype=np.float32) > np.float32(threshold)
+    """A rollout is positive when its reward is above the threshold, strictly, as the public code compares
+    them: the float32 reward (its exact value, via ``.tolist()``) against the float64 threshold. So a reward
+    equal to the threshold is negative at 0.7 (float32(0.7) = 0.699999988) but positive at 0.1, 0.3 or 0.6,
+    whose float32 images round up (float32(0.1) = 0.100000001)."""
+    return np.asarray(rewards, dtype=np.float32).astype(np.float64) > float(threshold)
 
 
 def downsample(positive: np.ndarray, n: int, choice: str, finished: bool) -> np.ndarray:
