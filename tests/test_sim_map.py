@@ -106,10 +106,10 @@ def test_against_a_map_checks_every_cell_and_refuses_what_it_cannot_mirror(tmp_p
     assert all(c["simulated"] == c["real"] for c in check["cells"])  # mirrored run for run
     assert check["spearman"] == pytest.approx(1.0) and check["verdict"]["passed"] is True
     assert check["sign_agreement"] == {"agree": 2, "resolved": 2, "share": 1.0}  # uniform@0.5's, each < 0
-    sub = json.loads((out / "families-u90-x0.5" / "summary.json").read_text())
+    sub = json.loads((out / "families-u90-generated-x0.5" / "summary.json").read_text())
     assert sub["simulator"]["beyond_reach"] == [14, 16, 18, 20, 22] and sub["budget_multiplier"] == 0.5
     md = (out / "report.md").read_text()
-    assert "| families-u90 | x0.5 | `coba` |" in md and "(c) verdict" in md and "families-u50-x1/report.md" in md
+    assert "| families-u90 | generated x0.5 | `coba` |" in md and "(c) verdict" in md and "families-u50-generated-x1/report.md" in md
     assert main(["--no-progress", "--against", u50, u90, "--output-dir", str(out)]) == 2  # never over a report
     assert "already holds" in capsys.readouterr().err
     # refused before any run, nothing written
@@ -123,6 +123,13 @@ def test_against_a_map_checks_every_cell_and_refuses_what_it_cannot_mirror(tmp_p
     assert main(["--no-progress", "--against", u50, u90, "--output-dir", str(tmp_path / "x")]) == 2
     assert "--task arith-v3, which has no simulator preset" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # one task at both budgets is two comparisons of the map, not a repeat
+    steps = json.loads((tmp_path / "u50" / "summary.json").read_text())
+    (tmp_path / "u50-steps").mkdir()
+    (tmp_path / "u50-steps" / "summary.json").write_text(json.dumps({**steps, "budget": "steps"}))
+    from cobarl.experiments.sim_map import map_plan
+    assert [n for _, _, n in map_plan([u50, str(tmp_path / "u50-steps")], None)] == [
+        "families-u50-generated-x1", "families-u50-steps-x1"]
     # a real world where half budget helped: the simulator, which says it hurts, fails the bar
     real = json.loads((tmp_path / "u50" / "summary.json").read_text())
     real["gaps_vs_baseline"]["uniform@0.5"]["final_heldout_accuracy"].update(mean=0.05, ci95=[0.01, 0.09])
@@ -132,4 +139,4 @@ def test_against_a_map_checks_every_cell_and_refuses_what_it_cannot_mirror(tmp_p
                  "--output-dir", str(tmp_path / "fails")]) == 0
     check = json.loads((tmp_path / "fails" / "map_check.json").read_text())
     assert check["sign_agreement"]["share"] == 0.5 and check["verdict"]["passed"] is False
-    assert json.loads((tmp_path / "fails" / "families-u50-x1" / "summary.json").read_text())["budget"] == "steps"
+    assert json.loads((tmp_path / "fails" / "families-u50-steps-x1" / "summary.json").read_text())["budget"] == "steps"

@@ -95,7 +95,8 @@ def comparison_cells(sim: dict[str, Any], real: dict[str, Any], task: str | None
     for label, gap in real["gaps_vs_baseline"].items():
         r = (gap or {}).get(GAP_METRIC)
         s = (sim["gaps_vs_baseline"].get(label) or {}).get(GAP_METRIC)
-        cells.append({"task": task, "budget": real["budget_multiplier"], "policy": label, "baseline": real["baseline"],
+        cells.append({"task": task, "mode": real.get("budget") or "generated", "budget": real["budget_multiplier"],
+                      "policy": label, "baseline": real["baseline"],
                       "simulated": mean_of(s), "simulated_ci95": (s or {}).get("ci95"),
                       "real": mean_of(r), "real_ci95": (r or {}).get("ci95"), "seeds": (r or {}).get("n"),
                       "real_resolved": excludes_zero(r)})
@@ -139,12 +140,12 @@ def verdict(share: float | None, rho: float | None) -> dict[str, Any]:
 
 
 def cell_check(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """(a), (b) and (c) over ``cells``, with the cells; keys unique per (task, budget, policy)."""
-    keys = [(c["task"], c["budget"], c["policy"]) for c in cells]
+    """(a), (b) and (c) over ``cells``, with the cells; keys unique per (task, budget mode, budget, policy)."""
+    keys = [(c["task"], c.get("mode", "generated"), c["budget"], c["policy"]) for c in cells]
     twice = sorted({k for k in keys if keys.count(k) > 1}, key=str)
     if twice:
         raise ValueError("two real comparisons give the same cell (task, budget, policy): "
-                         + ", ".join(f"{t} x{b:g} {p}" for t, b, p in twice) + "; pass each (task, budget) once")
+                         + ", ".join(f"{t} {m} x{b:g} {p}" for t, m, b, p in twice) + "; pass each (task, budget) once")
     signs = sign_agreement(cells)
     rho = gap_spearman(cells)
     return {"cells": list(cells), "sign_agreement": signs, "spearman": rho, "verdict": verdict(signs["share"], rho)}
@@ -177,7 +178,7 @@ def cell_check_md(check: dict[str, Any], heading: str = "###") -> list[str]:
     for c in check["cells"]:
         same = "—" if not (c["real_resolved"] and math.isfinite(c["simulated"])) else (
             "yes" if np.sign(c["simulated"]) == np.sign(c["real"]) else "**no**")
-        lines.append(f"| {c['task'] or 'n/a'} | x{c['budget']:g} | `{c['policy']}` | "
+        lines.append(f"| {c['task'] or 'n/a'} | {c.get('mode', 'generated')} x{c['budget']:g} | `{c['policy']}` | "
                      f"{_gap_text(c['simulated'], c['simulated_ci95'])} | {_gap_text(c['real'], c['real_ci95'])} | "
                      f"{'yes' if c['real_resolved'] else 'no'} | {same} |")
     return lines
@@ -205,10 +206,11 @@ def map_plan(real_dirs: Sequence[str], explicit_preset: str | None) -> list[tupl
             raise ValueError(f"--against: cannot read {path} ({err}); pass the folders of 'cobarl compare "
                              "--backend real' reports") from None
         preset = preset_for(real.settings, real_dir)
-        name = f"{preset}-x{real.settings['budget_multiplier']:g}"
+        mode = real.settings.get("budget") or "generated"  # None: written before --budget existed
+        name = f"{preset}-{mode}-x{real.settings['budget_multiplier']:g}"
         if name in {n for _, _, n in plan}:
-            raise ValueError(f"--against: two real comparisons ran --task {preset} at budget multiplier "
-                             f"{real.settings['budget_multiplier']:g}; pass each (task, budget) once")
+            raise ValueError(f"--against: two real comparisons ran --task {preset} with --budget {mode} at budget "
+                             f"multiplier {real.settings['budget_multiplier']:g}; pass each (task, budget) once")
         baselines[real_dir] = real.baseline
         plan.append((str(real_dir), preset, name))
     if len(set(baselines.values())) > 1:
