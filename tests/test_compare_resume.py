@@ -133,3 +133,19 @@ def test_real_runs_are_keyed_by_the_train_config(monkeypatch, tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "uniform,coba", "--train-args", "--task families-v4"]) == 2
     assert "made with train.task = 'arith-v3'; this command runs it with train.task = 'families-v4'" in capsys.readouterr().err
+
+
+def test_a_run_its_policy_stops_ends_the_comparison_naming_it_and_keeps_the_finished_runs(monkeypatch, tmp_path, capsys):
+    simulated = BACKENDS["simulated"]
+
+    def stops_on_coba_seed_1(spec, seed, options):
+        if (spec.label, seed) == ("coba", 1):
+            raise RuntimeError("nearly every group has one reward value")
+        return simulated(spec, seed, options)
+
+    monkeypatch.setitem(BACKENDS, "simulated", stops_on_coba_seed_1)
+    out = tmp_path / "cmp"
+    assert main([*TINY, "--strategies", "uniform,coba", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: strategy 'coba', seed 1: nearly every group has one reward value" in err and "the same command continues" in err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["coba-seed0.json", "uniform-seed0.json", "uniform-seed1.json"]

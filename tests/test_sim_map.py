@@ -44,9 +44,10 @@ def _cell(sim, real, resolved=True, policy="p", task="families-v4", budget=1.0):
 
 
 def test_sign_agreement_counts_only_resolved_real_gaps_and_zero_has_no_sign():
+    # a resolved cell the simulator could not run (NaN) counts as disagreeing, never as skipped
     cells = [_cell(0.1, 0.05), _cell(-0.1, 0.05), _cell(0.0, -0.02), _cell(0.3, -0.2, resolved=False),
              _cell(float("nan"), 0.1)]
-    assert sign_agreement(cells) == {"agree": 1, "resolved": 3, "share": 1 / 3}
+    assert sign_agreement(cells) == {"agree": 1, "resolved": 4, "share": 1 / 4}
     assert sign_agreement([_cell(0.1, 0.05, resolved=False)])["share"] is None
 
 

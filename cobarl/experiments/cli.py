@@ -26,13 +26,12 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cobarl.allocator import STRATEGIES
 from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number, writable_dir
 from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
-from cobarl.experiments.compare import CompareInterrupted, run_compare
+from cobarl.experiments.compare import CompareInterrupted, RunFailed, run_compare
 from cobarl.experiments.console import print_table
 from cobarl.experiments.grid import expand_grid, parse_grid
 from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
@@ -41,10 +40,11 @@ from cobarl.experiments.run_store import RUNS_DIR, RunStore
 from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
 from cobarl.experiments.report import FILES, write_report
 from cobarl.io import FolderLock
-from cobarl.experiments.sim_map import MAP_FILES, map_plan, write_map_report
 from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
+from cobarl.experiments.sim_map import MAP_FILES, map_plan, write_map_report
 from cobarl.experiments.summary_io import SummaryFormatError, read_summary
 from cobarl.experiments.sim_presets import SIM_PRESETS
+from cobarl.experiments.train_args import train_args
 from cobarl.experiments.sim_trust import is_a_prediction
 from cobarl.experiments.simulator import SimConfig
 
@@ -253,37 +253,6 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
     )
 
 
-# cobarl train options that compare sets for every run itself (the allocator's come from --strategies).
-_COMPARE_SETS = ("seed", "max_steps", "max_generated", "prompts_per_step", "rollouts_per_prompt", "rollouts_per_step",
-                 "output_dir", "resume", "fresh", "config")
-
-
-def train_args(text: str | None, backend: str) -> dict[str, Any]:
-    """``--train-args``: cobarl train's own parser reads them, so every train option is accepted as it is there."""
-    if text is None:
-        return {}
-    if backend != "real":
-        raise ValueError("--train-args passes options to cobarl train, which only the real back-end runs; add --backend real")
-    from cobarl.train.cli import build_parser as train_parser
-    from cobarl.train.config import allocator_fields, allocator_key
-
-    try:
-        words = shlex.split(text)
-    except ValueError as err:  # an unbalanced quote: say which option's text it is
-        raise ValueError(f"--train-args {text!r}: cannot be split into options ({err}); check its quotes") from None
-    try:
-        values = vars(train_parser().parse_args(words))
-    except SystemExit:
-        raise ValueError(f"--train-args {text!r}: not valid cobarl train options (see cobarl train --help)") from None
-    allocator_keys = {allocator_key(f) for f in allocator_fields()}
-    taken = sorted(k for k in values if k in _COMPARE_SETS or k in allocator_keys)
-    if taken:
-        raise ValueError(f"--train-args: {', '.join(taken)} set by compare itself (allocator options go in the "
-                         "--strategies spec, e.g. coba:max_budget=16; steps, seeds and budgets in compare's own flags: --steps, "
-                         "--seeds, --budget, --budget-multiplier)")
-    return values
-
-
 def check_options(options: CompareOptions) -> None:
     """What would otherwise fail inside a run, after others have started: each arm's allocator
     settings, and the simulator's batch size."""
@@ -375,7 +344,9 @@ def check_no_report(out: Path) -> None:
                               "or move the old report away")
 
 
-def _compare(args, options, out: Path, store: RunStore, against, prog: str) -> int:
+def _compare(args, options, out: Path, store: RunStore, against, prog: str, *, failures: str = "refuse") -> int:
+    """One comparison into ``out``. A run its policy stops (`RunFailed`) ends it with the message
+    (``failures="refuse"``), or is raised for the caller (``"raise"``: the map check)."""
     command, start = store.command, time.perf_counter()
     if store.reused:
         print(f"{out}: reusing {len(store.reused)} finished runs of {len(options.strategies) * len(options.seeds)}",
@@ -386,6 +357,12 @@ def _compare(args, options, out: Path, store: RunStore, against, prog: str) -> i
     except CompareInterrupted as stop:
         status = _keep_finished(stop.runs, options, out, store=store, prog=prog)
         return TERMINATED if stop.terminated else status
+    except RunFailed as err:
+        if failures == "raise":
+            raise
+        print(f"{prog}: {len(store.reused)} reused and the runs finished before it are kept in {out}/runs; "
+              "the same command continues", file=sys.stderr)
+        return _error(prog, err)
     except (BackendUnavailable, ValueError, TypeError) as err:  # a run refused its settings
         return _error(prog, err)
     summary = write_report(runs, options, out, command=command, plots=not args.no_plots, against=against,
@@ -466,24 +443,37 @@ def _compare_map(args: argparse.Namespace, argv: list[str], out: Path, prog: str
     except (ValueError, TypeError, FileExistsError) as err:
         return _error(prog, err)
     try:
-        summaries = []
+        summaries, failed = [], []
         command = " ".join(["cobarl compare", *map(shlex.quote, argv)])
         for sub, options, against in jobs:
-            try:
-                store = RunStore(Path(sub.output_dir), options, command)
-            except ValueError as err:
-                return _error(prog, err)
-            rc = _compare(sub, options, Path(sub.output_dir), store, against, prog)
+            rc = _mirror(sub, options, against, command, prog, failed)
             if rc != 0:
                 print(f"{prog}: the map check was not written (a comparison did not finish)", file=sys.stderr)
                 return rc
             summaries.append(read_summary(Path(sub.output_dir) / "summary.json").to_dict())
-        check = write_map_report(out, plan, summaries, command=command)
+        check = write_map_report(out, plan, summaries, command=command, failed=failed)
         print(f"  simulator vs real map, {len(check['cells'])} cells: {check['verdict']['text']} "
               f"(report in {out}/report.md)", file=sys.stderr)
         return 0
     finally:
         lock.release(remove_if_created=True)
+
+
+def _mirror(sub, options, against, command: str, prog: str, failed: list) -> int:
+    """One simulated comparison of the map check. An arm the simulator cannot run (its policy stops, e.g.
+    DAPO finding no mixed group on a saturated simulated task) is dropped and recorded in ``failed``: its
+    cells then have no simulated value and count as disagreeing, never as skipped."""
+    while True:
+        try:
+            store = RunStore(Path(sub.output_dir), options, command)
+            return _compare(sub, options, Path(sub.output_dir), store, against, prog, failures="raise")
+        except ValueError as err:
+            return _error(prog, err)
+        except RunFailed as err:
+            print(f"{prog}: the simulator cannot run {err}; its cells count as disagreeing", file=sys.stderr)
+            failed.append({"report": Path(sub.output_dir).name, "policy": err.label, "seed": err.seed,
+                           "reason": err.reason})
+            options = replace(options, strategies=tuple(s for s in options.strategies if s.label != err.label))
 
 
 def explicit_preset(argv: list[str]) -> str | None:

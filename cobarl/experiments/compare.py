@@ -23,6 +23,15 @@ class CompareInterrupted(KeyboardInterrupt):
         self.runs, self.terminated = runs, terminated
 
 
+class RunFailed(RuntimeError):
+    """A run stopped with its policy's refusal (e.g. DAPO's cap on generation batches when nearly every
+    group has one reward value); names the arm and seed. Finished runs are kept in the store."""
+
+    def __init__(self, label: str, seed: int, err: Exception) -> None:
+        super().__init__(f"strategy {label!r}, seed {seed}: {err}")
+        self.label, self.seed, self.reason = label, seed, str(err)
+
+
 def run_compare(options: CompareOptions, *, progress: bool = True, done: Mapping[tuple[str, int], RunResult] | None = None,
                 keep: Callable[[RunResult], RunResult] | None = None) -> list[RunResult]:
     """Every strategy x seed, in parallel over ``options.workers`` processes.
@@ -47,7 +56,11 @@ def run_compare(options: CompareOptions, *, progress: bool = True, done: Mapping
     try:
         if workers == 1:
             for spec, seed in todo:
-                results[(spec.label, seed)] = finish(run_one(options.backend, spec, seed, options))
+                try:
+                    run = run_one(options.backend, spec, seed, options)
+                except RuntimeError as err:
+                    raise RunFailed(spec.label, seed, err) from err
+                results[(spec.label, seed)] = finish(run)
                 bar.update(1)
         else:
             _run_parallel(todo, options, workers, results, bar, finish)
@@ -64,7 +77,11 @@ def _run_parallel(jobs: list, options: CompareOptions, workers: int, results: di
     try:
         futures = {pool.submit(run_one, options.backend, spec, seed, options): (spec.label, seed) for spec, seed in jobs}
         for fut in as_completed(futures):
-            results[futures[fut]] = finish(fut.result())
+            try:
+                run = fut.result()
+            except RuntimeError as err:
+                raise RunFailed(*futures[fut], err) from err
+            results[futures[fut]] = finish(run)
             bar.set_postfix_str(f"{futures[fut][0]} seed {futures[fut][1]}")
             bar.update(1)
     except BaseException:

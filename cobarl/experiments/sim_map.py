@@ -104,10 +104,11 @@ def comparison_cells(sim: dict[str, Any], real: dict[str, Any], task: str | None
 
 
 def sign_agreement(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """(a): among cells whose real CI excludes 0 (and whose simulated gap is measured), how many have the
-    simulated gap on the real gap's side of 0."""
-    resolved = [c for c in cells if c["real_resolved"] and math.isfinite(c["simulated"])]
-    agree = int(sum(np.sign(c["simulated"]) == np.sign(c["real"]) for c in resolved))
+    """(a): among cells whose real CI excludes 0, how many have the simulated gap on the real gap's side of
+    0. A cell without a simulated gap (the simulator could not run that arm) counts as disagreeing: a
+    simulator that cannot run a policy does not predict its sign."""
+    resolved = [c for c in cells if c["real_resolved"]]
+    agree = int(sum(math.isfinite(c["simulated"]) and np.sign(c["simulated"]) == np.sign(c["real"]) for c in resolved))
     return {"agree": agree, "resolved": len(resolved), "share": agree / len(resolved) if resolved else None}
 
 
@@ -141,6 +142,8 @@ def verdict(share: float | None, rho: float | None) -> dict[str, Any]:
 
 def cell_check(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """(a), (b) and (c) over ``cells``, with the cells; keys unique per (task, budget mode, budget, policy)."""
+    # a gap read back from JSON as null (not simulated, or not measured) is NaN here
+    cells = [{**c, **{k: math.nan if c[k] is None else c[k] for k in ("simulated", "real")}} for c in cells]
     keys = [(c["task"], c.get("mode", "generated"), c["budget"], c["policy"]) for c in cells]
     twice = sorted({k for k in keys if keys.count(k) > 1}, key=str)
     if twice:
@@ -176,8 +179,9 @@ def cell_check_md(check: dict[str, Any], heading: str = "###") -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for c in check["cells"]:
-        same = "—" if not (c["real_resolved"] and math.isfinite(c["simulated"])) else (
-            "yes" if np.sign(c["simulated"]) == np.sign(c["real"]) else "**no**")
+        c = {**c, "simulated": math.nan if c["simulated"] is None else c["simulated"]}  # JSON null: not simulated
+        same = "—" if not c["real_resolved"] else (
+            "yes" if math.isfinite(c["simulated"]) and np.sign(c["simulated"]) == np.sign(c["real"]) else "**no**")
         lines.append(f"| {c['task'] or 'n/a'} | {c.get('mode', 'generated')} x{c['budget']:g} | `{c['policy']}` | "
                      f"{_gap_text(c['simulated'], c['simulated_ci95'])} | {_gap_text(c['real'], c['real_ci95'])} | "
                      f"{'yes' if c['real_resolved'] else 'no'} | {same} |")
@@ -220,12 +224,13 @@ def map_plan(real_dirs: Sequence[str], explicit_preset: str | None) -> list[tupl
 
 
 def write_map_report(out: Path, plan: Sequence[tuple[str, str, str]], summaries: Sequence[dict[str, Any]], *,
-                     command: str = "") -> dict[str, Any]:
+                     command: str = "", failed: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The map check of the simulated comparisons ``summaries`` (in ``plan``'s order, each with its
-    ``simulator_check``): OUT/map_check.json and OUT/report.md. Returns the check."""
+    ``simulator_check``): OUT/map_check.json and OUT/report.md. Returns the check. ``failed``: arms the
+    simulator could not run (report, policy, seed, reason); their cells have no simulated gap."""
     out = Path(out)
     check = _clean({**cell_check([c for s in summaries for c in s["simulator_check"]["cell_check"]["cells"]]),
-                    "command": command,
+                    "command": command, "not_simulated": list(failed),
                     "comparisons": [{"real_report": d, "sim_preset": p, "report": n} for d, p, n in plan]})
     write_json(out / "map_check.json", check, indent=2)
     lines = ["# Simulator vs real: the regime map, cell by cell", ""]
@@ -234,9 +239,13 @@ def write_map_report(out: Path, plan: Sequence[tuple[str, str, str]], summaries:
     lines += ["Each real comparison mirrored by the simulator preset named as its `--task` (same strategies, seeds, "
               "steps and budgets); each has its own report:", ""]
     lines += [f"- [`{n}/report.md`]({n}/report.md): `--sim-preset {p}` against `{d}`" for d, p, n in plan]
+    if failed:
+        lines += ["", "Arms the simulator could not run (their cells have no simulated gap and count as disagreeing):", ""]
+        lines += [f"- `{f['report']}`: `{f['policy']}` (seed {f['seed']}): {f['reason']}" for f in failed]
     lines += cell_check_md(check, heading="##")
     lines += ["", f"The bar (sign agreement >= {SIGN_AGREEMENT_BAR:.0%} and Spearman >= {SPEARMAN_BAR:.2f}) says when "
               "the simulator's held-out accuracy gaps may be read as predictions of real ones: the sign where the real "
-              "gap is resolved, the order everywhere. A simulated gap of exactly 0 counts as a disagreement."]
+              "gap is resolved, the order everywhere. A simulated gap of exactly 0, or none (an arm the simulator could not "
+              "run), counts as a disagreement; Spearman ranks the cells with both gaps."]
     write_text(out / "report.md", "\n".join(lines) + "\n")
     return check
