@@ -684,7 +684,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 # compare reports only (a probe report is another format)
-@pytest.mark.parametrize("path", sorted(p for p in RESULTS.glob("*/summary.json") if not p.parent.name.startswith("probe-")),
+@pytest.mark.parametrize("path", sorted(p for p in RESULTS.glob("**/summary.json") if not p.parent.name.startswith("probe-")),
                          ids=lambda p: p.parent.name)
 def test_committed_summaries_read_whole_and_round_trip(path):
     """Every committed compare report reads through summary_io, and writing it back gives the same JSON
