@@ -40,7 +40,9 @@ def test_simulated_report_leaves_accuracy_out_and_says_why(monkeypatch, tmp_path
     assert "| `uniform@0.5` | 32 |" in md and "| `coba` | 64 |" in md  # 8 prompts x 8 rollouts, halved
     assert "## How each strategy spends a step" in md and "| strategy | Δ effective ratio (relative %) |" in md
     why = sim_trust.withheld_text()
-    assert why in md and "2/4" in why and "+0.50" in why and sim_trust.MEASURED["source"] in why
+    m = sim_trust.MEASURED
+    agree = f"{round(m['sign_agreement'] * m['resolved_cells'])}/{m['resolved_cells']}"
+    assert why in md and agree in why and f"{m['spearman']:+.2f}" in why and m["source"] in why
     assert "WARNING" not in md + err
     assert {p.name for p in out.glob("*.png")} == set(PLOTS) - {ACCURACY_PLOT}
     assert "![transitions.png](transitions.png)" in md and ACCURACY_PLOT not in md
