@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,19 @@ def test_committed_v4_reports_give_their_gaps(tmp_path):
     assert set(v4["deltas"]["steps"]) == {"reinforce-ada", "reinforce-ada-pos", "dapo", "greso", "pods"}
     assert v4["deltas"]["steps"]["dapo"]["mean"] == pytest.approx(0.121, abs=5e-4)
     assert "| coba | **-9.1 ± 1.6** | — |" in md
+
+
+def test_the_packaged_map_is_the_committed_one_and_reads_in_diagnose():
+    """cobarl diagnose's default map is the regime map committed with its figure (docs/results/regime-map),
+    holds the three presets along the unreachable share, and passes diagnose's own validation."""
+    from cobarl.diagnose.placement import default_map_path, validate_map
+
+    packaged = json.loads(default_map_path().read_text())
+    committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "regime-map" /
+                            "regime_map.json").read_text())
+    assert packaged == committed
+    regimes = validate_map(packaged, str(default_map_path()))
+    reach = {r["name"]: r["reachable_of_zero"] for r in regimes}
+    assert set(reach) == {"families-v4", "families-u50", "families-u90"}
+    assert reach["families-v4"] > reach["families-u50"] > reach["families-u90"]
+    assert {"coba", "knapsack-rl", "dapo"} <= set(next(r for r in regimes if r["name"] == "families-u90")["deltas"]["generated"])
