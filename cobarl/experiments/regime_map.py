@@ -176,6 +176,12 @@ def build_cells(reports: list[Report], policies: set[str] | None = None) -> dict
     return cells
 
 
+def _source(d: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A diagnose JSON's ``key`` (task, seed): under ``source`` as ``cobarl diagnose --json`` writes it, or at
+    the top level."""
+    return d.get(key, (d.get("source") or {}).get(key, default))
+
+
 def _diagnose_counts(d: dict[str, Any], where: str) -> tuple[int, int]:
     """(prompts at 0/k resampled, of them reached): ``cobarl diagnose --json``'s counts (it resamples a random
     subset of the 0/k prompts), else ``n_zero``/``n_reachable_of_zero``, else ``prompts`` with the shares."""
@@ -203,14 +209,14 @@ def regime_stats(preset: str, docs: list[tuple[str, dict[str, Any]]]) -> dict[st
         missing = [k for k in ("k", "max_samples", *REGIME_KEYS) if k not in d]
         if missing:
             raise ValueError(f"{where}: not a cobarl diagnose JSON (lacks {', '.join(missing)})")
-        if d.get("task", preset) != preset:
-            raise ValueError(f"{where}: diagnoses task {d['task']!r}, given for --diagnose {preset}")
+        if _source(d, "task", preset) != preset:
+            raise ValueError(f"{where}: diagnoses task {_source(d, 'task', preset)!r}, given for --diagnose {preset}")
     for key in ("k", "max_samples"):
         values = {d[key] for _, d in docs}
         if len(values) > 1:
             raise ValueError(f"--diagnose {preset}: the JSONs disagree on {key} ({sorted(values)}); diagnose every "
                              "seed with the same settings")
-    seeds = [d["seed"] for _, d in docs if "seed" in d]
+    seeds = [_source(d, "seed") for _, d in docs if _source(d, "seed") is not None]
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"--diagnose {preset}: the same seed given twice ({sorted(seeds)})")
     counts = [_diagnose_counts(d, where) for where, d in docs]
