@@ -284,3 +284,15 @@ def test_builtin_rewards_skip_the_watchdog():
     assert exact("19<eos>", "19") == 1.0
     assert load_reward("math").timeout is None
     assert load_reward(_raises).timeout == 30.0  # user functions get the watchdog
+
+
+def test_a_verifier_that_fails_its_probe_is_refused_naming_what_it_would_have_stopped():
+    from cobarl.rewards.guard import GuardedReward
+    from cobarl.train.rewards import probe_verifier
+
+    def dead(completion, answer):
+        raise RuntimeError("verifier down")
+
+    for before in ("training", "evaluating"):
+        with pytest.raises(ValueError, match=rf"verifier down\); fix the verifier \(or raise --reward-timeout\) before {before}$"):
+            probe_verifier(GuardedReward(dead, name="dead", timeout=5), ["1", "2", "3"], before=before)

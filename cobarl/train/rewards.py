@@ -58,9 +58,9 @@ def probe_verifier(verifier, answers: list, *, tries: int = 3, before: str = "tr
         return
     probe = GuardedReward(verifier.fn, name=verifier.name, timeout=verifier.timeout, bounded=verifier.timeout is None)
     for answer in list(answers)[:tries]:
-        before = probe.failure_count
+        failures = probe.failure_count
         probe(str(answer), answer)
-        if probe.failure_count == before:
+        if probe.failure_count == failures:
             return
         if "timeout" in probe.last_failure:
             break
