@@ -56,7 +56,8 @@ def split_changes(saved: dict[str, list[str]] | None, now: dict[str, list[str]] 
     edited = sum(p in answer_of and answer_of[p] != a for p, a in zip(new, now["answers"]))
     if edited:
         out.append(f"{edited} answer(s) edited")
-    return out
+    # never "unchanged" when the hashes differ (e.g. an answer edited on a prompt that appears twice)
+    return out or ["rows changed"]
 
 
 def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, list[str]]:
