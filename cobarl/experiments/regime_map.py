@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cobarl.diagnose.placement import MAP_FORMAT, MAP_VERSION  # one definition: the reader's
 from cobarl.diagnose.stats import clopper_pearson
 from cobarl.experiments.regime_map_report import Cells, budgets, markdown, unreachable, write_outputs
 from cobarl.experiments.report_stats import mean_ci
 from cobarl.experiments.summary_io import ArmResult, ComparisonSummary, MeanCI, read_summary
 
-FORMAT, VERSION = "cobarl.regime-map", 1
 DELTA_METRIC = "final_heldout_accuracy"
 """The paired gap mapped: at equal generated rollouts or equal steps, as the report's budget says."""
 REGIME_KEYS = ("share_zero", "share_solved", "share_mixed", "reachable_of_zero")
@@ -282,7 +282,7 @@ def regime_map(cells: dict[tuple[str, str], dict[str, Entry]], regimes: dict[str
         deltas = {b: {e.label: {"mean": _finite(e.gap.mean), "ci": [_finite(v) for v in e.gap.ci95], "seeds": e.gap.n}
                       for e in cells[(preset, b)].values() if e.gap is not None} for b in here}
         out.append({**regimes[preset], "uniform_gain": _finite(gain["mean"]), "deltas": deltas})
-    return {"format": FORMAT, "version": VERSION, "measured_on": measured_on, "regimes": out}
+    return {"format": MAP_FORMAT, "version": MAP_VERSION, "measured_on": measured_on, "regimes": out}
 
 
 def measured_on_text(reports: list[Report], note: str | None) -> str:
