@@ -25,35 +25,37 @@ generic        ``id?, problem|question|prompt, answer|ground_truth|solution``
 DAPO prompt is removed, and `format_prompt` puts back the instruction of your choice
 (``template="dapo"`` restores the original DAPO text exactly). DAPO's raw release repeats each
 prompt ~100 times; `load_math` de-duplicates by prompt text (first occurrence wins).
+
+Rows come from `cobarl.data.sources` (files, the hub); the instruction around a problem is
+`cobarl.data.prompts`' (both re-exported here).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cobarl.answers import last_boxed
-
-SUFFIXES = (".parquet", ".jsonl", ".json")
-
-DAPO_PREFIX = (
-    "Solve the following math problem step by step. The last line of your response should be of the form "
-    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+from cobarl.data.prompts import (  # noqa: F401  (re-exported: cobarl.data.math was one module)
+    BOXED_INSTRUCTION,
+    DAPO_PREFIX,
+    DAPO_SUFFIX,
+    TEMPLATES,
+    chat_messages,
+    format_prompt,
+    instruction_text,
 )
-DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
-BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-"""The instruction of Qwen2.5-Math / DeepSeek-R1 style evaluations (answer in ``\\boxed{}``)."""
-
-TEMPLATES = ("raw", "boxed", "dapo", "as-is")
-"""``raw``: the problem as is; ``boxed``: problem + `BOXED_INSTRUCTION`; ``dapo``: DAPO's "Answer:" wrapper;
-``as-is``: the file's own ``prompt`` field unchanged (a string or a chat list; training on verl/DAPO files)."""
+from cobarl.data.sources import (  # noqa: F401  (re-exported: cobarl.data.math was one module)
+    BENCHMARKS,
+    SUFFIXES,
+    HubSpec,
+    hub_available,
+    load_hub_rows,
+    read_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -66,29 +68,6 @@ class MathProblem:
     source: str  # benchmark or dataset name, e.g. "math500", "dapo"
     difficulty: int | None = None  # e.g. MATH level 1..5 when the source has one
     raw_prompt: Any = None  # the row's own 'prompt' field as stored (string or chat list), if it had one
-
-
-# --- hub benchmarks --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HubSpec:
-    repo: str
-    split: str
-    layout: str
-    configs: tuple[str | None, ...] = (None,)  # several configs are concatenated (AIME25 I + II)
-
-
-BENCHMARKS: dict[str, HubSpec] = {
-    "dapo-math-17k": HubSpec("BytedTsinghua-SIA/DAPO-Math-17k", "train", "dapo"),
-    "math500": HubSpec("HuggingFaceH4/MATH-500", "test", "math500"),
-    "aime24": HubSpec("HuggingFaceH4/aime_2024", "train", "aime24"),
-    "aime25": HubSpec("opencompass/AIME2025", "test", "aime25", ("AIME2025-I", "AIME2025-II")),
-    "amc23": HubSpec("math-ai/amc23", "test", "amc23"),
-    "olympiadbench": HubSpec("Hothan/OlympiadBench", "train", "olympiadbench", ("OE_TO_maths_en_COMP",)),
-    "minerva": HubSpec("math-ai/minervamath", "test", "minerva"),
-}
-"""Benchmark names `load_math` fetches from the Hugging Face hub (when the network is up)."""
 
 
 # --- row -> MathProblem ----------------------------------------------------------------------------
@@ -267,70 +246,7 @@ def rows_to_problems(
     return out
 
 
-# --- files and the hub -----------------------------------------------------------------------------
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a local ``.parquet``, ``.jsonl`` or ``.json`` (a list, or JSON lines) file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
-    if path.suffix not in SUFFIXES:
-        raise ValueError(f"dataset {path}: unsupported format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    text = path.read_text()
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"dataset {path}, line {lineno}: not valid JSON ({e.msg})") from None
-    return rows
-
-
-def hub_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub looks reachable (offline env vars set -> False, no request made)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT")
-    if endpoint:
-        host = re.sub(r"^https?://", "", endpoint).split("/")[0].split(":")[0]
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    # DNS lookups ignore the socket timeout; a daemon thread bounds the whole probe.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1.0)
-    return bool(result and result[0])
-
-
-def load_hub_rows(repo: str, *, split: str, configs: Sequence[str | None] = (None,)) -> list[dict]:
-    """Rows of a hub dataset (all ``configs`` concatenated); a clear error when the hub is unreachable."""
-    if not hub_available():
-        raise ConnectionError(
-            f"dataset {repo!r} is on the Hugging Face hub, which is unreachable (offline, or HF_HUB_OFFLINE / "
-            "HF_DATASETS_OFFLINE set). Download it where a network is available "
-            f"(datasets.load_dataset({repo!r}).to_parquet(...)) and pass the local .parquet/.jsonl file instead."
-        )
-    from datasets import load_dataset
-
-    rows: list[dict] = []
-    for config in configs:
-        rows.extend(load_dataset(repo, config, split=split).to_list())
-    return rows
+# --- loading --------------------------------------------------------------------------------------
 
 
 def load_math(
@@ -387,43 +303,6 @@ def embedded_problems(task: str, size: int = 64, *, seed: int = 0) -> list[MathP
     _, held_out = get_task(task).make_splits(0, size, seed=seed)
     return [MathProblem(id=f"{task}-{p.prompt_id}", prompt=p.prompt, answer=str(p.answer), source=task,
                         difficulty=int(p.difficulty)) for p in held_out]
-
-
-# --- prompts ---------------------------------------------------------------------------------------
-
-
-def instruction_text(problem: str, template: str = "boxed") -> str:
-    """The user message for ``problem`` under ``template`` (one of ``TEMPLATES``).
-
-    >>> instruction_text("1+1?", "boxed")
-    '1+1?\\nPlease reason step by step, and put your final answer within \\\\boxed{}.'
-    """
-    if template == "raw":
-        return problem
-    if template == "boxed":
-        return f"{problem}\n{BOXED_INSTRUCTION}"
-    if template == "dapo":
-        return f"{DAPO_PREFIX}{problem}{DAPO_SUFFIX}"
-    raise ValueError(f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)}")
-
-
-def chat_messages(problem: str, template: str = "boxed", *, system: str | None = None) -> list[dict[str, str]]:
-    """``[{"role": "system", ...}?, {"role": "user", ...}]`` for ``problem`` under ``template``."""
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": instruction_text(problem, template)}]
-
-
-def format_prompt(problem: str, template: str = "boxed", *, tokenizer: Any = None, system: str | None = None) -> str:
-    """Generation-ready text: the tokenizer's chat template when it has one, else the plain instruction.
-
-    With a chat template this is ``apply_chat_template(chat_messages(...), add_generation_prompt=True)``;
-    without one (e.g. the embedded tiny model) the system message, if any, is prepended as a line.
-    """
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(chat_messages(problem, template, system=system), tokenize=False,
-                                             add_generation_prompt=True)
-    text = instruction_text(problem, template)
-    return f"{system}\n{text}" if system else text
 
 
 def to_dataset(problems: Sequence[MathProblem], *, template: str = "raw", chat: bool = False,
