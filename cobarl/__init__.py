@@ -7,20 +7,23 @@ The names below are the public API; trainers live in ``cobarl.train`` and integr
 
 from cobarl.advantages import GroupAdvantages, effective_ratio, group_advantages
 from cobarl.allocation import METHODS, Allocation, allocate, budget_metrics, budget_problem
-from cobarl.allocator import STRATEGIES, Allocator, AllocatorConfig, Strategy
+from cobarl.allocator import Allocator, AllocatorOptions
 from cobarl.capability import CapabilityTracker, beta_params, psi
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, group_outcomes, success_rule
+from cobarl.strategies import STRATEGIES, Strategy
 from cobarl.value import VALUES, CobaValue, KnapsackValue, as_value
+from cobarl.policies import POLICIES, StrategyConfig, make_policy  # noqa: E402  (registers every strategy)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "POLICIES",
     "STRATEGIES",
     "VALUES",
     "Allocation",
     "Allocator",
-    "AllocatorConfig",
+    "AllocatorOptions",
     "CapabilityTracker",
     "CobaValue",
     "GroupAdvantages",
@@ -28,6 +31,7 @@ __all__ = [
     "PromptStats",
     "RecentRolloutStats",
     "Strategy",
+    "StrategyConfig",
     "SuccessRule",
     "allocate",
     "as_value",
@@ -37,6 +41,7 @@ __all__ = [
     "effective_ratio",
     "group_advantages",
     "group_outcomes",
+    "make_policy",
     "psi",
     "success_rule",
 ]

@@ -22,7 +22,7 @@ def build_trainer_for_bench(seed: int = 0):
     """The default `cobarl train` trainer (embedded task, its tiny model) in a scratch folder."""
     from pathlib import Path
 
-    from cobarl.models.load import load_policy, resolve_model_path
+    from cobarl.models.load import load_model, resolve_model_path
     from cobarl.rewards.registry import load_reward
     from cobarl.train.build import build_trainer
     from cobarl.train.config import make_config
@@ -33,7 +33,7 @@ def build_trainer_for_bench(seed: int = 0):
     config = make_config({"output_dir": str(run_dir), "task": DEFAULT_TASK, "seed": seed, "allocator": "reinforce-ada",
                           "progress": False, "device": "cpu"})
     train_ds, _, _ = load_splits(config)
-    model, tokenizer = load_policy(resolve_model_path(config.model, seed=seed, task=config.task))
+    model, tokenizer = load_model(resolve_model_path(config.model, seed=seed, task=config.task))
     verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=config.reward_workers)
     trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device="cpu", callbacks=[])
     trainer.model.train()

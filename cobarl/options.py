@@ -8,7 +8,12 @@ A field's type is its annotation (``int | None``, ``float | str``, ...); its met
 - ``ge``, ``gt``, ``le``, ``lt`` (bounds), ``why`` (a reason shown with them), ``choices`` (for a
   string) and ``words`` (the strings a numeric field also takes, e.g. tau's ``"adaptive"``);
 - ``flag`` (another name on the command line), ``aliases`` (more flag spellings), ``derived`` (set
-  by the run, not by an option), ``nested`` (a config of its own class, checked there).
+  by the run, not by an option), ``nested`` (a config of its own class, checked there);
+- ``when`` and ``fallback``: an option that applies only while another option has one of some values
+  (``when=("stats", ("appearances",))``): ``None`` there becomes ``fallback``; set anywhere else it is
+  refused, since it would do nothing (see :class:`OptionSet`).
+
+A rollout policy's options are one :class:`OptionSet` dataclass next to the policy's code.
 """
 
 from __future__ import annotations
@@ -153,4 +158,57 @@ def check_fields(obj: Any) -> list[str]:
         problem = check_option(type(obj), f.name, value)
         if problem:
             errors.append(problem)
+    return errors
+
+
+class OptionSet:
+    """Base of a component's options (a dataclass that subclasses it): every field an :func:`option`.
+
+    Construction parses and bound-checks every field (:func:`check_fields`), resolves the conditional
+    ones (``when``/``fallback``) and runs :meth:`problems`, the cross-field checks a subclass adds; a
+    bad value raises ValueError naming the option, before any work.
+    """
+
+    def __post_init__(self) -> None:
+        errors = check_fields(self) or _resolve_conditional(self)
+        errors = errors or list(self.problems())
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def problems(self):
+        """Cross-field problems, one line each (the fields already passed their own checks)."""
+        return ()
+
+    def applies(self, name: str) -> bool:
+        """Whether option ``name`` does anything here (a conditional option outside its condition does not)."""
+        when = fields_by_name(type(self))[name].metadata.get("when")
+        return when is None or getattr(self, when[0]) in when[1]
+
+    def to_dict(self, *, derived: bool = True) -> dict[str, Any]:
+        """The options that apply, JSON-friendly (a callable by its name): the one serialiser, for
+        config.yaml, checkpoints and summaries. ``derived=False`` leaves out what the run fills in."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if not self.applies(f.name) or (not derived and f.metadata.get("derived")):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = getattr(value, "__name__", "callable") if callable(value) else value
+        return out
+
+
+def _resolve_conditional(obj: OptionSet) -> list[str]:
+    """Fill each conditional option left None where it applies; refuse one set where it does not."""
+    errors = []
+    for f in dataclasses.fields(obj):
+        when = f.metadata.get("when")
+        if when is None:
+            continue
+        value = getattr(obj, f.name)
+        if obj.applies(f.name):
+            if value is None:
+                object.__setattr__(obj, f.name, f.metadata["fallback"])
+        elif value is not None:
+            allowed = " or ".join(repr(v) for v in when[1])
+            errors.append(f"{f.name} applies when {when[0]} is {allowed}, and here {when[0]} is "
+                          f"{getattr(obj, when[0])!r}: it would do nothing")
     return errors

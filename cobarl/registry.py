@@ -1,4 +1,4 @@
-"""A tiny name -> object registry whose failed lookups list the valid names."""
+"""A tiny name -> object registry whose failed lookups list the valid names; it iterates in registration order."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, object)`` in registration order (the order of ``--help`` and of reports)."""
+        return list(self._items.items())
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

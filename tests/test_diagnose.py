@@ -186,7 +186,7 @@ def no_model(monkeypatch, tmp_path):
         raise AssertionError("a model was loaded before the options were checked")
 
     monkeypatch.setattr(load, "resolve_model_path", refuse)
-    monkeypatch.setattr(load, "load_policy", refuse)
+    monkeypatch.setattr(load, "load_model", refuse)
     monkeypatch.setenv("COBARL_CACHE", str(tmp_path / "cache"))
     yield
     assert not (tmp_path / "cache").exists()

@@ -97,10 +97,10 @@ def test_1_hanging_verifier_is_refused_before_the_model_loads(tmp_path, capsys):
 
 
 def test_3_evaluation_stops_early_at_the_failure_limit(tiny_model_dir):
-    from cobarl.models.load import load_policy
+    from cobarl.models.load import load_model
     from cobarl.train.data import embedded_datasets
 
-    model, tok = load_policy(tiny_model_dir)
+    model, tok = load_model(tiny_model_dir)
     _, eval_ds, _ = embedded_datasets(train_size=8, eval_size=64, seed=0)
     seen = []
 

@@ -101,8 +101,8 @@ class GvmValue:
 
     @classmethod
     def for_allocator(cls, config, params: tuple[float, float]) -> GvmValue:
-        """GVM's own alpha and beta (``gvm_alpha``, ``gvm_beta``), not the capability's."""
-        return cls(alpha=config.gvm_alpha, beta=config.gvm_beta)
+        """GVM's own alpha and beta (the options ``weight_alpha``, ``weight_beta``), not the capability's."""
+        return cls(alpha=config.weight_alpha, beta=config.weight_beta)
 
     def __call__(self, budgets: np.ndarray, pass_rates: np.ndarray) -> np.ndarray:
         c = gvm_weights(pass_rates, alpha=self.alpha, beta=self.beta) ** 2

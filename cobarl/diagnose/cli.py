@@ -160,7 +160,7 @@ def _load_generator(args: argparse.Namespace, config, device: str):
     """``(generator, tokenizer, model path)``: vLLM, or HF ``generate`` on ``device`` with train's thread rule."""
     from transformers.utils import logging as hf_logging
 
-    from cobarl.models.load import load_policy, resolve_model_path
+    from cobarl.models.load import load_model, resolve_model_path
 
     hf_logging.disable_progress_bar()
     model_path = resolve_model_path(config.model, seed=config.seed, task=config.task)
@@ -174,7 +174,7 @@ def _load_generator(args: argparse.Namespace, config, device: str):
     from cobarl.train.build import set_threads
 
     set_threads(config, device)
-    model, tokenizer = load_policy(model_path)
+    model, tokenizer = load_model(model_path)
     model.to(device)
     batch = args.batch_size or (1024 if config.model is None else 64)
     return HFGenerator(model, tokenizer, batch_size=batch, add_special_tokens=False), tokenizer, model_path

@@ -209,10 +209,10 @@ def _load_generator(model_path: str, device: str, args: argparse.Namespace) -> t
         return VLLMGenerator(model_path, seed=args.seed), AutoTokenizer.from_pretrained(model_path), backend
     from transformers.utils import logging as hf_logging
 
-    from cobarl.models.load import load_policy
+    from cobarl.models.load import load_model
 
     hf_logging.disable_progress_bar()
-    model, tokenizer = load_policy(model_path)
+    model, tokenizer = load_model(model_path)
     model.to(device)
     if device == "cpu":
         small = sum(p.numel() for p in model.parameters()) < 5_000_000

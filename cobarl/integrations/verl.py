@@ -137,13 +137,13 @@ def check_config(config: Any, settings: PluginSettings) -> None:
             "use algorithm.adv_estimator=grpo (verl groups by uid, so per-prompt budgets need nothing else)"
         )
     filter_on = bool(_select(config, "algorithm.filter_groups.enable", False))
-    if settings.allocator.defaults.policy == "dapo" and not filter_on:
+    if settings.strategy.policy.verl_native and not filter_on:
         problems.append(
-            "strategy dapo runs verl's own dynamic sampling (uniform budgets, groups with one reward value evicted and "
+            f"strategy {settings.strategy.name} runs verl's own dynamic sampling (uniform budgets, groups with one reward value evicted and "
             "refilled by verl's replay buffer): set algorithm.filter_groups.enable=true (and algorithm.filter_groups.metric, "
             "e.g. acc)")
     try:
-        check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.allocator)
+        check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.strategy)
     except ValueError as err:
         problems.append(str(err))
     if problems:

@@ -33,9 +33,8 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import group_advantages
 from cobarl.allocation import Allocation, budget_metrics
-from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.allocator import Allocator, allocator_options
 from cobarl.io import STATE_FILE, check_state_format  # noqa: F401  (STATE_FILE: the file's name, for callers)
-from cobarl.options import parse_option
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
 STATE_FORMAT = "cobarl.verl-plugin"  # cobarl_state.json next to a verl checkpoint: the shared state below
@@ -53,92 +52,99 @@ class PluginSettings:
     Attributes:
         name: registry key shared by the agent-loop manager, the replay buffer and the checkpoint
             callback (one allocator per name and process).
-        allocator: the :class:`~cobarl.AllocatorConfig` (strategy, min/max budget, kappa, ...).
+        strategy: the :class:`~cobarl.StrategyConfig` (strategy, min/max budget, kappa, ...).
         prompt_key: ``"index"`` (the dataset's ``extra_info.index``) or ``"content"`` (hash of the prompt).
         missing_state: what resuming from a verl checkpoint without ``cobarl_state.json`` does:
             ``"error"`` (default: refuse, with the fix) or ``"fresh"`` (start the statistics empty).
     """
 
     name: str = DEFAULT_NAME
-    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    strategy: Any = None
     prompt_key: str = "index"
     missing_state: str = "error"
 
 
-_ALLOCATOR_FIELDS = tuple(f.name for f in fields(AllocatorConfig))
 _PLUGIN_FIELDS = ("name", "prompt_key", "missing_state")
 
 
 def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
-    """Settings from a flat mapping: plugin keys plus any :class:`~cobarl.AllocatorConfig` field.
+    """Settings from a flat mapping: plugin keys, ``strategy`` and its policy's options (any spelling
+    ``cobarl train`` reads; an option of another policy is refused by name).
 
     >>> s = parse_settings({"strategy": "coba", "max_budget": 64, "name": "run1"})
-    >>> s.name, s.allocator.max_budget, s.prompt_key
+    >>> s.name, s.strategy.max_budget, s.prompt_key
     ('run1', 64, 'index')
     """
+    from cobarl.policies import StrategyConfig, option_owners
+    from cobarl.strategies import canonical_option
+
     opts = dict(options or {})
     if "divisor" in opts:
         raise ValueError(
             "the cobarl option `divisor` was removed: verl 0.9 pads each training batch itself "
             "(upsample_batch_to_divisible_size), so a batch of k prompts always gets exactly k * rollout.n rollouts"
         )
-    unknown = sorted(set(opts) - set(_ALLOCATOR_FIELDS) - set(_PLUGIN_FIELDS))
+    known = set(option_owners()) | {"strategy"}
+    unknown = sorted(k for k in opts if canonical_option(k) not in known and k not in _PLUGIN_FIELDS)
     if unknown:
-        raise ValueError(
-            f"unknown cobarl option(s) {unknown}; valid: {', '.join(_PLUGIN_FIELDS + _ALLOCATOR_FIELDS)}"
-        )
+        raise ValueError(f"unknown cobarl option(s) {unknown}; valid: {', '.join(_PLUGIN_FIELDS + tuple(sorted(known)))}")
     if opts.get("prompt_key", "index") not in PROMPT_KEYS:
         raise ValueError(f"prompt_key must be one of {PROMPT_KEYS}, got {opts['prompt_key']!r}")
     if opts.get("missing_state", "error") not in MISSING_STATE:
         raise ValueError(f"missing_state must be one of {MISSING_STATE}, got {opts['missing_state']!r}")
     # Hydra hands numbers over typed, or as text when quoted: both read as cobarl train reads them.
-    alloc = {k: parse_option(AllocatorConfig, k, v, text=True) for k, v in opts.items() if k in _ALLOCATOR_FIELDS}
-    config = AllocatorConfig(**alloc)
+    config = StrategyConfig.from_dict({k: v for k, v in opts.items() if k not in _PLUGIN_FIELDS}, text=True)
     check_verl_policy(config)
     return PluginSettings(
         name=str(opts.get("name", DEFAULT_NAME)),
-        allocator=config,
+        strategy=config,
         prompt_key=opts.get("prompt_key", "index"),
         missing_state=opts.get("missing_state", "error"),
     )
 
 
-def check_verl_policy(config: AllocatorConfig) -> None:
+def check_verl_policy(config) -> None:
     """Refuse, at start-up, a policy the plugin cannot run: it plans budgets before generation inside
     verl's own rollout, so a policy that decides between generation rounds or after generation
-    (Reinforce-Ada, PODS, GRESO) would silently train as something else. DAPO runs as verl's own
-    dynamic sampling (uniform budgets, ``algorithm.filter_groups``; `cobarl.integrations.verl.check_config`
-    requires it), so cobarl's own DAPO options do not apply there."""
-    from cobarl.allocator import POLICY_OPTIONS, STRATEGIES
+    (Reinforce-Ada, PODS, GRESO) would silently train as something else. A policy verl runs with a
+    feature of its own (``verl_native``: DAPO as ``algorithm.filter_groups``; `cobarl.integrations.verl.check_config`
+    requires it) plans uniform budgets here, so its own options do not apply there."""
+    from cobarl.policies import POLICIES
+    from cobarl.strategies import STRATEGIES
 
-    policy = config.defaults.policy
-    if policy == "allocator":
+    policy = config.policy
+    if policy.single_pass:
         return
-    if policy == "dapo":
-        own = [name for name in POLICY_OPTIONS["dapo"] if getattr(config, name) is not None]
-        if own:
+    if policy.verl_native:
+        if config.overrides:
             raise ValueError(
-                f"the cobarl verl plugin cannot run dapo's own generation batches ({', '.join(own)}): in verl, dapo is "
-                "verl's dynamic sampling; set algorithm.filter_groups.* (e.g. max_inflight_gen_batches) instead")
+                f"the cobarl verl plugin cannot run {config.name}'s own options ({', '.join(config.overrides)}): in verl, "
+                f"{config.name} is verl's own feature; set algorithm.filter_groups.* (e.g. max_inflight_gen_batches) instead")
         return
-    supported = ", ".join(name for name, s in STRATEGIES.items() if s.policy == "allocator")
-    when = "between generation rounds" if policy == "reinforce-ada" else "before and after generation" if policy == "greso" \
-        else "after generation"
+    supported = ", ".join(name for name, s in STRATEGIES.items() if POLICIES[s.policy].single_pass)
+    native = ", ".join(name for name, s in STRATEGIES.items() if POLICIES[s.policy].verl_native)
     raise ValueError(
-        f"the cobarl verl plugin cannot run {config.strategy_name!r}: it decides {when}, and the plugin only sets "
-        f"per-prompt budgets before verl generates (every verl trainer mode). Supported here: {supported}, and dapo "
-        f"(verl's own dynamic sampling); {config.strategy_name} runs in cobarl train (TRL) and the simulator.")
+        f"the cobarl verl plugin cannot run {config.name!r}: it decides {policy.decides}, and the plugin only sets "
+        f"per-prompt budgets before verl generates (every verl trainer mode). Supported here: {supported}, and {native} "
+        f"(verl's own); {config.name} runs in cobarl train (TRL) and the simulator.")
+
+
+def plan_options(config):
+    """The allocator options the plugin plans with: the strategy's own, or uniform budgets for a policy
+    verl runs itself (DAPO: verl's filter drops and refills groups after uniform generation)."""
+    return allocator_options("uniform") if config.policy.verl_native else config.options
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------
-def check_rollout_n(rollout_n: int, config: AllocatorConfig) -> None:
+def check_rollout_n(rollout_n: int, config) -> None:
     """Refuse, with the fix, a ``rollout.n`` for which some batch size k could not be split.
 
     A batch of k prompts gets exactly ``k * rollout.n`` rollouts with every prompt in
     ``[min_budget, max_budget]``; that is feasible for every k >= 1 iff
     ``min_budget <= rollout.n <= max_budget``.
     """
-    n, lo, hi = int(rollout_n), config.min_budget, config.max_budget
+    options = plan_options(config)
+    n, lo, hi = int(rollout_n), options.min_budget, options.max_budget
     if lo < 2:
         raise ValueError(
             f"min_budget={lo}: a prompt planned one rollout is a GRPO group of one, which verl's grpo gives its raw "
@@ -318,9 +324,7 @@ class SharedState:
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
-        # dapo in verl is verl's own filter over uniform budgets: the plan is uniform's
-        alloc = settings.allocator
-        self.allocator = Allocator(dataclasses.replace(alloc, strategy="uniform") if alloc.defaults.policy == "dapo" else alloc)
+        self.allocator = Allocator(plan_options(settings.strategy))
         self.inflight: dict[str, tuple[Any, int]] = {}
         self.pending: list[tuple[str, Any, int, float, bool]] = []  # (uid, prompt id, budget, reward, trained) per rollout
         self.unplanned = 0

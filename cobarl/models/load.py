@@ -32,7 +32,7 @@ def resolve_model_path(model: str | None, *, seed: int = 0, task: str | None = N
     return model  # a hub name; from_pretrained reports whether it can be fetched
 
 
-def load_policy(name_or_path: str):
+def load_model(name_or_path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from cobarl.allocator import Allocator
-from cobarl.policies.base import Kept, Request, RolloutPolicy
+from cobarl.allocator import Allocator, AllocatorOptions
+from cobarl.policies.base import Kept, Request, RolloutPolicy, register_policy
 
 
+@register_policy("allocator")
 class AllocatorPolicy(RolloutPolicy):
-    """A :class:`cobarl.Allocator` behind the policy protocol (its state is the allocator's own)."""
+    """A :class:`cobarl.Allocator` behind the policy protocol (its state is the allocator's own; its
+    strategies are registered in :mod:`cobarl.allocator`)."""
 
+    Options = AllocatorOptions
     single_pass = True
+    decides = "before generation"
 
     def __init__(self, config, allocator: Allocator | None = None) -> None:
         super().__init__(config)
-        self.allocator = allocator if allocator is not None else Allocator(config)
+        self.allocator = allocator if allocator is not None else Allocator(config.options)
         self._rows: tuple[list, np.ndarray] | None = None
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:

@@ -17,6 +17,21 @@ generation order (round 1's rows, then round 2's, ...), which is what :class:`Ke
 The policy's decisions are a function of the rewards it was given and its own state; trainers with
 several processes give every rank the same gathered rewards (or decide on one rank and broadcast),
 so the state is identical on every rank and saved once in checkpoints (:meth:`state_dict`).
+
+The promises of a step, checked by :func:`run_step` for every runner (TRL, the simulator, verl), so a
+policy that breaks one fails alike everywhere, at the step that broke it (:class:`ProtocolError`):
+
+1. ``total_budget`` is the number of rows the step trains: ``finish()`` keeps exactly that many,
+   whatever it generated (more in rounds, or from more prompts);
+2. every kept row is a row the step generated (an index below the rows generated), and none twice;
+3. with baselines, every kept row's prompt has one, finite (and a std > 0 where it scales by it);
+   ``groups`` labels every kept row;
+4. a request asks for at least one rollout per prompt it names (the first one for at least one prompt).
+
+A policy declares its options once, as an :class:`cobarl.options.OptionSet` dataclass set on the
+class (``Options``), registers itself in :data:`POLICIES` and its strategies in
+:data:`cobarl.strategies.STRATEGIES`; trainers read what it needs from its class attributes
+(:class:`RolloutPolicy`), never from its name.
 """
 
 from __future__ import annotations
@@ -29,9 +44,21 @@ import numpy as np
 
 from cobarl import metrics as M
 from cobarl.io import check_state_format
+from cobarl.options import OptionSet
+from cobarl.registry import Registry
 from cobarl.stats import as_id_list
+from cobarl.strategies import upgrade_saved
 
 Request = dict  # {prompt_id: rollouts to generate now}, in generation order
+
+
+class ProtocolError(RuntimeError):
+    """A policy broke a promise of the step (see the module docstring): a bug in the policy, not in the data."""
+
+
+@dataclass(frozen=True)
+class NoOptions(OptionSet):
+    """The options of a policy that has none."""
 
 
 @dataclass(frozen=True)
@@ -90,90 +117,40 @@ class StepResult:
         }
 
 
-class PromptStream:
-    """The data as a stream of prompt ids: a seeded permutation per epoch, read in order.
-
-    Policies that draw more prompts than the trainer's batch (DAPO's refill) read it; its position
-    is part of the policy's state, so a resumed run draws the same prompts.
-    """
-
-    def __init__(self, prompt_ids: Sequence[Any], seed: int = 0) -> None:
-        self.ids, self.seed = as_id_list(prompt_ids), seed
-        if not self.ids:
-            raise ValueError("a prompt stream needs at least one prompt")
-        self.epoch, self.position = 0, 0
-        self._cached: tuple[int | None, list] = (None, [])
-
-    def _order(self) -> list:
-        """This epoch's order (computed once per epoch: GRESO draws one prompt at a time)."""
-        if self._cached[0] != self.epoch:
-            perm = np.random.default_rng([self.seed, 7, self.epoch]).permutation(len(self.ids))
-            self._cached = (self.epoch, [self.ids[i] for i in perm])
-        return self._cached[1]
-
-    def take(self, k: int, exclude: set | frozenset | dict = frozenset()) -> list:
-        """The next ``k`` distinct prompt ids not in ``exclude``; an epoch's remainder is used before the next
-        epoch starts, and an id already taken is passed over."""
-        if k > len(self.ids) - len(exclude):
-            raise ValueError(f"cannot draw {k} more distinct prompts from {len(self.ids)} when {len(exclude)} are "
-                             "already taken; use fewer prompts per batch")
-        out: list = []
-        taken: set = set(exclude)
-        while len(out) < k:
-            order = self._order()
-            while self.position < len(order) and len(out) < k:
-                pid = order[self.position]
-                self.position += 1
-                if pid not in taken:
-                    taken.add(pid)
-                    out.append(pid)
-            if self.position >= len(order):
-                self.epoch, self.position = self.epoch + 1, 0
-        return out
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "size": len(self.ids)}
-
-    @staticmethod
-    def state_problem(state: Any) -> str | None:
-        """What is wrong with a saved stream state (missing fields, a position beyond its data), or None."""
-        if not isinstance(state, dict):
-            return f"is {type(state).__name__}, not a mapping"
-        missing = [k for k in ("epoch", "position", "size") if not isinstance(state.get(k), int) or state[k] < 0]
-        if missing:
-            return "lacks " + ", ".join(map(repr, missing)) + " (or they are not counts)"
-        if state["position"] >= max(state["size"], 1):  # take() starts the next epoch at the end of the data
-            return f"position {state['position']} is beyond its {state['size']} prompts"
-        return None
-
-    def load_state_dict(self, state: dict) -> None:
-        problem = self.state_problem(state)
-        if problem:
-            raise ValueError(f"prompt stream state {problem}: it was damaged")
-        if state["size"] != len(self.ids):
-            raise ValueError(f"prompt stream state was saved for {state['size']} prompts, this run has {len(self.ids)}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-
 class RolloutPolicy:
     """Base class of every policy; see the module docstring for the protocol.
 
-    Attributes:
+    Class attributes (what a trainer or plugin reads, instead of the policy's name):
+        name: its name in :data:`POLICIES` (set by :func:`register_policy`).
+        Options: its options (an :class:`~cobarl.options.OptionSet` dataclass).
         single_pass: plans once and trains on every row (the plan-before-generation allocators:
             :class:`~cobarl.policies.AllocatorPolicy`, whose ``allocator`` the TRL trainer then uses to
             generate and score the step in one call, as TRL does).
-        needs_stream: draws its own prompts (DAPO, GRESO): the trainer must set ``stream``.
+        selects_prompts: draws its own prompts (DAPO, GRESO): the trainer must set ``stream``.
+        own_baselines: centres (and scales) its rows by the baselines it returns, so a trainer's own
+            reward scaling does not apply (Reinforce-Ada).
+        decides: when it decides, in words for messages ("before generation", "between generation rounds", ...).
+        verl_native: verl runs it with a feature of its own (DAPO: ``algorithm.filter_groups``).
+
+    Attributes:
+        config: the :class:`~cobarl.policies.StrategyConfig` it was built from; ``options``: its resolved options.
         stream: the :class:`PromptStream` it draws from, or None.
     """
 
+    name = ""
+    Options: type = NoOptions
     single_pass = False
-    needs_stream = False
+    selects_prompts = False
+    own_baselines = False
+    decides = "after generation"
+    verl_native = False
     STATE_FORMAT = "cobarl.policy"
     STATE_VERSION = 1
 
     def __init__(self, config) -> None:
-        self.config = config.resolved()
-        self.stream: PromptStream | None = None
+        self.config = config
+        self.options = config.options
+        self.stream = None  # the cobarl.policies.stream.PromptStream it draws from (selects_prompts)
         self.last: StepResult | None = None
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
@@ -207,15 +184,30 @@ class RolloutPolicy:
 
     def load_state_dict(self, state: dict) -> None:
         check_state_format(state, self.STATE_FORMAT, self.STATE_VERSION)
-        mine, saved = self.config.to_dict(), state["config"]
+        mine, saved = self.config.to_dict(), upgrade_saved(state["config"], self.Options)
         diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items() if saved.get(k) != v and k != "total_steps"]
         if diff:
             raise ValueError("policy state was saved with another configuration: " + "; ".join(diff))
         if self.stream is not None and "stream" not in state:  # a fresh stream would draw other prompts
-            raise ValueError(f"{self.config.strategy_name} state has no prompt stream state: it was damaged")
+            raise ValueError(f"{self.config.name} state has no prompt stream state: it was damaged")
         self._load_state(state)
         if self.stream is not None:
             self.stream.load_state_dict(state["stream"])
+
+
+POLICIES: Registry[type[RolloutPolicy]] = Registry("rollout policy")
+
+
+def register_policy(name: str):
+    """Class decorator: register a :class:`RolloutPolicy` subclass as ``name`` (its ``name`` attribute)."""
+
+    def decorator(cls: type[RolloutPolicy]) -> type[RolloutPolicy]:
+        if not (isinstance(cls.Options, type) and issubclass(cls.Options, OptionSet)):
+            raise TypeError(f"{cls.__name__}.Options must be an OptionSet dataclass")
+        cls.name = name
+        return POLICIES.register(name)(cls)
+
+    return decorator
 
 
 def request_rows(request: Request) -> list:
@@ -223,10 +215,42 @@ def request_rows(request: Request) -> list:
     return [pid for pid, count in request.items() for _ in range(int(count))]
 
 
+def _check_request(policy: RolloutPolicy, request: Request, first: bool) -> None:
+    bad = {pid: count for pid, count in request.items() if not (isinstance(count, (int, np.integer)) and count >= 1)}
+    if bad or (first and not request):
+        raise ProtocolError(f"{policy.name} asked for {bad or 'no rollouts'} in a request: each prompt it names gets "
+                            "at least one rollout, and a step's first request names at least one prompt")
+
+
+def check_kept(policy: RolloutPolicy, kept: Kept, generated: list, total_budget: int) -> None:
+    """Promises 1-3 of the module docstring, for the rows ``policy`` kept out of ``generated`` (their prompt ids)."""
+    rows = np.asarray(kept.rows)
+    who = f"{policy.name or type(policy).__name__} kept"
+    if rows.ndim != 1 or rows.size != total_budget:
+        raise ProtocolError(f"{who} {rows.size} rows; a step trains exactly total_budget = {total_budget} of them")
+    if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= len(generated)):
+        raise ProtocolError(f"{who} rows outside the {len(generated)} it generated: {rows[:8].tolist()}...")
+    if np.unique(rows).size != rows.size:
+        raise ProtocolError(f"{who} a row twice; each generated row trains at most once")
+    if kept.groups is not None and np.shape(kept.groups) != rows.shape:
+        raise ProtocolError(f"{who} {rows.size} rows but labelled {np.size(kept.groups)} groups")
+    if kept.baselines is None:
+        if kept.scale_by_std:
+            raise ProtocolError(f"{who} rows to scale by their baseline's std without baselines")
+        return
+    for pid in dict.fromkeys(generated[g] for g in rows.tolist()):
+        mean, std = kept.baselines.get(pid, (np.nan, np.nan))
+        if not (np.isfinite(mean) and np.isfinite(std) and (std > 0 or not kept.scale_by_std)):
+            raise ProtocolError(f"{who} prompt {pid!r} with baseline {kept.baselines.get(pid)}: every kept prompt needs "
+                                "a finite (mean, std)" + (", std > 0" if kept.scale_by_std else ""))
+
+
 def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,
              generate: Callable[[list], np.ndarray]) -> StepResult:
-    """Run one step of ``policy``: the one generation loop of every trainer (see the module docstring)."""
+    """Run one step of ``policy``: the one generation loop of every trainer (see the module docstring),
+    which checks the protocol's promises as it goes."""
     request = policy.begin(as_id_list(prompt_ids), int(total_budget))
+    _check_request(policy, request, first=True)
     plan, ids, rewards, rounds, prompts = dict(request), [], [], 0, set()
     while request:
         rows = request_rows(request)
@@ -238,7 +262,9 @@ def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int
         prompts.update(request)
         rounds += 1
         request = policy.after_round(rows, r)
+        _check_request(policy, request, first=False)
     kept = policy.finish()
+    check_kept(policy, kept, ids, int(total_budget))
     result = StepResult(ids, np.concatenate(rewards) if rewards else np.zeros(0), kept, rounds, plan, len(prompts))
     policy.last = result
     return result

@@ -21,13 +21,13 @@ Where cobarl departs from the public code (each also said where it happens):
   A prompt drawn again in a later round of the step (after the data's epoch ended) trains as its own
   group, as in the public code.
 * a step always trains ``prompts`` groups: it never trains short on a "last sampling" round (the
-  public flag), it draws another round, up to ``greso_max_gen_batches`` (the public code has no cap).
+  public flag), it draws another round, up to ``max_gen_batches`` (the public code has no cap).
 * a round whose groups all have one reward value: the public estimate divides by zero and crashes;
   :func:`next_sampling` refuses it, and the policy uses the estimate's limit (the default size).
 * skip draws come from a numpy Generator seeded by (stream seed, step), float32 like ``torch.rand``.
-* the first round of a step holds ``ceil(greso_sampling_factor x prompts)`` prompts (public: the
+* the first round of a step holds ``ceil(sampling_factor x prompts)`` prompts (public: the
   sampling_batch_size key, 384 for 256 trained: 1.5); the refill floor of 64 prompts, hard-coded in
-  the public code, is the option ``greso_min_sampling_batch`` (default 64) for small runs.
+  the public code, is the option ``min_sampling_batch`` (default 64) for small runs.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cobarl.policies.base import Kept, Request, RolloutPolicy
-from cobarl.policies.dapo import keeps_group, kept_groups, refuse_another_batch, round_groups, stream_step
+from cobarl.options import OptionSet, option
+from cobarl.policies.base import Kept, Request, RolloutPolicy, register_policy
+from cobarl.policies.stream import (keeps_group, kept_groups, max_gen_batches_option, refuse_another_batch, round_groups,
+                                   stream_step)
+from cobarl.strategies import register_strategy
 
 EASY_THRESHOLD = 0.98  # a visit's mean reward >= this counts toward the easy streak (PS L111)
 HARD_THRESHOLD = 0.11  # <= this counts toward the hard streak (PS L131, L137)
@@ -164,24 +167,48 @@ def group_kinds(values: np.ndarray) -> tuple[bool, bool]:
     return bool(np.all(values == 1)), bool(np.all(values <= HARD_THRESHOLD))
 
 
+@dataclass(frozen=True)
+class GresoOptions(OptionSet):
+    """GRESO's options (``train-scripts/math_qwen_1_5b_dm_greso.sh`` settings)."""
+
+    sampling_factor: float = option(
+        1.5, "GRESO: prompts generated in a step's first round (after skipping), as a multiple of the prompts trained "
+        "per step (public: sampling_batch_size 384 / real_train_batch_size 256 = 1.5).", ge=1)
+    min_sampling_batch: int = option(64, "GRESO: fewest prompts in a refill round (public: 64, hard-coded).", ge=1)
+    max_gen_batches: int = max_gen_batches_option()
+    p_easy: float = option(
+        0.5, "GRESO: initial p_easy; a prompt whose last k groups were all correct is skipped with probability "
+        "1 - max(p_easy^k, 0.01) (public: 0.5).", gt=0, le=1)
+    p_hard: float = option(
+        0.5, "GRESO: initial p_hard, the same for groups all wrong (mean reward <= 0.11) (public: 0.5).", gt=0, le=1)
+    target_zero_variance: float = option(
+        0.25, "GRESO: target share of zero-variance groups; p_easy steers the all-correct share to 1/3 of it, p_hard "
+        "the all-wrong share to 2/3 (public: 0.25).", gt=0, le=1)
+    min_p: float = option(0.05, "GRESO: lower bound of p_easy and p_hard (public: 0.05).", ge=0, le=1)
+    max_p: float = option(0.95, "GRESO: upper bound of p_easy and p_hard (public: 0.95).", ge=0, le=1)
+
+
+@register_policy("greso")
 class GresoPolicy(RolloutPolicy):
     """Each round draws prompts from the data stream one at a time, skips them by :func:`skip_decision`
-    until it holds the round's size (the first round of a step ``greso_sampling_factor x prompts``, a
+    until it holds the round's size (the first round of a step ``sampling_factor x prompts``, a
     refill round :func:`next_sampling`'s size), and generates n = total_budget / prompts rollouts for
     each kept one. Every generated group's mean reward joins its prompt's history (dropped groups too);
     groups with one reward value are dropped; the step ends once ``prompts`` groups were kept (the surplus
-    is discarded) and fails after ``greso_max_gen_batches`` rounds. Once per step, after the data's first
+    is discarded) and fails after ``max_gen_batches`` rounds. Once per step, after the data's first
     epoch, p_easy and p_hard move toward the target share of all-correct and hard groups.
 
     State (saved with the policy): the histories, p_easy, p_hard, the step counter that seeds the skip
     draws, and skip counts; the stream's position is saved by the base class."""
 
-    needs_stream = True
+    selects_prompts = True
+    decides = "before and after generation"
+    Options = GresoOptions
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.history: dict = {}
-        self.p_easy, self.p_hard = float(self.config.greso_p_easy), float(self.config.greso_p_hard)
+        self.p_easy, self.p_hard = float(self.options.p_easy), float(self.options.p_hard)
         self.steps = 0
         self.skipped = {"skip_easy": 0, "skip_hard": 0}
 
@@ -189,7 +216,7 @@ class GresoPolicy(RolloutPolicy):
         self.n, self.want = stream_step("greso", prompt_ids, total_budget, self.stream)
         if self.want > len(self.stream.ids):
             raise ValueError(f"greso trains {self.want} prompts per step but the data hold {len(self.stream.ids)}")
-        self.default_size = math.ceil(self.config.greso_sampling_factor * self.want)
+        self.default_size = math.ceil(self.options.sampling_factor * self.want)
         self.kept: list[list[int]] = []
         self.rounds: list[tuple[int, float, float]] = []  # (rows, all-correct share, hard share) per round
         self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
@@ -232,13 +259,13 @@ class GresoPolicy(RolloutPolicy):
         self.rounds.append((len(ids), float32_ratio(easy, len(groups)), float32_ratio(hard, len(groups))))
         if len(self.kept) >= self.want:
             return {}
-        refuse_another_batch("greso", self.batches, self.config.greso_max_gen_batches, "greso_max_gen_batches",
+        refuse_another_batch("greso", self.batches, self.options.max_gen_batches, "max_gen_batches",
                              len(self.kept), self.want, self.drawn - self.last_kept_at, len(self.stream.ids))
         ratio = float32_ratio(zero, len(groups))
         if ratio >= 1:  # the public estimate divides by zero here; its limit is the default size
             return self._next_round(self.default_size)
         return self._next_round(next_sampling(len(self.kept) * self.n, self.want * self.n, self.n, ratio,
-                                              self.default_size, floor=self.config.greso_min_sampling_batch).batch_size)
+                                              self.default_size, floor=self.options.min_sampling_batch).batch_size)
 
     def _epoch(self) -> int:
         """The data epoch of the latest prompt drawn (the public dataloader epoch)."""
@@ -248,8 +275,8 @@ class GresoPolicy(RolloutPolicy):
         if self._epoch() > 0:
             easy_ratio, hard_ratio = pooled_ratios(self.rounds)
             self.p_easy, self.p_hard = update_probabilities(
-                self.p_easy, self.p_hard, easy_ratio, hard_ratio, target_zero_variance=self.config.greso_target_zero_variance,
-                min_p=self.config.greso_min_p, max_p=self.config.greso_max_p)
+                self.p_easy, self.p_hard, easy_ratio, hard_ratio, target_zero_variance=self.options.target_zero_variance,
+                min_p=self.options.min_p, max_p=self.options.max_p)
         self.steps += 1
         return kept_groups(self.kept[: self.want])
 
@@ -270,3 +297,7 @@ class GresoPolicy(RolloutPolicy):
         self.history = {pid: [float(m) for m in means] for pid, means in mine["history"]}
         self.p_easy, self.p_hard = float(mine["p_easy"]), float(mine["p_hard"])
         self.steps, self.skipped = int(mine["steps"]), {k: int(v) for k, v in mine["skipped"].items()}
+
+
+register_strategy("greso", "greso", "GRESO: skip prompts whose recent groups were all correct or all wrong before "
+                  "generating, then DAPO-style dynamic sampling")

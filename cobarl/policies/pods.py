@@ -8,9 +8,13 @@ max-variance down-sampling block) and checked on vectors that code produced
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from cobarl.policies.base import Kept, Request, RolloutPolicy
+from cobarl.options import OptionSet, option
+from cobarl.policies.base import Kept, Request, RolloutPolicy, register_policy
+from cobarl.strategies import register_strategy
 
 
 def max_variance_subset(rewards: np.ndarray, m: int) -> np.ndarray:
@@ -42,15 +46,25 @@ def max_variance_subset(rewards: np.ndarray, m: int) -> np.ndarray:
     return order[:m].copy()
 
 
+@dataclass(frozen=True)
+class PodsOptions(OptionSet):
+    generate_size: int | None = option(
+        None, "PODS: rollouts generated per prompt, of which the per-prompt budget is trained (pods_full_size; "
+        "default: 4 x the per-prompt budget).", ge=2)
+
+
+@register_policy("pods")
 class PodsPolicy(RolloutPolicy):
     """One round of ``generate_size`` rollouts per prompt; n = total_budget / prompts of them train."""
+
+    Options = PodsOptions
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         if total_budget % len(prompt_ids):
             raise ValueError(f"pods trains n = total_budget / prompts rollouts per prompt; got total_budget {total_budget} "
                              f"for {len(prompt_ids)} prompts")
         self.n = total_budget // len(prompt_ids)
-        size = self.config.generate_size or 4 * self.n
+        size = self.options.generate_size or 4 * self.n
         if size < self.n:
             raise ValueError(f"pods generate_size ({size}) is below the rollouts trained per prompt ({self.n})")
         return {pid: size for pid in prompt_ids}
@@ -68,3 +82,6 @@ class PodsPolicy(RolloutPolicy):
             members = np.asarray(members)
             rows.extend(members[max_variance_subset(self.rewards[members], self.n)].tolist())
         return Kept(np.asarray(rows, dtype=np.int64))
+
+
+register_strategy("pods", "pods", "PODS: generate generate_size per prompt, train on the max-variance subset of n")

@@ -10,10 +10,13 @@ Pure rules first, written from ``RLHFlow/Reinforce-Ada`` at 05be605
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from cobarl.policies.base import Kept, Request, RolloutPolicy
+from cobarl.options import OptionSet, option
+from cobarl.policies.base import Kept, Request, RolloutPolicy, register_policy
+from cobarl.strategies import register_strategy
 
 CHOICES = ("balanced", "positive_focused")
 STD_FLOOR = 1e-6  # the public code clamps the pool std and adds the same epsilon
@@ -79,21 +82,39 @@ def pool_baseline(rewards: np.ndarray, positive: np.ndarray, mode: str) -> tuple
     return float(mean), max(float(values.std(ddof=1)), STD_FLOOR)
 
 
+@dataclass(frozen=True)
+class ReinforceAdaOptions(OptionSet):
+    """Reinforce-Ada's options (``run_reinforce_ada.sh`` settings)."""
+
+    variant: str = option("balanced", "Reinforce-Ada: 'balanced' (rounds until >= n/2 correct and n/2 wrong) or "
+                          "'positive_focused' (until one correct; the strategy reinforce-ada-pos).", choices=CHOICES)
+    round_size: int | None = option(
+        None, "Reinforce-Ada: rollouts per active prompt per round (M; default: 2 x the rollouts trained per prompt, "
+        "the public script's 8 for 4).", ge=1)
+    max_rounds: int = option(4, "Reinforce-Ada: most rounds per step (N; public: 4).", ge=1)
+    positive_threshold: float = option(0.7, "Reinforce-Ada: a rollout is positive when its reward is above this (public: 0.7).")
+    pool_baseline: str = option(
+        "counts", "Reinforce-Ada baseline: 'counts' (public: pass rate of the prompt's whole pool, rewards must be 0 or 1) "
+        "or 'mean' (mean reward of the whole pool, any rewards).", choices=("counts", "mean"))
+    scale_by_std: bool = option(False, "Reinforce-Ada: divide advantages by the pool's std (public script: false).")
+
+
+@register_policy("reinforce-ada")
 class ReinforceAdaPolicy(RolloutPolicy):
     """Rounds of ``round_size`` rollouts per active prompt (default 2n), at most ``max_rounds``; n trained
     per prompt (``total_budget / prompts``). Rollouts generated per step vary between prompts x round_size and
     prompts x round_size x max_rounds."""
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        self.choice = config.defaults.variant
+    Options = ReinforceAdaOptions
+    own_baselines = True
+    decides = "between generation rounds"
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
-        c = self.config
+        c = self.options
         n = total_budget // len(prompt_ids)
         self.round_size = c.round_size or 2 * n
         if total_budget % len(prompt_ids) or not 1 <= n <= self.round_size:
-            raise ValueError(f"{c.strategy_name} trains n = total_budget / prompts rollouts per prompt; got total_budget "
+            raise ValueError(f"{self.config.name} trains n = total_budget / prompts rollouts per prompt; got total_budget "
                              f"{total_budget} for {len(prompt_ids)} prompts (n must be a whole number <= round_size "
                              f"{self.round_size})")
         self.n = n
@@ -105,11 +126,11 @@ class ReinforceAdaPolicy(RolloutPolicy):
         return {pid: self.round_size for pid in prompt_ids}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
-        c = self.config
+        c = self.options
         scored = rewards[~np.isnan(rewards)]
         if c.pool_baseline == "counts" and not np.isin(scored, (0.0, 1.0)).all():
             bad = scored[~np.isin(scored, (0.0, 1.0))][0]
-            raise ValueError(f"{c.strategy_name} with pool_baseline='counts' (the public code) needs rewards of 0 or 1, "
+            raise ValueError(f"{self.config.name} with pool_baseline='counts' (the public code) needs rewards of 0 or 1, "
                              f"got {bad!r}; use pool_baseline='mean' for other rewards")
         for j, (pid, r) in enumerate(zip(ids, rewards.tolist())):
             self.rows[pid].append(self.seen_rows + j)
@@ -118,19 +139,19 @@ class ReinforceAdaPolicy(RolloutPolicy):
         self.round += 1
         for pid in dict.fromkeys(ids):
             pos = int(is_positive(self.values[pid], c.positive_threshold).sum())
-            if has_exited(pos, len(self.values[pid]) - pos, self.n, self.choice):
+            if has_exited(pos, len(self.values[pid]) - pos, self.n, self.options.variant):
                 self.finished.add(pid)
         if self.round >= c.max_rounds:
             return {}
         return {pid: self.round_size for pid in self.order if pid not in self.finished}
 
     def finish(self) -> Kept:
-        c = self.config
+        c = self.options
         rows, baselines = [], {}
         for pid in self.order:
             values = np.nan_to_num(np.asarray(self.values[pid]), nan=0.0)  # an unscorable rollout counts as wrong
             positive = is_positive(values, c.positive_threshold)
-            keep = downsample(positive, self.n, self.choice, pid in self.finished)
+            keep = downsample(positive, self.n, self.options.variant, pid in self.finished)
             rows.extend(np.asarray(self.rows[pid])[keep].tolist())
             baselines[pid] = pool_baseline(values, positive, c.pool_baseline)
         self.unfinished = len(self.order) - len(self.finished)
@@ -143,3 +164,9 @@ class ReinforceAdaPolicy(RolloutPolicy):
         if self.last is not None:
             out[M.ROLLOUT_UNFINISHED] = float(self.unfinished)
         return out
+
+
+register_strategy("reinforce-ada", "reinforce-ada", "Reinforce-Ada balanced: rounds until >= n/2 correct and wrong, "
+                  "keep n, pool-mean baseline")
+register_strategy("reinforce-ada-pos", "reinforce-ada", "Reinforce-Ada positive-focused: rounds until one correct, keep "
+                  "n, pool-mean baseline", variant="positive_focused")

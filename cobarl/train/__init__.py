@@ -4,9 +4,9 @@ Heavy imports (torch, transformers, trl) happen only when a trainer name is used
 ``import cobarl.train`` stays cheap for the CLI's ``--help`` and for config handling.
 """
 
-from cobarl.train.config import ALLOCATORS, TrainConfig
+from cobarl.train.config import TrainConfig
 
-__all__ = ["ALLOCATORS", "AdaptiveGRPOConfig", "AdaptiveGRPOTrainer", "PromptBatchSampler", "TrainConfig", "main", "run"]
+__all__ = ["AdaptiveGRPOConfig", "AdaptiveGRPOTrainer", "PromptBatchSampler", "TrainConfig", "main", "run"]
 
 
 def __getattr__(name: str):

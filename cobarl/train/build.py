@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cobarl.train.config import TrainConfig, batch_layout
+from cobarl.train.config import TrainConfig
 from cobarl.train.metrics_log import make_callbacks
 from cobarl.train.rewards import make_reward_func
 from cobarl.train.rundir import process_rank
@@ -67,7 +67,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
 
     from cobarl.train.trainer import AdaptiveGRPOConfig, AdaptiveGRPOTrainer
 
-    micro, _ = batch_layout(config, process_rank()[1])
+    layout = config.layout(process_rank()[1])
     on_gpu = device == "cuda"
     trackers = report_to(config)  # tensorboard writes under <run dir>/runs/ unless TENSORBOARD_LOGGING_DIR is set
     args = AdaptiveGRPOConfig(
@@ -75,10 +75,8 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_ds, verifier, *, 
         seed=config.seed,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
-        per_device_train_batch_size=micro,
-        rollouts_per_step=config.rollouts_per_step,
-        prompts_per_step=config.prompts_per_step,
-        allocator=config.allocator_config(),
+        layout=layout,
+        strategy=config.strategy_config(),
         reward_failure_limit=config.reward_failure_limit,
         max_generated=config.max_generated,
         max_completion_length=config.max_completion_length,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cobarl.io import STATE_FILE
-from cobarl.policies.base import PromptStream
+from cobarl.policies.stream import PromptStream
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "adapter_model.safetensors", "adapter_model.bin")

@@ -1,12 +1,13 @@
 """`cobarl train`: the argument parser is generated from `TrainConfig`'s fields.
 
 Precedence: field defaults < the resumed run's ``config.yaml`` (with ``--resume``) < ``--config
-file.yaml`` < command-line flags. The allocator's flags (``--allocator``, ``--kappa``, ``--tau``,
-``--min-budget``, ...) are generated from `cobarl.AllocatorConfig`'s fields; a flag left out keeps
-the field's default (``None`` there means "the strategy's paper default").
+file.yaml`` < command-line flags. ``--strategy`` (``--allocator`` is its old name) picks the
+strategy; the flags of its options (``--kappa``, ``--max-rounds``, ``--p-easy``, ...) are generated
+from every rollout policy's options, a group per policy; a flag left out keeps the strategy's value,
+and a flag of another policy's option is refused by name.
 
     cobarl train                                   # embedded task + tiny model, offline, CPU
-    cobarl train --max-steps 20 --allocator uniform --output-dir runs/uniform
+    cobarl train --max-steps 20 --strategy uniform --output-dir runs/uniform
     cobarl train --model Qwen/Qwen2.5-0.5B-Instruct --dataset dapo.parquet --reward exact
     cobarl train --resume --output-dir runs/uniform --max-steps 40
 """
@@ -16,15 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from cobarl.allocator import AllocatorConfig
 from cobarl.options import parse_option
-from cobarl.train.config import (
-    TrainConfig,
-    allocator_fields,
-    allocator_key,
-    load_yaml,
-    make_config,
-)
+from cobarl.train.config import TrainConfig, make_config
+from cobarl.train.config_files import load_yaml
 
 
 def _text_parser(cls: type, name: str):
@@ -40,8 +35,8 @@ def _text_parser(cls: type, name: str):
 
 
 def _add_flag(parser, cls: type, f: dataclasses.Field, name: str, default: object,
-              none_means: str | None = None) -> None:
-    flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ())]
+              none_means: str | None = None, old_names: tuple[str, ...] = ()) -> None:
+    flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ()), *("--" + o.replace("_", "-") for o in old_names)]
     default_text = default if default is not None else None if "Default:" in f.metadata["help"] else none_means
     help_text = f.metadata["help"] + (f" (default: {default_text})" if default_text is not None else "")
     if isinstance(default, bool):
@@ -53,34 +48,48 @@ def _add_flag(parser, cls: type, f: dataclasses.Field, name: str, default: objec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cobarl.train.config import ALLOCATORS
-
     parser = argparse.ArgumentParser(
         prog="cobarl train",
-        description="GRPO with capability-oriented per-prompt rollout budgets (TRL). "
-        "With no arguments: the embedded task (families-v4) and its tiny model, offline on CPU.",
+        description="GRPO with per-prompt rollout budgets (TRL): pick a strategy, and cobarl spends each step's "
+        "rollouts by its rollout policy. With no arguments: the embedded task (families-v4) and its tiny model, "
+        "offline on CPU, with coba.",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys as below, - or _).")
     for f in dataclasses.fields(TrainConfig):
         if not f.metadata.get("nested"):
             _add_flag(parser, TrainConfig, f, f.name, f.default)
-    group = parser.add_argument_group("allocator (cobarl.AllocatorConfig)")
-    defaults = AllocatorConfig()
-    from cobarl.tasks.embedded import TASKS
-
-    presets = {"max_budget": ", ".join(sorted({str(t.max_budget) for t in TASKS.values()}))}
-    for f in allocator_fields():
-        name = allocator_key(f)
-        if name == "allocator":
-            group.add_argument("--allocator", dest="allocator", choices=ALLOCATORS,
-                               help=f"{f.metadata['help']} (default: {defaults.strategy})")
-            continue
-        default = getattr(defaults, f.name)
-        if f.name in presets:  # the embedded task's preset (EmbeddedTask), applied when the flag is left out
-            default = f"{default}; the embedded task: {presets[f.name]}, 4 x its 8 rollouts per prompt"
-        _add_flag(group, AllocatorConfig, f, name, default, none_means="the strategy's paper default")
+    add_strategy_flags(parser)
     return parser
+
+
+def add_strategy_flags(parser: argparse.ArgumentParser) -> None:
+    """``--strategy`` and a group of flags per rollout policy, from its options (an option two policies
+    share, one declaration, is listed once, under the first)."""
+    from cobarl.policies import POLICIES
+    from cobarl.strategies import STRATEGIES
+    from cobarl.strategies import RENAMED_OPTIONS
+    from cobarl.tasks.embedded import TASKS
+    from cobarl.train.config import DEFAULT_STRATEGY
+
+    lines = "; ".join(f"{name}: {s.summary}" for name, s in STRATEGIES.items())
+    parser.add_argument("--strategy", "--allocator", dest="strategy", choices=list(STRATEGIES), metavar="STRATEGY",
+                        help=f"How each step spends its rollouts (--allocator is its old name). {lines}. "
+                        f"(default: {DEFAULT_STRATEGY})")
+    presets = {"max_budget": ", ".join(sorted({str(t.max_budget) for t in TASKS.values()}))}
+    seen: set[str] = set()
+    for name, cls in POLICIES.items():
+        strategies = ", ".join(s for s, rec in STRATEGIES.items() if rec.policy == name)
+        group = parser.add_argument_group(f"{name} options (strategies: {strategies})")
+        for f in dataclasses.fields(cls.Options):
+            if f.name in seen or f.metadata.get("derived"):
+                continue
+            seen.add(f.name)
+            default = f.default
+            if f.name in presets:  # the embedded task's preset (EmbeddedTask), applied when the flag is left out
+                default = f"{default}; the embedded task: {presets[f.name]}, 4 x its 8 rollouts per prompt"
+            old = tuple(o for o, new in RENAMED_OPTIONS.items() if new == f.name)  # still read, not shown
+            _add_flag(group, cls.Options, f, f.name, default, none_means="the strategy's own", old_names=old)
 
 
 def config_from_args(argv: list[str] | None) -> TrainConfig:
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 2
-    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt
+    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt  # moved down the layers by the experiments split
 
     try:
         with sigterm_as_interrupt():  # SIGTERM (timeout, Slurm preemption, kill) ends the run like Ctrl-C

@@ -1,38 +1,35 @@
 """`TrainConfig`: every option of `cobarl train`, each documented once (its field's ``help``).
 
-One tree: the allocator's options are not re-declared here; ``TrainConfig.allocator`` is a
-:class:`cobarl.allocator.AllocatorConfig`, and the CLI flags for it are generated from that class's
-fields (so a field the core adds becomes a flag, a YAML key and a ``cobarl compare`` option at once).
-The CLI (:mod:`cobarl.train.cli`), YAML files and ``cobarl compare --backend real`` all build a
-`TrainConfig` through :func:`make_config`, which checks every value's type, range and finiteness
-and names the offending field -- before any model is loaded.
+One tree: a strategy's options are not re-declared here; ``TrainConfig.strategy`` is a
+:class:`cobarl.policies.StrategyConfig`, and the CLI flags for them are generated from every
+policy's options (so an option a policy declares becomes a flag, a YAML key and a ``cobarl compare``
+option at once). The CLI (:mod:`cobarl.train.cli`), YAML files and ``cobarl compare --backend real``
+all build a `TrainConfig` through :func:`make_config`, which checks every value's type, range and
+finiteness and names the offending option -- before any model is loaded. Reading and writing run
+files is :mod:`cobarl.train.config_files`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cobarl.allocation import budget_problem
-from cobarl.allocator import STRATEGIES, AllocatorConfig
-from cobarl.options import check_fields, check_option, option, parse_option
+from cobarl.options import check_fields, check_option, fields_by_name, option, parse_option
+from cobarl.policies import POLICIES, StrategyConfig
+from cobarl.strategies import STRATEGIES, canonical_option
 from cobarl.tasks.embedded import DEFAULT_TASK, TASKS, task_preset
+from cobarl.train.layout import StepLayout, check_strategy
 
-# The allocator names `cobarl train` accepts; a Python caller may also pass a callable to the trainer.
-ALLOCATORS = tuple(STRATEGIES)
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 SCALE_REWARDS = ("group", "batch", "none")
-
-# AllocatorConfig fields under another flag name (``strategy`` is ``--allocator``).
-_FLAG_NAMES = {f.name: f.metadata["flag"] for f in dataclasses.fields(AllocatorConfig) if "flag" in f.metadata}
+DEFAULT_STRATEGY = "coba"
 # Why the sizes have an upper bound: beyond it a per-step prompt list or rollout batch does not fit a
 # machine (a MemoryError or minutes of silence otherwise), so it is refused before anything is allocated.
 _MACHINE = "what one machine can hold"
-# Keys of old config files / flags, mapped to their current names.
-RENAMED = {"beta": "kl_beta"}
+# Keys of old config files / flags, mapped to their current names (a strategy's options: cobarl.strategies).
+RENAMED = {"beta": "kl_beta", "allocator": "strategy"}
 
 
 @dataclass(frozen=True)
@@ -124,12 +121,11 @@ class TrainConfig:
         "none", "Trackers for TRL's logs, comma-separated (tensorboard, wandb, trackio, ...), or none."
     )
 
-    # --- budget allocation -----------------------------------------------------------------------
-    allocator: AllocatorConfig | None = field(
+    # --- the strategy: how a step spends its rollouts -----------------------------------------------
+    strategy: StrategyConfig | None = field(
         default=None,
-        metadata={"help": "Budget allocator options (cobarl.AllocatorConfig); each field is a flag of its own. "
-                  "None: the library defaults with the task's preset (task_preset).",
-                  "nested": True},
+        metadata={"help": "The strategy and its policy's options (cobarl.policies.StrategyConfig); each option is a "
+                  "flag of its own. None: coba with the task's preset (task_preset).", "nested": True},
     )
     prompts_per_step: int = option(16, "Distinct prompts drawn per generation.", ge=1, le=100_000, why=_MACHINE)
     rollouts_per_prompt: float = option(8.0, "Average rollouts per prompt; sets rollouts_per_step if that is unset.", gt=0)
@@ -175,66 +171,85 @@ class TrainConfig:
     cpu_threads: int = option(0, "torch CPU threads; 0: 1 for the embedded tiny model (faster), torch's default otherwise.", ge=0)
 
     def __post_init__(self) -> None:
-        if self.allocator is None:
-            object.__setattr__(self, "allocator", AllocatorConfig(**task_preset(self.dataset, self.task)))
+        if self.strategy is None:
+            object.__setattr__(self, "strategy", new_strategy({}, self.dataset, self.task))
         errors = check_fields(self)
         if errors:  # cross-field checks on ill-typed or out-of-range values would only add noise
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
         if self.rollouts_per_step is None:
             object.__setattr__(self, "rollouts_per_step", int(round(self.rollouts_per_prompt * self.prompts_per_step)))
             errors = list(filter(None, [check_option(TrainConfig, "rollouts_per_step", self.rollouts_per_step)]))
-        # The allocator is built only from options that passed: max_steps 0 is reported as itself, not
+        # The strategy is checked only with options that passed: max_steps 0 is reported as itself, not
         # as the schedule length the allocator derives from it.
-        errors = errors or list(_validate(self)) or list(_check_allocator(self))
+        errors = errors or list(_validate(self)) or check_strategy(self.strategy_config(), self.layout(1), None)
         if errors:
             raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
 
     @property
-    def strategy(self) -> str:
-        return self.allocator.strategy if isinstance(self.allocator.strategy, str) else "callable"
+    def strategy_name(self) -> str:
+        return self.strategy.name
 
     @property
     def allocations(self) -> int:
         """Allocations (generations) in the whole run: one per ``num_iterations`` optimizer steps."""
         return -(-self.max_steps // self.num_iterations)
 
-    def allocator_config(self) -> AllocatorConfig:
-        """The allocator config with the derived schedule length filled in."""
-        return dataclasses.replace(self.allocator, total_steps=self.allocator.total_steps or self.allocations)
+    def strategy_config(self) -> StrategyConfig:
+        """The strategy with what the run derives filled in (linear-decay's schedule length)."""
+        s = self.strategy
+        if "total_steps" in fields_by_name(s.policy.Options) and s.options.total_steps is None:
+            return s.replace(total_steps=self.allocations)
+        return s
+
+    def layout(self, processes: int) -> StepLayout:
+        """The step's layout on ``processes`` processes (ValueError with the fix if it does not split)."""
+        return StepLayout.derive(self.prompts_per_step, self.rollouts_per_step, processes, self.micro_batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["allocator"] = self.allocator.to_dict(derived=False)
+        strategy = self.strategy.to_dict(derived=False)
+        out["strategy"] = {"name": strategy.pop("strategy"), **strategy}
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def new_strategy(values: dict[str, Any], dataset: str | None, task: str | None) -> StrategyConfig:
+    """A new run's strategy: ``values`` (``strategy`` and options) over the task's preset, which sets
+    only options the chosen policy has (the embedded tasks' max_budget is an allocator's)."""
+    values = dict(values)
+    name = values.pop("strategy", DEFAULT_STRATEGY)
+    probe = StrategyConfig(name) if isinstance(name, str) or callable(name) else None
+    own = fields_by_name(probe.policy.Options) if probe is not None else {}
+    preset = {k: v for k, v in task_preset(dataset, task).items() if k in own}
+    return StrategyConfig(name, **{**preset, **values})
+
+
 # --- field introspection ----------------------------------------------------------------------------
 
 
 def _train_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig) if f.name != "allocator"]
+    return [f for f in dataclasses.fields(TrainConfig) if f.name != "strategy"]
 
 
-def allocator_fields() -> list[dataclasses.Field]:
-    """AllocatorConfig fields a user sets (flags, YAML keys), in declaration order; not those the
-    trainer derives (the schedule length is the number of allocations of the run)."""
-    return [f for f in dataclasses.fields(AllocatorConfig) if not f.metadata.get("derived")]
-
-
-def allocator_key(f: dataclasses.Field) -> str:
-    """The flat option name of an AllocatorConfig field (``strategy`` -> ``allocator``)."""
-    return f.metadata.get("flag", f.name)
+def strategy_option_fields() -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every option a strategy may take -> (the first policy's Options class that declares it, its field),
+    in registration order; the options a run derives (the schedule length) are not among them."""
+    out = {}
+    for cls in (c for _, c in POLICIES.items()):
+        for name, f in fields_by_name(cls.Options).items():
+            if not f.metadata.get("derived"):
+                out.setdefault(name, (cls.Options, f))
+    return out
 
 
 # --- validation ---------------------------------------------------------------------------------------
 
 
 def _validate(c: TrainConfig):
-    if not isinstance(c.allocator, AllocatorConfig):
-        yield f"allocator must be an AllocatorConfig (build configs with make_config), got {type(c.allocator).__name__}"
+    if not isinstance(c.strategy, StrategyConfig):
+        yield f"strategy must be a StrategyConfig (build configs with make_config), got {type(c.strategy).__name__}"
         return
     yield from _check_sizes(c)
     yield from _check_budget(c)
@@ -264,9 +279,10 @@ def _check_sizes(c: TrainConfig):
 
 
 def _check_budget(c: TrainConfig):
-    a, r, p = c.allocator, c.rollouts_per_step, c.prompts_per_step
-    if a.min_budget is not None and a.max_budget is not None:
-        problem = budget_problem(p, r, a.min_budget, a.max_budget)
+    r, p = c.rollouts_per_step, c.prompts_per_step
+    o = c.strategy.options
+    if hasattr(o, "min_budget") and hasattr(o, "max_budget"):
+        problem = budget_problem(p, r, o.min_budget, o.max_budget)
         if problem:
             yield (f"budget cannot be met with --rollouts-per-step {r} over --prompts-per-step {p}: {problem} "
                    "(--min-budget / --max-budget bound each prompt)")
@@ -274,226 +290,82 @@ def _check_budget(c: TrainConfig):
         yield f"rollouts_per_step ({r}) must be a multiple of micro_batch_size ({c.micro_batch_size})"
 
 
-def _check_allocator(c: TrainConfig):
-    yield from check_allocator(c.allocator_config(), c.prompts_per_step, c.rollouts_per_step, c.train_size)
-
-
-def check_allocator(cfg: AllocatorConfig, prompts: int, budget: int, train_prompts: int | None = None) -> list[str]:
-    """Build the policy and plan one step with it: every allocator option is checked by the code that
-    will use it, so a value the core refuses (kappa <= 2, tau < 0, a group larger than a round, a
-    generation batch larger than the data, ...) fails here, not at step 1."""
-    from cobarl.policies import PromptStream, make_policy
-
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            return [f"{allocator_key(f)} must be a finite number, got {value!r}"]
-    try:
-        policy = make_policy(cfg)
-        if policy.needs_stream and train_prompts is None:  # checked again once the data are known
-            return []
-        if policy.needs_stream:
-            policy.stream = PromptStream(range(train_prompts))
-        request = policy.begin(list(range(prompts)), budget)
-    except (ValueError, TypeError) as e:
-        return [f"allocator: {e}"]
-    if policy.single_pass and (sum(request.values()) != budget or len(request) > prompts):
-        return [f"allocator returned {list(request.values())} for {prompts} prompts and a budget of {budget}"]
-    return []
-
-
-def derive_accumulation(rollouts: int, per_device: int, world: int, accumulation: int = 1) -> int:
-    """Gradient accumulation steps that make one optimizer step consume exactly ``rollouts`` rollouts.
-
-    Raises ValueError with the numbers and the fix when ``rollouts`` does not split evenly.
-    """
-    per_pass = per_device * world
-    if rollouts % per_pass:
-        fits = [b for b in range(1, rollouts // world + 1) if rollouts % (b * world) == 0]
-        raise ValueError(
-            f"rollouts_per_step ({rollouts}) must be a multiple of micro batch x processes = {per_device} x {world} "
-            f"= {per_pass}; micro batch sizes that fit {world} process(es): {', '.join(map(str, fits)) or 'none'}"
-            + ("" if fits else f" (make rollouts_per_step a multiple of {world})")
-        )
-    steps = rollouts // per_pass
-    if accumulation not in (1, steps):
-        raise ValueError(
-            f"gradient_accumulation_steps={accumulation} would split one generation of {rollouts} rollouts over "
-            f"several optimizer steps; with rollouts_per_step set it is derived ({steps}); leave it unset"
-        )
-    return steps
-
-
-def batch_layout(c: TrainConfig, world: int) -> tuple[int, int]:
-    """(micro batch per process, gradient accumulation steps) for ``world`` processes: one optimizer
-    step = one generation of ``rollouts_per_step`` rollouts across all of them."""
-    r = c.rollouts_per_step
-    if c.micro_batch_size is None and r % world:
-        raise ValueError(f"rollouts_per_step ({r}) must be a multiple of the number of processes ({world}) "
-                         f"so that each process generates the same number of rollouts")
-    micro = c.micro_batch_size or r // world
-    return micro, derive_accumulation(r, micro, world)
-
-
-def make_allocator_config(values: dict[str, Any], base: AllocatorConfig | None = None) -> AllocatorConfig:
-    """An AllocatorConfig from flat option names (``allocator`` for the strategy), type-checked;
-    the fields not given are those of ``base`` (default: the library's `AllocatorConfig`)."""
-    fields = {allocator_key(f): f for f in allocator_fields()}
-    errors, changes = [], {}
+def parse_strategy_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat strategy values (``strategy`` and options, any old spelling), each typed as its option
+    holds it (YAML and Python values are not read as text); ValueError naming every bad one."""
+    known = strategy_option_fields()
+    errors, out = [], {}
     for key, value in values.items():
+        if key == "strategy":
+            if isinstance(value, str) and value not in STRATEGIES:
+                errors.append(f"unknown strategy {value!r}; valid strategies: {', '.join(STRATEGIES)}")
+            out[key] = value
+            continue
+        cls, _ = known[key]
         try:
-            changes[fields[key].name] = parse_option(AllocatorConfig, fields[key].name, value)
+            out[key] = parse_option(cls, key, value)
         except ValueError as e:
-            errors.append(str(e).replace(fields[key].name, key, 1))
+            errors.append(str(e))
     if errors:
         raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
-    strategy = changes.get("strategy")
-    if isinstance(strategy, str) and strategy not in ALLOCATORS:
-        raise ValueError(f"invalid train config:\n  unknown allocator {strategy!r}; valid allocators: {', '.join(ALLOCATORS)}")
-    try:
-        return dataclasses.replace(base or AllocatorConfig(), **changes)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"invalid train config:\n  allocator: {e}") from None
+    return out
 
 
 def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Flat option values -> (TrainConfig fields, AllocatorConfig fields); unknown keys are an error.
+    """Flat option values -> (TrainConfig fields, strategy values by current name); unknown keys are an error.
 
-    ``allocator`` may be a strategy name (flat form, as on the command line) or a mapping of
-    AllocatorConfig fields (the nested form ``config.yaml`` is written in).
+    ``strategy`` (or its old name ``allocator``) may be a strategy name (flat form, as on the command
+    line) or a mapping of the strategy and its options (the nested form ``config.yaml`` is written in;
+    an old file's every-policy mapping is read as :meth:`StrategyConfig.from_dict` reads it).
     """
     values = {RENAMED.get(k, k): v for k, v in values.items()}
-    alloc_keys = {allocator_key(f) for f in allocator_fields()} | {f.name for f in allocator_fields()}
+    option_keys = set(strategy_option_fields())
     train_keys = {f.name for f in _train_fields()}
-    train, alloc = {}, {}
-    nested = values.pop("allocator", None)
+    train, strategy = {}, {}
+    nested = values.pop("strategy", None)
     if isinstance(nested, dict):
-        for k, v in nested.items():
-            k = str(k).replace("-", "_")
-            alloc[_FLAG_NAMES.get(k, k)] = v
+        strategy.update(_nested_strategy(nested))
     elif nested is not None:
-        alloc["allocator"] = nested
+        strategy["strategy"] = nested
     unknown = []
     for k, v in values.items():
         if k in train_keys:
             train[k] = v
-        elif k in alloc_keys:
-            alloc[_FLAG_NAMES.get(k, k)] = v
+        elif canonical_option(k) in option_keys:
+            strategy[canonical_option(k)] = v
         else:
             unknown.append(k)
-    bad_nested = sorted(set(alloc) - {allocator_key(f) for f in allocator_fields()})
-    if unknown or bad_nested:
-        valid = sorted(train_keys | {allocator_key(f) for f in allocator_fields()})
-        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown) + bad_nested)}; valid options: {', '.join(valid)}")
-    return train, alloc
+    bad = sorted(k for k in strategy if k != "strategy" and k not in option_keys)
+    if unknown or bad:
+        valid = sorted(train_keys | option_keys | {"strategy"})
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown) + bad)}; valid options: {', '.join(valid)}")
+    return train, strategy
+
+
+def _nested_strategy(mapping: dict) -> dict[str, Any]:
+    """A nested ``strategy:`` (or old ``allocator:``) mapping as flat strategy values."""
+    data = {str(k).replace("-", "_"): v for k, v in mapping.items()}  # today's: {name: coba, kappa: ...}
+    try:
+        old = StrategyConfig.from_dict(data)  # reads an old file's every-policy mapping
+    except ValueError:
+        return {canonical_option(k): v for k, v in data.items()}  # refused below, option by option
+    named = "name" in data or "strategy" in data
+    return {**({"strategy": old.strategy} if named else {}), **old.overrides}
 
 
 def make_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """A validated `TrainConfig` from flat or nested option values (CLI, YAML, compare). A new run
-    starts from the library's allocator defaults plus its task's preset (`task_preset`); a resumed
-    one (``base``) from the settings it recorded."""
-    train, alloc = split_values(values)
-    if base is None:
-        alloc = {**task_preset(train.get("dataset"), train.get("task")), **alloc}
-    allocator = make_allocator_config(alloc, base.allocator if base is not None else None)
-    if base is not None:
-        return dataclasses.replace(base, allocator=allocator, **train)
-    return TrainConfig(allocator=allocator, **train)
-
-
-# --- files --------------------------------------------------------------------------------------------
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict of option values (keys checked by `make_config`)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    starts from the strategy's options plus its task's preset (:func:`new_strategy`); a resumed one
+    (``base``) from the settings it recorded."""
+    train, strategy = split_values(values)
+    strategy = parse_strategy_values(strategy)
     try:
-        data = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    try:
-        check_one_name_per_option(data)
-        data = {str(k).replace("-", "_"): v for k, v in data.items()}
-        split_values(dict(data))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return data
-
-
-def _unique_key_loader():
-    """A safe YAML loader that refuses a mapping with a key given twice (PyYAML keeps the last silently)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice (each option once)", key_node.start_mark)
-                seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-def check_one_name_per_option(data: dict[str, Any]) -> None:
-    """Refuse one file naming an option twice under different spellings (``allocator`` and ``strategy``,
-    ``beta`` and ``kl_beta``, ``max-steps`` and ``max_steps``, a flat key and the nested ``allocator:``
-    mapping's): which one wins would be an accident of ordering."""
-    alloc_names = {f.name for f in allocator_fields()} | {allocator_key(f) for f in allocator_fields()}
-
-    def canonical(key: str) -> str:
-        key = RENAMED.get(key.replace("-", "_"), key.replace("-", "_"))
-        if key in alloc_names:
-            return "allocator." + _FLAG_NAMES.get(key, key)
-        return key
-
-    spellings: dict[str, list[str]] = {}
-    for key, value in data.items():
-        if str(key) == "allocator" and isinstance(value, dict):
-            for sub in value:
-                spellings.setdefault(canonical(str(sub)), []).append(f"allocator.{sub}")
+        if base is None:
+            config = new_strategy(strategy, train.get("dataset"), train.get("task"))
         else:
-            spellings.setdefault(canonical(str(key)), []).append(str(key))
-    clashes = [f"{' and '.join(names)}" for names in spellings.values() if len(names) > 1]
-    if clashes:
-        raise ValueError("the same option is set twice: " + "; ".join(clashes) + "; keep one of each")
-
-
-def dump_yaml(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config atomically (:func:`cobarl.io.write_text`)."""
-    import yaml
-
-    from cobarl.io import write_text
-
-    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-# Options that do not change what a run computes: they may differ on --resume without a diff.
-NOT_RUN_DEFINING = frozenset({
-    "output_dir", "resume", "fresh", "allow_config_change", "max_steps", "save_steps", "save_total_limit",
-    "progress", "report_to", "cpu_threads", "eval_every", "reward_timeout", "reward_workers", "reward_failure_limit",
-    "device", "transitions", "vllm_server_url",
-})
-
-
-def config_diff(saved: TrainConfig, new: TrainConfig) -> list[str]:
-    """Run-defining options that differ, as ``name: saved -> new`` lines."""
-    a, b = saved.to_dict(), new.to_dict()
-    out = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in NOT_RUN_DEFINING and k != "allocator" and a[k] != b[k]]
-    out += [f"{_FLAG_NAMES.get(k, k)}: {v!r} -> {b['allocator'].get(k)!r}"
-            for k, v in a["allocator"].items() if v != b["allocator"].get(k)]
-    if saved.allocations != new.allocations and saved.strategy == "linear-decay":
-        # linear-decay's schedule spans the run's allocations: a longer run is a different schedule.
-        out.append(f"max_steps: {saved.max_steps} -> {new.max_steps} (sets the linear-decay schedule length)")
-    return out
+            config = base.strategy.replace(**strategy)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"invalid train config:\n  {e}") from None
+    if base is not None:
+        return dataclasses.replace(base, strategy=config, **train)
+    return TrainConfig(strategy=config, **train)

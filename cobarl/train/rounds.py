@@ -51,7 +51,7 @@ class RoundsMixin:
                                              ("environment_factory", getattr(self, "environment_factories", None) is not None))
                        if on]
         if unsupported:
-            raise ValueError(f"{self.policy.config.strategy_name} generates in rounds, which cobarl does not support "
+            raise ValueError(f"{self.policy.config.name} generates in rounds, which cobarl does not support "
                              f"together with {', '.join(unsupported)}; use a plan-before-generation allocator")
 
     def _broadcast(self, payload):
@@ -65,7 +65,7 @@ class RoundsMixin:
 
     def _rounds_step(self, prompt_ids: list):
         """Run the policy's step (its decisions on the main process); returns (StepResult, this rank's log) on every rank."""
-        log, total = RoundLog(), self.args.generation_batch_size
+        log, total = RoundLog(), self.args.rollouts_per_step
         if self.accelerator.is_main_process:
             generating = [False]
 
@@ -77,7 +77,7 @@ class RoundsMixin:
                 return out
 
             try:
-                result = run_step(self.policy, prompt_ids, total, generate)
+                result = run_step(self.policy, prompt_ids, total, generate)  # total_budget from here down
             except Exception as err:
                 # A policy error (DAPO's cap, a refused reward) stops every rank with its message; an error
                 # inside generation happened on every rank's side of the same collectives, so no broadcast.
@@ -148,9 +148,7 @@ class RoundsMixin:
         t0 = time.perf_counter()
         prompt_ids = self._gathered_prompt_ids(inputs)
         result, log = self._rounds_step(prompt_ids)
-        kept, total = result.kept, self.args.generation_batch_size
-        if kept.rows.size != total:
-            raise RuntimeError(f"{self.policy.config.strategy_name} kept {kept.rows.size} rollouts; the step trains {total}")
+        kept = result.kept  # run_step checked it: exactly rollouts_per_step rows, each generated once
         rank, local = self.accelerator.process_index, len(inputs)
         kept_inputs, generated, rpf = self._kept_batch(kept.rows, log, local)
         self._pending = (generated, torch.as_tensor(rpf, dtype=torch.float32, device=self.accelerator.device))

@@ -32,12 +32,14 @@ from typing import Any
 
 from cobarl import metrics as M
 from cobarl.io import LOCK_FILE, FolderLock, load_state, write_json
-from cobarl.models.load import load_policy, resolve_model_path
+from cobarl.models.load import load_model, resolve_model_path
 from cobarl.rewards import load_reward
 from cobarl.stats import transition_counts
 from cobarl.train.build import build_trainer, check_extras, pick_device, set_threads
 from cobarl.train.checkpoints import checkpoint_step, run_finished
-from cobarl.train.config import TrainConfig, batch_layout, check_allocator, dump_yaml
+from cobarl.train.config import TrainConfig
+from cobarl.train.config_files import dump_yaml
+from cobarl.train.layout import check_strategy
 from cobarl.train.data import load_splits
 from cobarl.train.evaluate import RunEvaluator, train_buckets
 from cobarl.train.fingerprint import DATA_FILE, data_fingerprint
@@ -67,14 +69,14 @@ def run(config: TrainConfig, *, log: Callable[[str], None] = print, allocator=No
     is_main = rank == 0
     say = log if is_main else (lambda _msg: None)
     # Everything that can be refused is refused here, on every process, before any file or model.
-    batch_layout(config, world)
+    layout = config.layout(world)
     verifier = load_reward(config.reward, timeout=config.reward_timeout, workers=config.reward_workers)
     check_extras(config)
     device = pick_device(config)
     train_ds, eval_ds, val_ds = load_splits(config)
     if config.prompts_per_step > len(train_ds):
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) exceeds the {len(train_ds)} training prompts")
-    errors = check_allocator(config.allocator_config(), config.prompts_per_step, config.rollouts_per_step, len(train_ds))
+    errors = check_strategy(config.strategy_config(), layout, len(train_ds))
     if errors:  # a policy drawing from the data (DAPO, GRESO), checked against the data's real size
         raise ValueError("invalid train config:\n  " + "\n  ".join(errors))
     probe_verifier(verifier, eval_ds["answer"])
@@ -122,7 +124,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
             "(final evaluation and summary) without training")
         if not is_main:
             return None
-        trained, steps = load_policy(checkpoint)[0], checkpoint_step(checkpoint)
+        trained, steps = load_model(checkpoint)[0], checkpoint_step(checkpoint)
     else:
         trainer = build_trainer(config, model, tokenizer, train_ds, verifier, run_dir=run_dir, device=device,
                                 eval_fn=evaluate, allocator=allocator)  # called every --eval-every steps (0: never)
@@ -147,15 +149,15 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
 
 def _load_model(config: TrainConfig, device: str, n_train: int, n_eval: int, world: int, run_dir: Path,
                 say: Callable[[str], None]):
-    """The starting policy and its tokenizer, on this process's threads."""
+    """The starting model and its tokenizer, on this process's threads."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown our own
     set_threads(config, device)
     model_path = resolve_model_path(config.model, seed=config.seed, task=config.task)
-    model, tokenizer = load_policy(model_path)
+    model, tokenizer = load_model(model_path)
     say(f"cobarl train: model {model_path} | {n_train} train / {n_eval} held-out prompts | "
-        f"allocator {config.strategy} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "
+        f"strategy {config.strategy_name} | {config.prompts_per_step} prompts x ~{config.rollouts_per_step / config.prompts_per_step:g} "
         f"= {config.rollouts_per_step} rollouts per optimizer step across {world} process(es) | run dir {run_dir}")
     return model, tokenizer
 

@@ -16,7 +16,8 @@ from typing import Any
 from cobarl.allocator import STATE_FORMAT as ALLOCATOR_STATE_FORMAT
 from cobarl.io import LOCK_FILE, load_state
 from cobarl.train.checkpoints import checkpoint_step, find_checkpoint, last_complete_checkpoint, move_damaged_aside
-from cobarl.train.config import TrainConfig, config_diff, load_yaml, make_config
+from cobarl.train.config import TrainConfig, make_config
+from cobarl.train.config_files import config_diff, load_yaml
 from cobarl.train.fingerprint import DATA_FILE, data_changes
 from cobarl.train.metrics_log import METRICS_FILE
 
@@ -221,8 +222,8 @@ def check_resume_policy(checkpoint: Path, config: TrainConfig, train_prompts: in
     will after the model loads: a state it refuses (another strategy or option, another data size) is refused now."""
     from cobarl.policies import PromptStream, make_policy
 
-    policy = make_policy(config.allocator_config())
-    if policy.needs_stream:
+    policy = make_policy(config.strategy_config())
+    if policy.selects_prompts:
         policy.stream = PromptStream(range(train_prompts), seed=config.seed)
     try:
         policy.load_state_dict(load_state(checkpoint)["allocator"])

@@ -37,7 +37,7 @@ class RunSummary:
     transitions: list[list[int]] | None = None
     # Fair accounting (`rollouts` above is what the run GENERATED): trained rollouts, completion tokens
     # generated, generation calls per step and prompts consumed, summed over the run.
-    policy: str = ""
+    strategy: str = ""
     rollouts_trained: int = 0
     completion_tokens: int = 0
     rounds_per_step: float = 0.0
@@ -50,7 +50,7 @@ class RunSummary:
             f"held-out accuracy (sampled, T=1, avg@8): {self.initial_heldout_accuracy:.3f} -> {self.final_heldout_accuracy:.3f}",
         ]
         lines += [
-            f"steps: {self.steps}   policy {self.policy}: {self.allocations} x {self.rollouts_per_step} rollouts trained "
+            f"steps: {self.steps}   strategy {self.strategy}: {self.allocations} x {self.rollouts_per_step} rollouts trained "
             f"across {self.processes} process(es)   mean effective ratio: {self.effective_ratio:.3f}",
             f"spent: {self.rollouts} rollouts generated ({self.rollouts_trained} trained), {self.completion_tokens} "
             f"completion tokens, {self.rounds_per_step:.2f} generation rounds per step, {self.prompts} prompts consumed",
@@ -92,7 +92,7 @@ def summarise(config, run_dir: Path, steps: int, before, after, started: float, 
         allocations=len(generations),
         reward_failures=failures,
         reward_calls=rollouts,
-        policy=config.strategy,
+        strategy=config.strategy_name,
         rollouts_trained=int(sum(r.get(M.ROLLOUT_TRAINED) or 0 for r in generations)),
         completion_tokens=int(sum(r.get(M.ROLLOUT_TOKENS) or 0 for r in generations)),
         rounds_per_step=sum(r.get(M.ROLLOUT_ROUNDS) or 0 for r in generations) / max(len(generations), 1),

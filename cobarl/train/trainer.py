@@ -91,31 +91,35 @@ def _env_world_size() -> int:
 
 @dataclass
 class AdaptiveGRPOConfig(GRPOConfig):
-    """`GRPOConfig` plus the budget-allocation options.
+    """`GRPOConfig` plus the strategy and the step's layout.
 
-    The per-step budget is ``rollouts_per_step`` rollouts per generation *across all processes*
-    (TRL's global ``generation_batch_size``). One optimizer step consumes one generation:
-    ``gradient_accumulation_steps`` is derived as ``rollouts_per_step / (per_device_train_batch_size
-    x processes)``, so the number of allocations, optimizer steps and schedule steps agree whatever
-    the launch (with ``num_iterations = n``, each generation serves n optimizer steps).
-    ``num_generations`` defaults to the smallest divisor >= 2 of the budget and is only used for
-    TRL's shape checks.
+    One optimizer step consumes one generation of ``rollouts_per_step`` rollouts trained *across all
+    processes* (TRL's global ``generation_batch_size``, set from it), laid out by a
+    :class:`~cobarl.train.layout.StepLayout`: ``cobarl train`` derives it once and passes ``layout``;
+    a Python caller may instead give ``rollouts_per_step`` and ``per_device_train_batch_size``, and the
+    layout is derived here (``gradient_accumulation_steps`` follows from it). So allocations,
+    optimizer steps and schedule steps agree whatever the launch (with ``num_iterations = n``, each
+    generation serves n optimizer steps). ``num_generations`` defaults to the smallest divisor >= 2
+    of the budget and is only used for TRL's shape checks.
     """
 
     num_generations: int | None = field(
         default=None, metadata={"help": "Only for TRL's divisibility checks; default: smallest divisor >= 2 of the batch."}
     )
     rollouts_per_step: int | None = field(
-        default=None, metadata={"help": "Rollouts per generation across all processes (the fixed budget); sets generation_batch_size."}
+        default=None, metadata={"help": "Rollouts trained per step across all processes (the fixed budget); sets "
+                                "generation_batch_size."}
     )
     prompts_per_step: int = field(default=8, metadata={"help": "Distinct prompts per generation batch."})
-    allocator: Any = field(
+    layout: Any = field(default=None, metadata={"help": "A cobarl.train.layout.StepLayout (cobarl train passes it); "
+                                                "sets rollouts_per_step, prompts_per_step and the batch sizes."})
+    strategy: Any = field(
         default="coba",
-        metadata={"help": "Allocator strategy name, callable(pass_rates, total_budget, min_budget, max_budget)->counts, "
-                  "or a cobarl.AllocatorConfig."},
+        metadata={"help": "Strategy name (cobarl.STRATEGIES), callable(pass_rates, total_budget, min_budget, max_budget)"
+                  "->counts, or a cobarl.StrategyConfig."},
     )
-    allocator_options: dict | None = field(
-        default=None, metadata={"help": "AllocatorConfig fields (kappa, tau, min_budget, ...) when allocator is a name or callable."}
+    strategy_options: dict | None = field(
+        default=None, metadata={"help": "The strategy's options (kappa, max_rounds, ...) when strategy is a name or callable."}
     )
     max_generated: int | None = field(
         default=None, metadata={"help": "Stop once this many rollouts were generated; the learning rate then decays "
@@ -126,22 +130,31 @@ class AdaptiveGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        from cobarl.train.config import derive_accumulation
+        from cobarl.train.layout import StepLayout, check_strategy
 
-        world = _env_world_size()
-        if self.rollouts_per_step is not None:
-            if self.generation_batch_size not in (None, self.rollouts_per_step) or self.steps_per_generation is not None:
+        if self.layout is None and self.rollouts_per_step is not None:
+            self.layout = StepLayout.derive(self.prompts_per_step, self.rollouts_per_step, _env_world_size(),
+                                            self.per_device_train_batch_size)
+        if self.layout is not None:
+            layout = self.layout
+            if layout.processes != _env_world_size():
+                raise ValueError(f"the step layout is for {layout.processes} process(es), this launch has {_env_world_size()}")
+            if self.generation_batch_size not in (None, layout.rollouts_per_step) or self.steps_per_generation is not None:
                 raise ValueError(
                     "set either rollouts_per_step or generation_batch_size/steps_per_generation, not both "
-                    f"(rollouts_per_step={self.rollouts_per_step}, generation_batch_size={self.generation_batch_size})"
-                )
-            self.generation_batch_size = self.rollouts_per_step
-            self.gradient_accumulation_steps = derive_accumulation(self.rollouts_per_step, self.per_device_train_batch_size,
-                                                                   world, self.gradient_accumulation_steps)
+                    f"(rollouts_per_step={layout.rollouts_per_step}, generation_batch_size={self.generation_batch_size})")
+            if self.gradient_accumulation_steps not in (1, layout.accumulation):
+                raise ValueError(
+                    f"gradient_accumulation_steps={self.gradient_accumulation_steps} would split one generation of "
+                    f"{layout.rollouts_per_step} rollouts over several optimizer steps; with rollouts_per_step set it is "
+                    f"derived ({layout.accumulation}); leave it unset")
+            self.rollouts_per_step, self.prompts_per_step = layout.rollouts_per_step, layout.prompts_per_step
+            self.generation_batch_size = layout.rollouts_per_step
+            self.per_device_train_batch_size, self.gradient_accumulation_steps = layout.micro_batch, layout.accumulation
         if self.num_generations is None:
             budget = self.generation_batch_size
             if budget is None:
-                budget = self.per_device_train_batch_size * world * (self.steps_per_generation or self.gradient_accumulation_steps)
+                budget = self.per_device_train_batch_size * _env_world_size() * (self.steps_per_generation or self.gradient_accumulation_steps)
             self.num_generations = _smallest_divisor(max(budget, 2))
         super().__post_init__()
         self.rollouts_per_step = self.generation_batch_size
@@ -153,31 +166,34 @@ class AdaptiveGRPOConfig(GRPOConfig):
             )
         if not 0 < self.reward_failure_limit <= 1:
             raise ValueError(f"reward_failure_limit must be in (0, 1], got {self.reward_failure_limit}")
-        from cobarl.train.config import check_allocator
-
-        errors = check_allocator(self.allocator_config(), self.prompts_per_step, self.generation_batch_size)
+        if self.layout is None:  # generation_batch_size given the TRL way
+            self.layout = StepLayout.derive(self.prompts_per_step, self.rollouts_per_step, _env_world_size(),
+                                            self.per_device_train_batch_size)
+        errors = check_strategy(self.strategy_config(), self.layout)
         if errors:
             raise ValueError("; ".join(errors))
 
     def to_dict(self) -> dict[str, Any]:
-        # Trackers (TensorBoard, W&B) serialise the arguments as JSON: an AllocatorConfig or callable is not.
+        # Trackers (TensorBoard, W&B) serialise the arguments as JSON: a StrategyConfig, layout or callable is not.
         out = super().to_dict()
-        out["allocator"] = self.allocator_config().to_dict(derived=False)
+        out["strategy"] = self.strategy_config().to_dict(derived=False)
+        out["layout"] = dataclasses.asdict(self.layout) if self.layout is not None else None
         return out
 
-    def allocator_config(self):
-        """The AllocatorConfig of this run; the schedule length is the number of allocations."""
-        from cobarl.allocator import AllocatorConfig
+    def strategy_config(self):
+        """The StrategyConfig of this run; an allocator's schedule length is the number of allocations."""
+        from cobarl.options import fields_by_name
+        from cobarl.policies import StrategyConfig
 
         allocations = -(-self.max_steps // self.num_iterations) if self.max_steps > 0 else None
-        if isinstance(self.allocator, AllocatorConfig):
-            if self.allocator_options:
-                raise ValueError("allocator_options cannot be combined with an AllocatorConfig; set its fields instead")
-            cfg = self.allocator
+        if isinstance(self.strategy, StrategyConfig):
+            if self.strategy_options:
+                raise ValueError("strategy_options cannot be combined with a StrategyConfig; set its options instead")
+            cfg = self.strategy
         else:
-            cfg = AllocatorConfig(strategy=self.allocator, **(self.allocator_options or {}))
-        if cfg.total_steps is None and allocations is not None:
-            cfg = dataclasses.replace(cfg, total_steps=allocations)
+            cfg = StrategyConfig(self.strategy, **(self.strategy_options or {}))
+        if "total_steps" in fields_by_name(cfg.policy.Options) and cfg.options.total_steps is None and allocations:
+            cfg = cfg.replace(total_steps=allocations)
         return cfg
 
 
@@ -247,20 +263,20 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         if isinstance(allocator, RolloutPolicy):
             self.policy = allocator
         elif allocator is not None:
-            self.policy = AllocatorPolicy(args.allocator_config(), allocator)
+            self.policy = AllocatorPolicy(args.strategy_config(), allocator)
         else:
-            self.policy = make_policy(args.allocator_config())
+            self.policy = make_policy(args.strategy_config())
         # A plan-before-generation allocator generates its step in one call (hook 2); the rest in rounds.
         self.allocator = getattr(self.policy, "allocator", None)
         self._in_rounds = not (self.policy.single_pass and self.allocator is not None)
-        if self.policy.config.defaults.policy == "reinforce-ada" and args.scale_rewards != "none":
-            warnings.warn(f"scale_rewards={args.scale_rewards!r} does not apply to {self.policy.config.strategy_name}: its "
-                          "advantage is the reward minus its pool's pass rate, divided by the pool's std only with "
-                          "scale_by_std (off in the public script)", stacklevel=3)
-        if self.policy.needs_stream:
-            from cobarl.train.config import check_allocator
+        if self.policy.own_baselines and args.scale_rewards != "none":
+            warnings.warn(f"scale_rewards={args.scale_rewards!r} does not apply to {self.policy.config.name}: it centres "
+                          "(and scales) each row by the baseline it returns, here its pool's statistics (see its options, "
+                          "e.g. scale_by_std)", stacklevel=3)
+        if self.policy.selects_prompts:
+            from cobarl.train.layout import check_strategy
 
-            errors = check_allocator(self.policy.config, args.prompts_per_step, args.generation_batch_size, len(ids))
+            errors = check_strategy(self.policy.config, args.layout, len(ids))
             if errors:
                 raise ValueError("; ".join(errors))
             self.policy.stream = PromptStream(ids, seed=args.seed)
@@ -271,7 +287,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         return PromptBatchSampler(
             len(dataset),
             self.args.prompts_per_step,
-            self.args.generation_batch_size,
+            self.args.rollouts_per_step,
             repeat_count=self.num_iterations * self.args.steps_per_generation,
             seed=self.args.seed,
         )
@@ -295,7 +311,7 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         Returns the prompt ids, their counts and the global row layout (each prompt repeated
         ``counts[i]`` times); rank ``r`` generates rows ``r * local .. (r + 1) * local``.
         """
-        total = self.args.generation_batch_size
+        total = self.args.rollouts_per_step
         prompt_ids = self._gathered_prompt_ids(inputs)
         counts = None
         if self.accelerator.is_main_process:
