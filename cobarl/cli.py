@@ -15,8 +15,8 @@ import sys
 
 COMMANDS = {
     "train": ("cobarl.train.cli", "GRPO with adaptive per-prompt budgets on TRL (no arguments: embedded CPU demo)"),
-    "compare": ("cobarl.experiments.cli", "run allocation strategies side by side and write a report"),
-    "probe": ("cobarl.experiments.probe", "check that where the rollouts go matters on a task (strategy-neutral)"),
+    "compare": ("cobarl.experiments.comparison.cli", "run allocation strategies side by side and write a report"),
+    "probe": ("cobarl.experiments.comparison.probe", "check that where the rollouts go matters on a task (strategy-neutral)"),
     "eval": ("cobarl.evaluate.cli", "avg@k and pass@k of a model on math benchmarks"),
     "diagnose": ("cobarl.diagnose.cli", "pass rates at k samples, reachable share of 0/k prompts, nearest regime"),
     "bench": ("cobarl.bench", "benchmark the allocation solvers (threshold vs heap vs DP)"),

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cobarl.experiments.sim_probe import expected_histogram, run_sim_probe
-from cobarl.experiments.sim_presets import families_v4_options
-from cobarl.experiments.simulator import make_task
+from cobarl.experiments.simulation.sim_probe import expected_histogram, run_sim_probe
+from cobarl.experiments.simulation.sim_presets import families_v4_options
+from cobarl.experiments.simulation.simulator import make_task
 
 REQUIRED = ("hist_0", "hist_1_4", "hist_16", "uniform_sampled_before", "uniform_sampled_after", "epoch1_share",
             "second_half_share", "probe_ratio_train", "probe_ratio_heldout", "placebo_ratio")
@@ -200,7 +200,7 @@ def calibrate(targets: dict[str, float], grid: dict[str, list[float]], seeds: li
     edges = edge_choices(chosen, grid)
     if edges:  # the best value may lie outside: say so rather than print it as the optimum
         log(f"WARNING: chosen at the edge of the searched grid for {', '.join(edges)}; widen it and rerun")
-    log("preset (cobarl/experiments/sim_presets.py, V4_LEARNER): families_v4_options("
+    log("preset (cobarl/experiments/simulation/sim_presets.py, V4_LEARNER): families_v4_options("
         + ", ".join(f"{k}={v:g}" for k, v in chosen.items()) + ")")
     log(f"{time.perf_counter() - started:.1f} s")
     return {"chosen": chosen, "seeds": seeds, "targets": targets,

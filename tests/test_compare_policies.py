@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from cobarl.experiments import CompareOptions, RunResult, SimConfig, parse_strategies, parse_strategy, run_compare
-from cobarl.experiments.report import write_report
-from cobarl.experiments.report_stats import accuracy_at_rollouts, equal_generated_rollouts
-from cobarl.experiments.summary_io import FORMAT_VERSION, SummaryFormatError, read_summary
+from cobarl.experiments.report.report import write_report
+from cobarl.experiments.report.report_stats import accuracy_at_rollouts, equal_generated_rollouts
+from cobarl.experiments.report.summary_io import FORMAT_VERSION, SummaryFormatError, read_summary
 
 TINY_SIM = SimConfig(train_prompts=64, heldout_prompts=16, clusters=4)
 NEW = ("reinforce-ada", "reinforce-ada-pos", "dapo", "pods", "gvm")
@@ -31,7 +31,7 @@ def test_policy_arms_parse_with_their_options_and_refuse_others():
     assert parse_strategy("gvm:gvm_alpha=0.01").overrides == {"gvm_alpha": 0.01}
     specs = parse_strategies(["uniform,reinforce-ada:round_size=8,max_rounds=2,dapo"])
     assert [s.label for s in specs] == ["uniform", "reinforce-ada:round_size=8,max_rounds=2", "dapo"]
-    from cobarl.experiments.cli import check_options
+    from cobarl.experiments.comparison.cli import check_options
 
     with pytest.raises(ValueError, match="--strategies 'dapo:round_size=4': round_size is an option of reinforce-ada"):
         check_options(_options("dapo:round_size=4"))
@@ -122,7 +122,7 @@ def test_real_backend_counts_generated_rollouts(monkeypatch):
         rows = [{"budget/total": 64.0, "rollout/count": 100.0 * (k + 1), "eval/heldout_accuracy": 0.1} for k in range(3)]
         return {"rows": rows, "summary": {}}
 
-    from cobarl.experiments import real
+    from cobarl.experiments.comparison import real
 
     monkeypatch.setattr(real, "run_training", run_training)
     opts = _options("uniform", seeds=(0,), steps=3, backend="real")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cobarl.experiments import compare
-from cobarl.experiments.backends import BACKENDS
-from cobarl.experiments.cli import main
-from cobarl.experiments.run_store import run_file
-from cobarl.experiments.summary_io import read_summary
+from cobarl.experiments.comparison import compare
+from cobarl.experiments.comparison.backends import BACKENDS
+from cobarl.experiments.comparison.cli import main
+from cobarl.experiments.comparison.run_store import run_file
+from cobarl.experiments.report.summary_io import read_summary
 from test_experiments import _InterruptAfter  # a progress bar whose n-th update is a Ctrl-C
 
 TINY = ["--steps", "10", "--prompts-per-step", "8", "--rollouts-per-prompt", "8", "--train-prompts", "64",
@@ -112,7 +112,7 @@ def test_a_damaged_run_file_is_run_again(tmp_path, calls, capsys):
 
 def test_real_runs_are_keyed_by_the_train_config(monkeypatch, tmp_path, capsys):
     """On the real back-end the settings are cobarl train's resolved config: another --train-args task is refused."""
-    from cobarl.experiments import real
+    from cobarl.experiments.comparison import real
 
     folders = []
 

@@ -27,11 +27,11 @@ from cobarl.experiments import (
     run_compare,
     simulate,
 )
-from cobarl.experiments.cli import main
-from cobarl.experiments.figures import PLOTS
-from cobarl.experiments.report import FILES, write_report
-from cobarl.experiments.report_stats import mean_ci
-from cobarl.experiments.simulator import (
+from cobarl.experiments.comparison.cli import main
+from cobarl.experiments.report.figures import PLOTS
+from cobarl.experiments.report.report import FILES, write_report
+from cobarl.experiments.report.report_stats import mean_ci
+from cobarl.experiments.simulation.simulator import (
     AdamScale,
     Learner,
     batch_order,
@@ -280,7 +280,7 @@ def test_real_backend_contract(monkeypatch, tmp_path):
                 for k in range(3)]
         return {"rows": rows, "summary": {"initial_heldout_accuracy": 0.05, "final_heldout_accuracy": 0.2}}
 
-    from cobarl.experiments import real
+    from cobarl.experiments.comparison import real
 
     monkeypatch.setattr(real, "run_training", run_training)
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba@0.5"])), seeds=(0,), steps=3,
@@ -305,7 +305,7 @@ def test_real_backend_sweep_chooses_on_cobarl_trains_validation_split(monkeypatc
         rows = [{"step": 1, "budget/total": 64.0, "rollout/effective_ratio": 0.5, **final}]
         return {"rows": rows, "summary": {"initial_heldout_accuracy": 0.05}}
 
-    from cobarl.experiments import real
+    from cobarl.experiments.comparison import real
 
     monkeypatch.setattr(real, "run_training", run_training)
     out = tmp_path / "sweep"
@@ -349,7 +349,7 @@ def test_heap_and_exact_coba_give_the_same_run():
     ],
 )
 def test_bad_numeric_options_stop_before_any_run(monkeypatch, capsys, tmp_path, args, message):
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", _must_not_run)
     with pytest.raises(SystemExit) as exit_:
         main([*TINY_ARGS, *args, "--output-dir", str(tmp_path / "out")])
     assert exit_.value.code == 2
@@ -371,14 +371,14 @@ def test_bad_numeric_options_stop_before_any_run(monkeypatch, capsys, tmp_path, 
     ],
 )
 def test_bad_strategy_and_setting_combinations_get_a_message(monkeypatch, capsys, tmp_path, args, message):
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", _must_not_run)
     assert main([*TINY_ARGS, *args, "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
 def test_unwritable_output_dir_is_refused_before_any_run(monkeypatch, capsys):
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", _must_not_run)
     assert main([*TINY_ARGS, "--output-dir", "/dev/null/report"]) == 2
     assert "cannot write the report into /dev/null/report: /dev/null is not a folder" in capsys.readouterr().err
 
@@ -407,8 +407,8 @@ class _InterruptAfter:
 def test_ctrl_c_stops_the_runs_and_keeps_the_finished_ones(monkeypatch, workers):
     import multiprocessing
 
-    from cobarl.experiments import compare
-    from cobarl.experiments.backends import simulated_backend
+    from cobarl.experiments.comparison import compare
+    from cobarl.experiments.comparison.backends import simulated_backend
 
     monkeypatch.setattr(compare, "_progress", lambda total, enabled: _InterruptAfter(2))
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba"])), seeds=tuple(range(6)), steps=40,
@@ -429,7 +429,7 @@ def test_ctrl_c_stops_the_runs_and_keeps_the_finished_ones(monkeypatch, workers)
 
 
 def test_ctrl_c_in_the_cli_writes_the_finished_runs_and_exits_130(monkeypatch, capsys, tmp_path):
-    from cobarl.experiments.compare import CompareInterrupted
+    from cobarl.experiments.comparison.compare import CompareInterrupted
 
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform"])), seeds=(0,), steps=12,
                           prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM, workers=1)
@@ -438,7 +438,7 @@ def test_ctrl_c_in_the_cli_writes_the_finished_runs_and_exits_130(monkeypatch, c
     def interrupted(options, progress=True, done=None, keep=None):
         raise CompareInterrupted([keep(run) for run in finished])  # stored as it finished
 
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", interrupted)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", interrupted)
     out = tmp_path / "cmp"
     assert main([*TINY_ARGS, "--strategies", "uniform,coba", "--output-dir", str(out)]) == 130
     err = capsys.readouterr().err
@@ -453,12 +453,12 @@ def test_ctrl_c_in_the_cli_writes_the_finished_runs_and_exits_130(monkeypatch, c
 
 
 def test_ctrl_c_before_any_run_finished_writes_nothing(monkeypatch, capsys, tmp_path):
-    from cobarl.experiments.compare import CompareInterrupted
+    from cobarl.experiments.comparison.compare import CompareInterrupted
 
     def interrupted(options, progress=True, **kw):
         raise CompareInterrupted([])
 
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", interrupted)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", interrupted)
     assert main([*TINY_ARGS, "--output-dir", str(tmp_path / "cmp")]) == 130
     assert "nothing written" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
@@ -468,7 +468,7 @@ def test_importing_the_report_module_leaves_the_umask_alone(monkeypatch):
     import importlib
     import os
 
-    from cobarl.experiments import figures, markdown, report, report_stats
+    from cobarl.experiments.report import figures, markdown, report, report_stats
 
     def no_umask(mask):
         raise AssertionError("a report module changed the umask at import time")
@@ -495,7 +495,7 @@ def test_validation_split_leaves_the_train_and_heldout_draws_alone():
 
 
 def test_parse_grid():
-    from cobarl.experiments.grid import parse_grid
+    from cobarl.experiments.comparison.grid import parse_grid
 
     assert parse_grid(["kappa=7,11;max-budget=32", "tau=adaptive,8"]) == {
         "kappa": (7.0, 11.0), "max_budget": (32,), "tau": ("adaptive", 8.0)}
@@ -515,7 +515,7 @@ def test_parse_grid():
 
 
 def test_expand_grid_labels_order_and_base():
-    from cobarl.experiments.grid import expand_grid
+    from cobarl.experiments.comparison.grid import expand_grid
 
     specs, grid = expand_grid(parse_strategy("coba"), {"kappa": (7.0, 15.0), "max_budget": (32, 64)}, 10)
     labels = ["coba", "coba:kappa=7,max_budget=32", "coba:kappa=7,max_budget=64",
@@ -549,7 +549,7 @@ def test_expand_grid_labels_order_and_base():
     ],
 )
 def test_bad_grid_is_refused_before_any_run(monkeypatch, capsys, tmp_path, args, message):
-    monkeypatch.setattr("cobarl.experiments.cli.run_compare", _must_not_run)
+    monkeypatch.setattr("cobarl.experiments.comparison.cli.run_compare", _must_not_run)
     assert main([*TINY_ARGS, *args, "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -557,7 +557,7 @@ def test_bad_grid_is_refused_before_any_run(monkeypatch, capsys, tmp_path, args,
 
 
 def _grid_options(grid_text: str, strategy: str = "coba", seeds=(0, 1)) -> CompareOptions:
-    from cobarl.experiments.grid import expand_grid, parse_grid
+    from cobarl.experiments.comparison.grid import expand_grid, parse_grid
 
     specs, grid = expand_grid(parse_strategy(strategy), parse_grid([grid_text]), 12)
     return CompareOptions(strategies=tuple(specs), seeds=seeds, steps=12, prompts_per_step=8, rollouts_per_prompt=8,
@@ -565,7 +565,7 @@ def _grid_options(grid_text: str, strategy: str = "coba", seeds=(0, 1)) -> Compa
 
 
 def test_sweep_pairs_seeds_and_runs_each_configuration_as_labelled():
-    from cobarl.experiments.backends import simulated_backend
+    from cobarl.experiments.comparison.backends import simulated_backend
 
     opts = _grid_options("kappa=7,15;max_budget=16,32")
     runs = run_compare(opts, progress=False)
@@ -587,7 +587,7 @@ def _fake_run(label, seed, validation, heldout):
 
 
 def test_selection_uses_validation_never_heldout():
-    from cobarl.experiments.report_stats import summarise
+    from cobarl.experiments.report.report_stats import summarise
 
     opts = _grid_options("kappa=7,15")
     # kappa=7 is best on validation, kappa=15 on held-out, by a wide margin on every seed
@@ -607,8 +607,8 @@ def test_selection_uses_validation_never_heldout():
 
 
 def test_selection_without_the_validation_metric_chooses_nothing():
-    from cobarl.experiments.markdown import report_markdown
-    from cobarl.experiments.report_stats import summarise
+    from cobarl.experiments.report.markdown import report_markdown
+    from cobarl.experiments.report.report_stats import summarise
 
     opts = _grid_options("kappa=7")
     runs = [RunResult(label, 0, [{"step": 1, "rollouts": 64, "eval/heldout_accuracy": 0.5}], {}) for label in opts.grid.points]
@@ -618,7 +618,7 @@ def test_selection_without_the_validation_metric_chooses_nothing():
 
 
 def test_grid_report_files(monkeypatch, tmp_path):
-    from cobarl.experiments.figures import GRID_HEATMAP, grid_plot_name
+    from cobarl.experiments.report.figures import GRID_HEATMAP, grid_plot_name
 
     out = tmp_path / "grid"
     rc = main([*TINY_ARGS, "--strategies", "coba", "--grid", "kappa=7,11", "--grid", "max_budget=16,32", "--output-dir", str(out)])
@@ -657,8 +657,8 @@ def test_a_spec_with_several_options_survives_the_comma_list():
 
 
 def test_compare_train_args_reach_every_real_run_through_train_parser():
-    from cobarl.experiments.cli import build_parser, options_from_args
-    from cobarl.experiments.backends import real_run_options
+    from cobarl.experiments.comparison.cli import build_parser, options_from_args
+    from cobarl.experiments.comparison.backends import real_run_options
 
     def options(*argv):
         return options_from_args(build_parser().parse_args(list(argv)))
@@ -690,7 +690,7 @@ def test_committed_summaries_read_whole_and_round_trip(path):
     """Every committed compare report reads through summary_io, and writing it back gives the same JSON
     (older ones, without format_version, read as version 0 and are written back as the version their keys
     make them, never the current one, whose keys they lack)."""
-    from cobarl.experiments.summary_io import FORMAT_VERSION, read_summary, summary_text
+    from cobarl.experiments.report.summary_io import FORMAT_VERSION, read_summary, summary_text
 
     s = read_summary(path)
     assert s.baseline in s.strategies and s.strategies[s.baseline].allocator_config
@@ -704,7 +704,7 @@ def test_committed_summaries_read_whole_and_round_trip(path):
 
 
 def test_summary_with_a_missing_or_renamed_key_is_refused_by_name(tmp_path):
-    from cobarl.experiments.summary_io import FORMAT_VERSION, SummaryFormatError, read_summary
+    from cobarl.experiments.report.summary_io import FORMAT_VERSION, SummaryFormatError, read_summary
 
     good = json.loads((RESULTS / "real-v4-six-arms" / "summary.json").read_text())
     cases = {

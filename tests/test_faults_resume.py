@@ -254,7 +254,7 @@ def test_9_a_huge_reward_is_reported_as_returned():
 
 
 def test_9_probe_refuses_an_infinite_min_ratio():
-    from cobarl.experiments.probe import options_from_argv
+    from cobarl.experiments.comparison.probe import options_from_argv
 
     with pytest.raises(ValueError, match="--min-ratio"):
         options_from_argv(["--min-ratio", "inf"])
@@ -264,7 +264,7 @@ def test_9_probe_refuses_an_infinite_min_ratio():
 
 
 def test_5_probe_refuses_a_hanging_verifier_before_any_model(tmp_path, capsys):
-    from cobarl.experiments.probe import main as probe_main
+    from cobarl.experiments.comparison.probe import main as probe_main
 
     start = time.monotonic()
     rc = probe_main(["--reward", "test_faults_resume:hanging_reward", "--reward-timeout", "0.2", "--seeds", "2",

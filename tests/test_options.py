@@ -8,8 +8,8 @@ import json
 import pytest
 
 from cobarl.allocator import STRATEGIES, AllocatorConfig
-from cobarl.experiments.grid import parse_grid
-from cobarl.experiments.specs import parse_strategy
+from cobarl.experiments.comparison.grid import parse_grid
+from cobarl.experiments.comparison.specs import parse_strategy
 from cobarl.integrations.verl_plan import parse_settings
 from cobarl.train.cli import config_from_args
 from cobarl.train.config import allocator_fields, allocator_key, load_yaml, make_config

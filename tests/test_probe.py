@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import run_module
 
-from cobarl.experiments.probe import (
+from cobarl.experiments.comparison.probe import (
     ProbeAllocator,
     half_gains,
     ratio,

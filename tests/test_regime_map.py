@@ -1,4 +1,4 @@
-"""The regime map (`cobarl.experiments.regime_map`): built from compare reports written by the real
+"""The regime map (`cobarl.experiments.report.regime_map`): built from compare reports written by the real
 summary writer and from diagnose JSONs; the committed task-v4 reports as a real case."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from cobarl import metrics as M
 from cobarl.experiments import CompareOptions, RunResult, parse_strategies
 from cobarl.diagnose.stats import clopper_pearson
-from cobarl.experiments.regime_map import build, main
-from cobarl.experiments.report_stats import summarise
-from cobarl.experiments.summary_io import read_summary, write_summary
+from cobarl.experiments.report.regime_map import build, main
+from cobarl.experiments.report.report_stats import summarise
+from cobarl.experiments.report.summary_io import read_summary, write_summary
 from helpers import REPO
 
 V4 = [REPO / "docs/results" / name for name in ("real-v4-policies", "real-v4-six-arms", "real-v4-policies-steps")]

@@ -1,4 +1,4 @@
-"""The simulator checked cell by cell against a real regime map (cobarl.experiments.sim_map)."""
+"""The simulator checked cell by cell against a real regime map (cobarl.experiments.simulation.sim_map)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cobarl.experiments.cli import main
-from cobarl.experiments.sim_map import (
+from cobarl.experiments.comparison.cli import main
+from cobarl.experiments.simulation.sim_map import (
     cell_check,
     comparison_cells,
     gap_spearman,
@@ -128,7 +128,7 @@ def test_against_a_map_checks_every_cell_and_refuses_what_it_cannot_mirror(tmp_p
     steps = json.loads((tmp_path / "u50" / "summary.json").read_text())
     (tmp_path / "u50-steps").mkdir()
     (tmp_path / "u50-steps" / "summary.json").write_text(json.dumps({**steps, "budget": "steps"}))
-    from cobarl.experiments.sim_map import map_plan
+    from cobarl.experiments.simulation.sim_map import map_plan
     assert [n for _, _, n in map_plan([u50, str(tmp_path / "u50-steps")], None)] == [
         "families-u50-generated-x1", "families-u50-steps-x1"]
     # a real world where half budget helped: the simulator, which says it hurts, fails the bar

@@ -8,8 +8,8 @@ import pytest
 
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments import SimConfig, SimOptions, simulate
-from cobarl.experiments import simulator as sim_module
-from cobarl.experiments.sim_rollouts import StepDraws, rollout_uniforms
+from cobarl.experiments.simulation import simulator as sim_module
+from cobarl.experiments.simulation.sim_rollouts import StepDraws, rollout_uniforms
 from cobarl.policies import Kept, RolloutPolicy
 
 TINY = SimOptions(steps=12, prompts_per_step=8, rollouts_per_prompt=8,

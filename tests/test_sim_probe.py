@@ -1,4 +1,4 @@
-"""The simulated probe (cobarl.experiments.sim_probe), the simulator presets and scripts/calibrate_simulator.py."""
+"""The simulated probe (cobarl.experiments.simulation.sim_probe), the simulator presets and scripts/calibrate_simulator.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from cobarl.experiments.sim_probe import cluster_means, curve_shares, expected_histogram, run_sim_probe
-from cobarl.experiments.sim_presets import SIM_PRESETS
-from cobarl.experiments.simulator import (
+from cobarl.experiments.simulation.sim_probe import cluster_means, curve_shares, expected_histogram, run_sim_probe
+from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
+from cobarl.experiments.simulation.simulator import (
     SimConfig,
     SimOptions,
     cluster_skills_from_pass_rates,
@@ -86,7 +86,7 @@ def test_presets_load():
 
 
 def test_compare_cli_preset(tmp_path):
-    from cobarl.experiments.cli import main
+    from cobarl.experiments.comparison.cli import main
 
     out = tmp_path / "v4"
     assert main(["--sim-preset", "families-v4", "--strategies", "uniform", "--seeds", "1", "--steps", "30",

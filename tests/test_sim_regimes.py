@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cobarl.experiments.sim_presets import SIM_PRESETS, V4_LEARNER, families_v4_options
-from cobarl.experiments.simulator import SimConfig, SimOptions, SimRun, simulate
-from cobarl.experiments.specs import parse_strategy
+from cobarl.experiments.simulation.sim_presets import SIM_PRESETS, V4_LEARNER, families_v4_options
+from cobarl.experiments.simulation.simulator import SimConfig, SimOptions, SimRun, simulate
+from cobarl.experiments.comparison.specs import parse_strategy
 from cobarl.tasks.embedded import REGIMES
 
 # sha256 (first 16 hex) of (rows, summary without its wall-clock seconds) of a 40-step families-v4 run
@@ -77,7 +77,7 @@ def test_regime_config_is_checked():
 
 
 def test_compare_cli_selects_a_regime_preset(tmp_path):
-    from cobarl.experiments.cli import main
+    from cobarl.experiments.comparison.cli import main
 
     out = tmp_path / "u50"
     assert main(["--sim-preset", "families-u50", "--strategies", "uniform", "--seeds", "1", "--steps", "5",

@@ -1,4 +1,4 @@
-"""Simulated accuracy stays out of reports while it is no prediction (`cobarl.experiments.sim_trust`): the
+"""Simulated accuracy stays out of reports while it is no prediction (`cobarl.experiments.simulation.sim_trust`): the
 switch both ways, ``--sim-accuracy``, sweeps, the real back-end, and the measured numbers it cites."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cobarl.experiments import sim_trust
-from cobarl.experiments.cli import main
-from cobarl.experiments.figures import ACCURACY_PLOT, PLOTS
-from cobarl.experiments.markdown import report_markdown
-from cobarl.experiments.sim_map import cell_check, comparison_cells
-from cobarl.experiments.summary_io import SummaryFormatError, read_summary
+from cobarl.experiments.simulation import sim_trust
+from cobarl.experiments.comparison.cli import main
+from cobarl.experiments.report.figures import ACCURACY_PLOT, PLOTS
+from cobarl.experiments.report.markdown import report_markdown
+from cobarl.experiments.simulation.sim_map import cell_check, comparison_cells
+from cobarl.experiments.report.summary_io import SummaryFormatError, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--steps", "6", "--prompts-per-step", "8", "--rollouts-per-prompt", "8", "--train-prompts", "64",

@@ -91,7 +91,7 @@ def test_config_precedence_yaml_then_flags(tmp_path):
 
 def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
     """`cobarl compare --backend real` calls run_training: per-step rows with the report's metric names."""
-    from cobarl.experiments.real import run_training
+    from cobarl.experiments.comparison.real import run_training
 
     torch.set_num_threads(1)
     out = run_training(
@@ -121,10 +121,10 @@ def test_run_training_feeds_the_compare_real_backend(tmp_path, tiny_model_dir):
 
 def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
     """A strategy option of `cobarl compare --backend real` is a `cobarl train` option, validated the same way."""
-    from cobarl.experiments.backends import real_run_options
-    from cobarl.experiments.compare import run_compare
-    from cobarl.experiments.runs import CompareOptions
-    from cobarl.experiments.specs import parse_strategy
+    from cobarl.experiments.comparison.backends import real_run_options
+    from cobarl.experiments.comparison.compare import run_compare
+    from cobarl.experiments.comparison.runs import CompareOptions
+    from cobarl.experiments.comparison.specs import parse_strategy
     from cobarl.train.config import make_config
 
     opts = CompareOptions(strategies=(parse_strategy("coba:kappa=7,window=2"),), seeds=(3,), steps=5,
@@ -136,7 +136,7 @@ def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
                                  "--max-generated", "160"])  # what every real compare run adds (5 x 8 x 4 generated)
     assert from_compare == from_cli
 
-    import cobarl.experiments.real as real
+    import cobarl.experiments.comparison.real as real
 
     def must_not_run(options):
         raise AssertionError("a run started before every config was validated")

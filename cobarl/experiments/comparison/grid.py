@@ -11,7 +11,7 @@ from typing import Any
 
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments.specs import StrategySpec, format_value, option_names, parse_value
+from cobarl.experiments.comparison.specs import StrategySpec, format_value, option_names, parse_value
 
 SELECTION_METRIC = M.EVAL_VALIDATION_ACCURACY
 """What a sweep selects on: accuracy on a validation split disjoint from train and held-out."""

@@ -13,7 +13,7 @@ Examples::
     cobarl compare --strategies uniform,coba,dapo --output-dir runs/half   # continue it: only dapo runs
     cobarl compare --sim-accuracy                   # show the simulated accuracy anyway (not a prediction)
 
-Every finished run is kept in ``<output-dir>/runs/`` (`cobarl.experiments.run_store`), so the same
+Every finished run is kept in ``<output-dir>/runs/`` (`cobarl.experiments.comparison.run_store`), so the same
 command again continues an interrupted comparison, and one with more arms or seeds runs only those.
 """
 
@@ -30,23 +30,23 @@ from pathlib import Path
 from cobarl.allocator import STRATEGIES
 from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number, writable_dir
-from cobarl.experiments.backends import BACKENDS, BackendUnavailable, effective_allocator
-from cobarl.experiments.compare import CompareInterrupted, RunFailed, run_compare
-from cobarl.experiments.console import print_table
-from cobarl.experiments.grid import expand_grid, parse_grid
-from cobarl.experiments.pool import default_workers, sigterm_as_interrupt
-from cobarl.experiments.runs import BUDGETS, CompareOptions, RunResult
-from cobarl.experiments.run_store import RUNS_DIR, RunStore
-from cobarl.experiments.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
-from cobarl.experiments.report import FILES, write_report
+from cobarl.experiments.comparison.backends import BACKENDS, BackendUnavailable, effective_allocator
+from cobarl.experiments.comparison.compare import CompareInterrupted, RunFailed, run_compare
+from cobarl.experiments.report.console import print_table
+from cobarl.experiments.comparison.grid import expand_grid, parse_grid
+from cobarl.experiments.comparison.pool import default_workers, sigterm_as_interrupt
+from cobarl.experiments.comparison.runs import BUDGETS, CompareOptions, RunResult
+from cobarl.experiments.comparison.run_store import RUNS_DIR, RunStore
+from cobarl.experiments.comparison.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
+from cobarl.experiments.report.report import FILES, write_report
 from cobarl.io import FolderLock
-from cobarl.experiments.sim_vs_real import mirrored_strategies, real_comparison_settings
-from cobarl.experiments.sim_map import MAP_FILES, map_plan, write_map_report
-from cobarl.experiments.summary_io import SummaryFormatError, read_summary
-from cobarl.experiments.sim_presets import SIM_PRESETS
-from cobarl.experiments.train_args import train_args
-from cobarl.experiments.sim_trust import is_a_prediction
-from cobarl.experiments.simulator import SimConfig
+from cobarl.experiments.simulation.sim_vs_real import mirrored_strategies, real_comparison_settings
+from cobarl.experiments.simulation.sim_map import MAP_FILES, map_plan, write_map_report
+from cobarl.experiments.report.summary_io import SummaryFormatError, read_summary
+from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
+from cobarl.experiments.comparison.train_args import train_args
+from cobarl.experiments.simulation.sim_trust import is_a_prediction
+from cobarl.experiments.simulation.simulator import SimConfig
 
 DEFAULT_PRESET = "default"
 TRAIN_DIR = "train"
@@ -422,7 +422,7 @@ if __name__ == "__main__":
 
 def _compare_map(args: argparse.Namespace, argv: list[str], out: Path, prog: str) -> int:
     """One simulated comparison per real one, each with the preset named as its task, in OUT/<task>-x<budget>/;
-    then the cells of all (`cobarl.experiments.sim_map`) in OUT/report.md and OUT/map_check.json. Every
+    then the cells of all (`cobarl.experiments.simulation.sim_map`) in OUT/report.md and OUT/map_check.json. Every
     comparison is set up and checked before the first run."""
     try:
         plan = map_plan(args.against, explicit_preset(argv))

@@ -106,7 +106,7 @@ def ratio(gains: tuple[float, float]) -> float:
 def verdict(probe: Sequence[float], placebo: Sequence[float], min_ratio: float) -> dict[str, Any]:
     """Pass when the probe's mean ratio is >= ``min_ratio``, its 95 % interval excludes 1, and the paired
     difference to the placebo's ratio has a 95 % interval above 0; a seed with no ratio fails the check."""
-    from cobarl.experiments.report_stats import mean_ci
+    from cobarl.experiments.report.report_stats import mean_ci
 
     ci = mean_ci(probe)
     diff = mean_ci([a - b for a, b in zip(probe, placebo)])
@@ -233,7 +233,7 @@ def _arm(options: ProbeOptions, seed: int, arm: str, favoured_ids: list) -> dict
 def _pool_map(fn, jobs: list[tuple], workers: int) -> list:
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    from cobarl.experiments.pool import ignore_sigint, stop_pool
+    from cobarl.experiments.comparison.pool import ignore_sigint, stop_pool
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=ignore_sigint)
     try:
@@ -308,7 +308,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def write_probe(summary: dict[str, Any], out: Path) -> None:
-    from cobarl.experiments.report_stats import _clean
+    from cobarl.experiments.report.report_stats import _clean
     from cobarl.io import write_json, write_text
 
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +346,7 @@ _PROBE_SETS = {"seed": "--seeds / --seed-list", "allocator": "the probe's fixed 
 def build_parser():
     import argparse
 
-    from cobarl.experiments.pool import default_workers
+    from cobarl.experiments.comparison.pool import default_workers
 
     p = argparse.ArgumentParser(
         prog="cobarl probe", allow_abbrev=False,
@@ -410,7 +410,7 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from cobarl.experiments.pool import Terminated, sigterm_as_interrupt
+    from cobarl.experiments.comparison.pool import Terminated, sigterm_as_interrupt
 
     try:
         options = options_from_argv(sys.argv[1:] if argv is None else argv)

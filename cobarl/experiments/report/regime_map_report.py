@@ -1,4 +1,4 @@
-"""The regime map's figure and Markdown (`cobarl.experiments.regime_map` builds the numbers and calls them).
+"""The regime map's figure and Markdown (`cobarl.experiments.report.regime_map` builds the numbers and calls them).
 
 ``cells`` map (preset, budget) to label -> entry, an entry having ``label``, ``arm`` (`ArmResult`) and
 ``gap`` (`MeanCI`; None for the baseline); ``gains`` map the same keys to the baseline's gain (`mean_ci`).

@@ -9,7 +9,7 @@ so the unreachable presets add no fitted constant: they are v4's learner in anot
 
 from __future__ import annotations
 
-from cobarl.experiments.simulator import SimConfig, SimOptions, cluster_skills_from_pass_rates
+from cobarl.experiments.simulation.simulator import SimConfig, SimOptions, cluster_skills_from_pass_rates
 from cobarl.tasks.embedded import REGIMES
 from cobarl.tasks.families import Regime
 

@@ -8,7 +8,7 @@ alone (``scripts/calibrate_simulator.py``):
   its expectation under the binomial (no sampling noise);
 - uniform GRPO's held-out accuracy before and after, the share of its gain made in epoch 1 and in
   the second half of the run, and its held-out gain over its train gain;
-- the probe (:mod:`cobarl.experiments.probe`): a fixed allocation giving a stratified random half
+- the probe (:mod:`cobarl.experiments.comparison.probe`): a fixed allocation giving a stratified random half
   of the *clusters* ``weight`` x the rollouts of the other half at the same total, and the same
   split measured on the uniform run (the placebo). The split, the counts, the gains and the ratio
   are the real probe's own functions; only the pass rates differ: here they are the simulated
@@ -27,8 +27,8 @@ from scipy.stats import binom
 
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments.probe import ProbeAllocator, half_gains, ratio, stratified_half, unit_rates
-from cobarl.experiments.simulator import SimOptions, SimRun
+from cobarl.experiments.comparison.probe import ProbeAllocator, half_gains, ratio, stratified_half, unit_rates
+from cobarl.experiments.simulation.simulator import SimOptions, SimRun
 
 HISTOGRAM_SAMPLES = 16
 """Samples per train prompt behind the real histogram (``cobarl probe``'s TRAIN_SAMPLES)."""

@@ -14,11 +14,11 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.grid import SELECTION_METRIC
-from cobarl.experiments.runs import CompareOptions, RunResult
-from cobarl.experiments.specs import format_value
-from cobarl.experiments.report_stats import _series, accuracy_key, rollout_curve
-from cobarl.experiments.simulator import PASS_RATE_BINS, PHASES
+from cobarl.experiments.comparison.grid import SELECTION_METRIC
+from cobarl.experiments.comparison.runs import CompareOptions, RunResult
+from cobarl.experiments.comparison.specs import format_value
+from cobarl.experiments.report.report_stats import _series, accuracy_key, rollout_curve
+from cobarl.experiments.simulation.simulator import PASS_RATE_BINS, PHASES
 from cobarl.io import write_atomic
 from cobarl.stats import BUCKETS
 

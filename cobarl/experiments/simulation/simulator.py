@@ -62,7 +62,7 @@ split, drawn the same way from a separate random stream (so adding them changes 
 draw): never trained on, disjoint from both, used only to choose settings (``cobarl compare --grid``).
 
 Common random numbers: for a seed, the task, the prompt order and the uniform draws behind every
-reward (rollout j of a prompt in a step, counted across rounds: :mod:`cobarl.experiments.sim_rollouts`)
+reward (rollout j of a prompt in a step, counted across rounds: :mod:`cobarl.experiments.simulation.sim_rollouts`)
 are the same for all strategies, so per-seed differences between strategies are paired.
 """
 
@@ -78,7 +78,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import baseline_advantages, group_advantages
 from cobarl.allocator import Allocator, AllocatorConfig
-from cobarl.experiments.sim_rollouts import StepDraws, rollout_uniforms, sample_rewards
+from cobarl.experiments.simulation.sim_rollouts import StepDraws, rollout_uniforms, sample_rewards
 from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy, run_step
 from cobarl.stats import difficulty_buckets, transition_counts
 

@@ -1,5 +1,5 @@
 """``report.md``: the setting, a sweep's choice, the results table, the paired gaps, the simulator
-check and the figures, from the summary (`cobarl.experiments.report_stats.summarise`)."""
+check and the figures, from the summary (`cobarl.experiments.report.report_stats.summarise`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from cobarl.experiments import sim_trust
-from cobarl.experiments.specs import format_value
-from cobarl.experiments.figures import GRID_HEATMAP, PLOTS, values_text
-from cobarl.experiments.sim_map import cell_check_md
+from cobarl.experiments.simulation import sim_trust
+from cobarl.experiments.comparison.specs import format_value
+from cobarl.experiments.report.figures import GRID_HEATMAP, PLOTS, values_text
+from cobarl.experiments.simulation.sim_map import cell_check_md
 
 def _pm(entry: dict | None, scale: float = 1.0, digits: int = 3) -> str:
     if not entry or entry.get("mean") is None:
@@ -333,7 +333,7 @@ def _points(share: float | None) -> float | None:
 
 
 def _check_md(check: dict[str, Any]) -> list[str]:
-    """The simulator-vs-real section (`cobarl.experiments.sim_vs_real.simulator_check`)."""
+    """The simulator-vs-real section (`cobarl.experiments.simulation.sim_vs_real.simulator_check`)."""
     rc, gains, base = check["rank_correlation"], check["baseline_gain"], check["baseline"]
 
     def num(x: float | None, fmt: str) -> str:

@@ -1,7 +1,7 @@
 """Whether the simulator's accuracy is shown as a result: one switch, set from the measured check.
 
-The simulator (`cobarl.experiments.simulator`) was checked against real training cell by cell
-(`cobarl.experiments.sim_map`: policy x task x budget, each policy's paired Δ held-out accuracy against
+The simulator (`cobarl.experiments.simulation.simulator`) was checked against real training cell by cell
+(`cobarl.experiments.simulation.sim_map`: policy x task x budget, each policy's paired Δ held-out accuracy against
 uniform; the bar is sign agreement >= 80 % of the cells whose real CI excludes 0 and Spearman >= 0.7).
 While it fails that bar, a simulated comparison's report shows what the simulator is trusted for
 (budgets, effective-gradient ratios, spending per step, transitions) and says why its accuracy is left
@@ -11,7 +11,7 @@ and so is the check itself (``--against``), whose evidence is both sides' accura
 
 from __future__ import annotations
 
-from cobarl.experiments.sim_map import SIGN_AGREEMENT_BAR, SPEARMAN_BAR
+from cobarl.experiments.simulation.sim_map import SIGN_AGREEMENT_BAR, SPEARMAN_BAR
 
 SIM_ACCURACY_IS_A_PREDICTION: bool = False
 """True once the simulator meets the bar on the real regime map (`MEASURED`); then its accuracy is shown

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cobarl.experiments.report_stats import _clean
-from cobarl.experiments.sim_presets import SIM_PRESETS
-from cobarl.experiments.summary_io import SummaryFormatError, read_summary
+from cobarl.experiments.report.report_stats import _clean
+from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
+from cobarl.experiments.report.summary_io import SummaryFormatError, read_summary
 from cobarl.io import write_json, write_text
 from cobarl.tasks.embedded import DEFAULT_TASK
 

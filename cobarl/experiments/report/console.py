@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cobarl.experiments import sim_trust
-from cobarl.experiments.markdown import accuracy_shown, arm_budget
+from cobarl.experiments.simulation import sim_trust
+from cobarl.experiments.report.markdown import accuracy_shown, arm_budget
 
 
 def print_table(summary: dict[str, Any]) -> None:

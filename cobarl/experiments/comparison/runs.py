@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments.grid import Grid
-from cobarl.experiments.simulator import SimConfig, SimOptions
-from cobarl.experiments.specs import StrategySpec
+from cobarl.experiments.comparison.grid import Grid
+from cobarl.experiments.simulation.simulator import SimConfig, SimOptions
+from cobarl.experiments.comparison.specs import StrategySpec
 
 BACKEND_NAMES = ("simulated", "real")
 BUDGETS = ("generated", "steps")
-"""The back-ends (`cobarl.experiments.backends.BACKENDS`)."""
+"""The back-ends (`cobarl.experiments.comparison.backends.BACKENDS`)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class CompareOptions:
             ``"steps"``: every run trains ``steps`` steps, whatever it generates.
         grid: the sweep's structure when this comparison is a tuning sweep (`expand_grid`).
         sim_accuracy: simulated back-end: show its accuracy in the report and console even while it is
-            not a prediction (`cobarl.experiments.sim_trust`), under a warning; it changes no run.
+            not a prediction (`cobarl.experiments.simulation.sim_trust`), under a warning; it changes no run.
         run_root: real back-end: the folder that holds every run's ``cobarl train`` folder
             (``<output-dir>/train`` from the CLI), so a comparison writes nothing outside its own folder;
             None: ``cobarl train``'s default place (``runs/``). It changes no run's result.

@@ -18,9 +18,9 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.backends import effective_allocator
-from cobarl.experiments.grid import SELECTION_METRIC
-from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.comparison.backends import effective_allocator
+from cobarl.experiments.comparison.grid import SELECTION_METRIC
+from cobarl.experiments.comparison.runs import CompareOptions, RunResult
 
 ACCURACY_KEYS = (M.EVAL_HELDOUT_ACCURACY,)
 

@@ -1,8 +1,8 @@
 """The back-ends of ``cobarl compare``: functions ``(spec, seed, options) -> RunResult``, one
 training run each.
 
-* ``simulated``: :mod:`cobarl.experiments.simulator` (no LLM; many seeds in seconds);
-* ``real``: ``cobarl.experiments.real.run_training(config) -> dict`` (the ``cobarl train`` trainer).
+* ``simulated``: :mod:`cobarl.experiments.simulation.simulator` (no LLM; many seeds in seconds);
+* ``real``: ``cobarl.experiments.comparison.real.run_training(config) -> dict`` (the ``cobarl train`` trainer).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from cobarl import __version__
 from cobarl import metrics as M
 from cobarl.allocator import AllocatorConfig
-from cobarl.experiments.runs import BACKEND_NAMES, CompareOptions, RunResult, run_name
-from cobarl.experiments.simulator import simulate
-from cobarl.experiments.specs import StrategySpec
+from cobarl.experiments.comparison.runs import BACKEND_NAMES, CompareOptions, RunResult, run_name
+from cobarl.experiments.simulation.simulator import simulate
+from cobarl.experiments.comparison.specs import StrategySpec
 
 def simulated_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
     rows, summary = simulate(
@@ -93,7 +93,7 @@ def run_settings(spec: StrategySpec, seed: int, options: CompareOptions) -> dict
     """What determines one run's result, flat and JSON-ready (as it reads back from a file): the
     resolved allocator settings and, on the real back-end, the whole `TrainConfig` ``cobarl train``
     builds from them, so a default filled in differently or a changed ``--train-args`` shows. The run
-    store (`cobarl.experiments.run_store`) reuses a finished run only under equal settings. The keys
+    store (`cobarl.experiments.comparison.run_store`) reuses a finished run only under equal settings. The keys
     a user sets by a compare flag come first, so a difference is named by the flag that made it."""
     head = {"backend": options.backend, "seed": seed, "budget": options.budget, "steps": options.steps,
             "prompts_per_step": options.prompts_per_step, "rollouts_per_prompt": options.rollouts_per_prompt,
@@ -119,7 +119,7 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
-    """One ``cobarl train`` run via ``cobarl.experiments.real.run_training(options) -> dict``.
+    """One ``cobarl train`` run via ``cobarl.experiments.comparison.real.run_training(options) -> dict``.
 
     The options (`real_run_options`) go through the same `cobarl.train.config.make_config` as the
     ``cobarl train`` command line; the result holds ``rows``: one dict per step with ``step`` and
@@ -146,7 +146,7 @@ def real_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunR
 
 
 def real_backend_function() -> Callable[[dict], dict]:
-    """`cobarl.experiments.real.run_training`, once the trainer it drives is known to import."""
+    """`cobarl.experiments.comparison.real.run_training`, once the trainer it drives is known to import."""
     try:
         from cobarl.train.run import run  # noqa: F401 -- the trainer and the `train` extras
     except ImportError as err:
@@ -154,7 +154,7 @@ def real_backend_function() -> Callable[[dict], dict]:
             "the real backend runs cobarl train, which needs the `train` extras (pip install 'cobarl[train]'); "
             f"it could not be imported: {err}"
         ) from None
-    from cobarl.experiments import real
+    from cobarl.experiments.comparison import real
 
     return real.run_training
 

@@ -1,7 +1,7 @@
 """Turn the runs of a comparison into ``summary.json``, ``metrics.csv``, PNG plots and ``report.md``.
 
-The numbers come from `cobarl.experiments.report_stats`, the figures from
-`cobarl.experiments.figures`, the prose from `cobarl.experiments.markdown`. Every file is written
+The numbers come from `cobarl.experiments.report.report_stats`, the figures from
+`cobarl.experiments.report.figures`, the prose from `cobarl.experiments.report.markdown`. Every file is written
 atomically (`cobarl.io.write_atomic`), so a reader never sees half a report.
 """
 
@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cobarl.experiments import sim_trust
-from cobarl.experiments.runs import CompareOptions, RunResult
-from cobarl.experiments.figures import PLOTS, plot_all, plot_grid
-from cobarl.experiments.markdown import report_markdown
-from cobarl.experiments.report_stats import _clean, metrics_csv, summarise
-from cobarl.experiments.sim_vs_real import simulator_check
-from cobarl.experiments.summary_io import write_summary
+from cobarl.experiments.simulation import sim_trust
+from cobarl.experiments.comparison.runs import CompareOptions, RunResult
+from cobarl.experiments.report.figures import PLOTS, plot_all, plot_grid
+from cobarl.experiments.report.markdown import report_markdown
+from cobarl.experiments.report.report_stats import _clean, metrics_csv, summarise
+from cobarl.experiments.simulation.sim_vs_real import simulator_check
+from cobarl.experiments.report.summary_io import write_summary
 from cobarl.io import write_text
 
 FILES = ("summary.json", "metrics.csv", "report.md")
@@ -33,10 +33,10 @@ def write_report(
 
     ``incomplete``: see `summarise` (a comparison stopped early reports what had finished).
     ``against``: ``(folder, summary)`` of a real comparison this simulated one mirrors; the
-    simulator check (`cobarl.experiments.sim_vs_real`) goes into summary.json and report.md.
-    ``provenance``: per run, reused or run now (`cobarl.experiments.run_store.RunStore.provenance`).
+    simulator check (`cobarl.experiments.simulation.sim_vs_real`) goes into summary.json and report.md.
+    ``provenance``: per run, reused or run now (`cobarl.experiments.comparison.run_store.RunStore.provenance`).
     A report already in ``out`` (of a comparison this one continues) is replaced whole, its plots too.
-    A simulated comparison records ``accuracy_shown`` (`cobarl.experiments.sim_trust.shows_accuracy`);
+    A simulated comparison records ``accuracy_shown`` (`cobarl.experiments.simulation.sim_trust.shows_accuracy`);
     without it the accuracy figure is not drawn.
     """
     out = Path(out_dir)

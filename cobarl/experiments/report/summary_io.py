@@ -3,7 +3,7 @@
 A comparison's summary is a `ComparisonSummary`: its settings, one `ArmResult` per strategy (per-metric
 `MeanCI` over seeds), one `PairedGap` per arm against the baseline, and, untyped, a sweep's
 ``grid``, a stopped comparison's ``incomplete`` and ``--against``'s ``simulator_check``. The JSON
-layout is the one `cobarl.experiments.report_stats.summarise` builds, plus ``format_version``.
+layout is the one `cobarl.experiments.report.report_stats.summarise` builds, plus ``format_version``.
 
 Reading is all or nothing: a key the format needs that is missing (renamed, or written by another
 version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions:
@@ -16,11 +16,11 @@ version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions
   per step), accuracy at equal generated rollouts (per arm and paired against the baseline) and its
   G, ``equal_generated_rollouts``. Older files may hold these keys; they are read when present.
 * 3: ``runs`` required: per reported run, its ``label``, ``seed``, whether it was ``reused`` from the
-  folder's run store (`cobarl.experiments.run_store`) or run by this command, and the ``command`` that
+  folder's run store (`cobarl.experiments.comparison.run_store`) or run by this command, and the ``command`` that
   first produced it, ``finished_at``.
 
 Any version may hold ``accuracy_shown`` (a bool, written for simulated comparisons since
-`cobarl.experiments.sim_trust`): whether report.md showed the simulated accuracy; absent (every
+`cobarl.experiments.simulation.sim_trust`): whether report.md showed the simulated accuracy; absent (every
 comparison before it, and the real back-end): shown.
 
 A summary is written as the highest version whose keys it holds (`ComparisonSummary.layout_version`),

@@ -10,7 +10,7 @@ comparable; what can match is the *order* of the arms and the *relative* size of
 - each arm's paired gap against the baseline, side by side, also as a share of the baseline's own
   RL gain (final − initial), which puts both back-ends' gaps on one scale;
 - sign agreement of the held-out gaps, and which real gaps are resolved (CI excludes 0);
-- the cell-by-cell check and its verdict (`cobarl.experiments.sim_map`), over this comparison's
+- the cell-by-cell check and its verdict (`cobarl.experiments.simulation.sim_map`), over this comparison's
   arms; ``--against`` with several real comparisons (a regime map) pools the cells of all.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from cobarl.experiments.sim_map import cell_check, comparison_cells, excludes_zero, mean_of, real_task, spearman
-from cobarl.experiments.sim_presets import SIM_PRESETS
-from cobarl.experiments.specs import FIXED_FIELDS, StrategySpec, parse_strategy
-from cobarl.experiments.summary_io import ComparisonSummary
+from cobarl.experiments.simulation.sim_map import cell_check, comparison_cells, excludes_zero, mean_of, real_task, spearman
+from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
+from cobarl.experiments.comparison.specs import FIXED_FIELDS, StrategySpec, parse_strategy
+from cobarl.experiments.report.summary_io import ComparisonSummary
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
 """What ``--against`` takes from the real comparison, besides its strategy labels."""
@@ -34,7 +34,7 @@ AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "
 
 def real_comparison_settings(real: ComparisonSummary) -> dict[str, Any]:
     """The settings a simulated run needs to mirror the real comparison ``real`` (its summary.json, read
-    whole by `cobarl.experiments.summary_io.read_summary`): ``strategies`` maps each arm's label to
+    whole by `cobarl.experiments.report.summary_io.read_summary`): ``strategies`` maps each arm's label to
     the allocator settings it ran with."""
     if real.backend != "real":
         raise ValueError(f"--against takes a real comparison's report (backend 'real'); this one is {real.backend!r}")

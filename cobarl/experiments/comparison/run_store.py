@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cobarl.experiments.backends import run_settings
-from cobarl.experiments.runs import CompareOptions, RunResult, run_name
+from cobarl.experiments.comparison.backends import run_settings
+from cobarl.experiments.comparison.runs import CompareOptions, RunResult, run_name
 from cobarl.io import write_text
 
 RUNS_DIR = "runs"

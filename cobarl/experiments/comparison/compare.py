@@ -1,8 +1,8 @@
 """Run several allocation strategies on one task with the same seeds: ``cobarl compare``.
 
-Every strategy x seed runs on a back-end (`cobarl.experiments.backends`), in this process or in a
-pool of workers (`cobarl.experiments.pool`). Strategies are specs (`cobarl.experiments.specs`); a
-tuning sweep's arms come from `cobarl.experiments.grid`.
+Every strategy x seed runs on a back-end (`cobarl.experiments.comparison.backends`), in this process or in a
+pool of workers (`cobarl.experiments.comparison.pool`). Strategies are specs (`cobarl.experiments.comparison.specs`); a
+tuning sweep's arms come from `cobarl.experiments.comparison.grid`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from cobarl.experiments.backends import check_real_runs, real_backend_function, run_one
-from cobarl.experiments.pool import Terminated, ignore_sigint, stop_pool
-from cobarl.experiments.runs import CompareOptions, RunResult
+from cobarl.experiments.comparison.backends import check_real_runs, real_backend_function, run_one
+from cobarl.experiments.comparison.pool import Terminated, ignore_sigint, stop_pool
+from cobarl.experiments.comparison.runs import CompareOptions, RunResult
 
 
 class CompareInterrupted(KeyboardInterrupt):

@@ -1,6 +1,6 @@
 """The regime map: each policy's held-out gain over uniform GRPO along the regimes of the embedded task.
 
-    python -m cobarl.experiments.regime_map docs/results/real-v4-policies docs/results/real-v4-six-arms \\
+    python -m cobarl.experiments.report.regime_map docs/results/real-v4-policies docs/results/real-v4-six-arms \\
         docs/results/real-v4-policies-steps runs/map-u50 runs/map-u50-steps \\
         --diagnose families-v4=runs/diag-v4 --diagnose families-u50=d0.json,d1.json,d2.json \\
         --out runs/regime-map --install cobarl/data/regime_map.json
@@ -11,7 +11,7 @@ A report's preset is the ``--task`` of its recorded ``--train-args`` (families-v
 budget mode the summary's ``budget`` ("generated" in files written before the option existed).
 
 What it measures: per (preset, budget) cell, each policy's paired gap in final held-out accuracy
-against the report's uniform baseline, as `cobarl.experiments.report_stats` computed it (mean over
+against the report's uniform baseline, as `cobarl.experiments.report.report_stats` computed it (mean over
 seeds and its 95 % Student-t interval): at equal generated rollouts with ``--budget generated`` (every
 run ends at the same generated total), at equal steps with ``--budget steps``. Along x, the regime:
 the share of the 0/k prompts that sampling does not reach within ``max_samples`` samples.
@@ -41,9 +41,9 @@ from typing import Any
 
 from cobarl.diagnose.placement import MAP_FORMAT, MAP_VERSION  # one definition: the reader's
 from cobarl.diagnose.stats import clopper_pearson
-from cobarl.experiments.regime_map_report import Cells, budgets, markdown, unreachable, write_outputs
-from cobarl.experiments.report_stats import mean_ci
-from cobarl.experiments.summary_io import ArmResult, ComparisonSummary, MeanCI, read_summary
+from cobarl.experiments.report.regime_map_report import Cells, budgets, markdown, unreachable, write_outputs
+from cobarl.experiments.report.report_stats import mean_ci
+from cobarl.experiments.report.summary_io import ArmResult, ComparisonSummary, MeanCI, read_summary
 
 DELTA_METRIC = "final_heldout_accuracy"
 """The paired gap mapped: at equal generated rollouts or equal steps, as the report's budget says."""
@@ -299,7 +299,7 @@ def measured_on_text(reports: list[Report], note: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cobarl.experiments.regime_map",
+    p = argparse.ArgumentParser(prog="python -m cobarl.experiments.report.regime_map",
                                 description="Map each policy's held-out gain over uniform GRPO along the task's regimes "
                                 "(from real cobarl compare reports and cobarl diagnose JSONs).")
     p.add_argument("reports", nargs="+", metavar="REPORT_DIR", help="cobarl compare report folders (real back-end).")
