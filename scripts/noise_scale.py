@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cobarl.advantages import group_advantages
-from cobarl.models.load import load_policy, resolve_model_path
+from cobarl.models.load import load_model, resolve_model_path
 from cobarl.rewards import load_reward
 from cobarl.train.data import embedded_datasets
 
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=8)
     args = p.parse_args()
     torch.set_num_threads(1)
-    model, tokenizer = load_policy(resolve_model_path(args.model, seed=args.seed, task=args.task))
+    model, tokenizer = load_model(resolve_model_path(args.model, seed=args.seed, task=args.task))
     train, _, _ = embedded_datasets(train_size=args.train_size, eval_size=512, seed=args.seed, task=args.task)
     verifier = load_reward("exact")
     rng = random.Random(args.seed)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cobarl
-from cobarl import Allocator, AllocatorConfig
+from cobarl import Allocator, StrategyConfig
 
 
 def run_steps(alloc, rng, steps=5, m=16, total=16 * 8):
@@ -86,15 +86,15 @@ def test_callable_strategy():
 
 def test_unknown_strategy_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown strategy 'grpo'; valid: uniform, coba"):
-        AllocatorConfig(strategy="grpo")
+        StrategyConfig(strategy="grpo")
 
 
 def test_each_strategy_runs_with_its_papers_statistics():
-    coba_ref = AllocatorConfig(strategy="coba-reference").resolved()
+    coba_ref = StrategyConfig(strategy="coba-reference").resolved()
     assert (coba_ref.tau, coba_ref.success, coba_ref.stats, coba_ref.prior) == ("adaptive", "==1", "appearances", "half")
     knap = Allocator(strategy="knapsack-rl").config
     assert (knap.stats, knap.recent_rollouts, knap.min_rollouts, knap.stats_window) == ("recent-rollouts", 16, 8, None)
-    coba = AllocatorConfig(strategy="coba")
+    coba = StrategyConfig(strategy="coba")
     assert coba.tau is None and coba.resolved().tau == 8.0
     # Unset options follow the strategy, also through dataclasses.replace (how configs are derived).
     assert dataclasses.replace(coba, strategy="coba-reference").resolved().tau == "adaptive"
@@ -136,7 +136,7 @@ def test_success_rule_reaches_statistics_and_capability():
 )
 def test_bad_config_is_refused(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        AllocatorConfig(**kwargs)
+        StrategyConfig(**kwargs)
 
 
 def test_plan_refuses_float_budget_and_duplicate_ids():
@@ -190,5 +190,5 @@ def test_allocator_options_are_refused_for_a_policy_that_ignores_them():
     """kappa, tau, success, ... mean nothing to Reinforce-Ada or DAPO: refused, not silently ignored."""
     for options in ({"kappa": 7.0}, {"success": ">0.5"}, {"tau": 4.0}, {"stats_window": 2}):
         with pytest.raises(ValueError, match="does not use"):
-            AllocatorConfig(strategy="reinforce-ada", **options)
-    AllocatorConfig(strategy="dapo", max_budget=32).resolved()  # budgets bound every strategy (simulator draws)
+            StrategyConfig(strategy="reinforce-ada", **options)
+    StrategyConfig(strategy="dapo", max_budget=32).resolved()  # budgets bound every strategy (simulator draws)

@@ -16,7 +16,7 @@ import pytest
 from cobarl import group_advantages
 from cobarl.allocation.baselines import uniform as uniform_counts
 from cobarl.stats import BUCKETS
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.experiments import (
     CompareOptions,
     RunResult,
@@ -51,7 +51,7 @@ TINY_ARGS = [
 
 
 def _rows(strategy, seed=0, options=TINY, **kw):
-    return simulate(AllocatorConfig(strategy=strategy, total_steps=options.steps, **kw), seed, options)
+    return simulate(StrategyConfig(strategy=strategy, total_steps=options.steps, **kw), seed, options)
 
 
 def test_simulator_is_deterministic_for_a_seed():
@@ -118,7 +118,7 @@ def test_twice_the_rollouts_move_a_logit_sqrt2_as_far():
 
 
 def test_budget_contract_and_multiplier():
-    rows, summary = simulate(AllocatorConfig(strategy="coba", total_steps=TINY.steps), 0, TINY, budget_multiplier=0.5)
+    rows, summary = simulate(StrategyConfig(strategy="coba", total_steps=TINY.steps), 0, TINY, budget_multiplier=0.5)
     assert all(r["budget/total"] == 8 * 8 * 0.5 for r in rows)
     assert summary["rollouts"] == 12 * 32
     assert np.asarray(summary["transitions"]).sum() == TINY_SIM.train_prompts
@@ -576,7 +576,7 @@ def test_sweep_pairs_seeds_and_runs_each_configuration_as_labelled():
         # the same task and held-out/validation prompts for every configuration of a seed
         assert len({r.summary["initial_heldout_accuracy"] for r in same_seed}) == 1
     run = next(r for r in runs if r.label == "coba:kappa=15,max_budget=16" and r.seed == 1)
-    direct, _ = simulate(AllocatorConfig(strategy="coba", kappa=15.0, max_budget=16, total_steps=12), 1, opts.sim_options())
+    direct, _ = simulate(StrategyConfig(strategy="coba", kappa=15.0, max_budget=16, total_steps=12), 1, opts.sim_options())
     assert run.rows == direct
     assert simulated_backend(opts.strategies[0], 1, opts).rows == _rows("coba", seed=1)[0]  # the base arm
 

@@ -80,7 +80,8 @@ def test_tokenizer_of_the_task_round_trips_its_prompts():
 
 def test_a_run_saved_before_the_task_option_resumes_on_its_own_task(tmp_path):
     pytest.importorskip("yaml")
-    from cobarl.train.config import TrainConfig, dump_yaml, load_yaml
+    from cobarl.train.config import TrainConfig
+    from cobarl.train.config_files import dump_yaml, load_yaml
     from cobarl.train.rundir import load_run_config
 
     path = tmp_path / "config.yaml"

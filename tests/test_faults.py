@@ -25,7 +25,7 @@ from cobarl.experiments.comparison.cli import main as compare_main  # noqa: E402
 from cobarl.io import FolderLock  # noqa: E402
 from cobarl.rewards import GuardedReward  # noqa: E402
 from cobarl.train.cli import config_from_args, main  # noqa: E402
-from cobarl.train.config import load_yaml  # noqa: E402
+from cobarl.train.config_files import load_yaml  # noqa: E402
 from cobarl.train.evaluate import sample_scores  # noqa: E402
 from cobarl.train.metrics_log import METRICS_FILE, read_metrics, repair_metrics  # noqa: E402
 from cobarl.train.rundir import check_resume_state, prepare_run_dir  # noqa: E402

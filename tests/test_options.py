@@ -1,24 +1,28 @@
-"""One source per option: every AllocatorConfig field reads the same through every front end."""
+"""One source per option: every policy's options read the same through every front end."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
-from cobarl.allocator import STRATEGIES, AllocatorConfig
+from cobarl import STRATEGIES, StrategyConfig
 from cobarl.experiments.comparison.grid import parse_grid
 from cobarl.experiments.comparison.specs import parse_strategy
 from cobarl.integrations.verl_plan import parse_settings
 from cobarl.train.cli import config_from_args
-from cobarl.train.config import allocator_fields, allocator_key, load_yaml, make_config
+from cobarl.train.config import make_config, strategy_option_fields
+from cobarl.train.config_files import load_yaml
 
 # field -> (strategy it is valid with, the value as typed, the value the field holds); a value unlike
 # the default, so a front end that drops the option fails too.
 CASES = {
     "strategy": ("knapsack", "knapsack", "knapsack"),
     "min_budget": ("coba", "4", 4),
+    "schedule": ("coba", "explore-to-exploit", "explore-to-exploit"),
+    "method": ("coba", "heap", "heap"),
+    "value": ("coba", "knapsack", "knapsack"),
+    "variant": ("reinforce-ada", "positive_focused", "positive_focused"),
     "max_budget": ("coba", "64", 64),
     "kappa": ("coba", "7.5", 7.5),
     "window": ("coba", "3", 3),
@@ -40,42 +44,40 @@ CASES = {
     "scale_by_std": ("reinforce-ada", "true", True),
     "gen_batch_factor": ("dapo", "2", 2),
     "max_gen_batches": ("dapo", "0", 0),
-    "gvm_alpha": ("gvm", "0.01", 0.01),
-    "gvm_beta": ("gvm", "3", 3.0),
+    "weight_alpha": ("gvm", "0.01", 0.01),
+    "weight_beta": ("gvm", "3", 3.0),
     "generate_size": ("pods", "12", 12),
-    "greso_sampling_factor": ("greso", "2", 2.0),
-    "greso_min_sampling_batch": ("greso", "8", 8),
-    "greso_max_gen_batches": ("greso", "0", 0),
-    "greso_p_easy": ("greso", "0.7", 0.7),
-    "greso_p_hard": ("greso", "0.3", 0.3),
-    "greso_target_zero_variance": ("greso", "0.5", 0.5),
-    "greso_min_p": ("greso", "0.1", 0.1),
-    "greso_max_p": ("greso", "0.9", 0.9),
+    "sampling_factor": ("greso", "2", 2.0),
+    "min_sampling_batch": ("greso", "8", 8),
+    "p_easy": ("greso", "0.7", 0.7),
+    "p_hard": ("greso", "0.3", 0.3),
+    "target_zero_variance": ("greso", "0.5", 0.5),
+    "min_p": ("greso", "0.1", 0.1),
+    "max_p": ("greso", "0.9", 0.9),
 }
 
 
 def test_every_option_has_a_case():
-    assert set(CASES) == {f.name for f in allocator_fields()}
+    assert set(CASES) == {"strategy", *strategy_option_fields()}
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_an_option_reads_the_same_through_every_front_end(tmp_path, name):
     strategy, text, want = CASES[name]
-    key = allocator_key(next(f for f in dataclasses.fields(AllocatorConfig) if f.name == name))
-    flag = "--" + key.replace("_", "-")
-    got = {"cobarl train flag": config_from_args(["--allocator", strategy, flag, text]).allocator}
+    flag = "--" + name.replace("_", "-")
+    got = {"cobarl train flag": config_from_args(["--strategy", strategy, flag, text]).strategy}
     path = tmp_path / "c.yaml"
-    lines = {"allocator": strategy, key: want}  # each value as YAML types it
+    lines = {"strategy": strategy, name: want}  # each value as YAML types it
     path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in lines.items()))
-    got["YAML"] = make_config(load_yaml(path)).allocator
+    got["YAML"] = make_config(load_yaml(path)).strategy
     spec = strategy if name == "strategy" else f"{strategy}:{name}={text}"
-    got["cobarl compare spec"] = parse_strategy(spec).allocator_config(10)
+    got["cobarl compare spec"] = parse_strategy(spec).strategy_config(10)
     for typed, value in (("text", text), ("typed", want)):
         if STRATEGIES[strategy].policy != "allocator":  # the verl plugin refuses the policy or its own options
             with pytest.raises(ValueError, match="cannot run"):
                 parse_settings({"strategy": strategy, name: value})
             continue
-        got[f"verl ({typed})"] = parse_settings({"strategy": strategy, name: value}).allocator
+        got[f"verl ({typed})"] = parse_settings({"strategy": strategy, name: value}).strategy
     for where, config in got.items():
         assert getattr(config, name) == want and type(getattr(config, name)) is type(want), where
     if name != "strategy":  # a grid varies options of one strategy

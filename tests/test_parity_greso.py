@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.policies import GresoPolicy, PromptStream, make_policy, run_step
 from cobarl.policies.greso import (
     SKIP_CODES,
@@ -99,7 +99,7 @@ def _rewards(pid: int, k: int) -> float:
 
 
 def _policy(**options) -> GresoPolicy:
-    policy = make_policy(AllocatorConfig(strategy="greso", greso_min_sampling_batch=4, **options))
+    policy = make_policy(StrategyConfig(strategy="greso", greso_min_sampling_batch=4, **options))
     policy.stream = PromptStream(range(DATA), seed=5)
     return policy
 
@@ -149,13 +149,13 @@ def test_policy_state_round_trips_and_resumes_identically():
 
 
 def test_policy_refuses_after_the_cap():
-    policy = make_policy(AllocatorConfig(strategy="greso", greso_max_gen_batches=2))
+    policy = make_policy(StrategyConfig(strategy="greso", greso_max_gen_batches=2))
     policy.stream = PromptStream(range(8, 1000))  # only all-wrong prompts
 
     with pytest.raises(RuntimeError, match="greso_max_gen_batches"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
     # without a cap, a step that has drawn more prompts than the data hold stops instead of looping forever
-    policy = make_policy(AllocatorConfig(strategy="greso", greso_max_gen_batches=0))
+    policy = make_policy(StrategyConfig(strategy="greso", greso_max_gen_batches=0))
     policy.stream = PromptStream(range(8, 16))
     with pytest.raises(RuntimeError, match="more than the 8 of the data"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
@@ -163,7 +163,7 @@ def test_policy_refuses_after_the_cap():
 
 def test_options_belong_to_greso():
     with pytest.raises(ValueError, match="greso_p_easy is an option of greso"):
-        AllocatorConfig(strategy="dapo", greso_p_easy=0.3)
-    config = AllocatorConfig(strategy="greso").resolved()
+        StrategyConfig(strategy="dapo", greso_p_easy=0.3)
+    config = StrategyConfig(strategy="greso").resolved()
     assert (config.greso_target_zero_variance, config.greso_min_p, config.greso_max_p) == (0.25, 0.05, 0.95)
     assert (config.greso_p_easy, config.greso_p_hard, config.greso_min_sampling_batch) == (0.5, 0.5, 64)

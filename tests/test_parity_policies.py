@@ -17,7 +17,7 @@ import pytest
 
 from cobarl.advantages import baseline_advantages
 from cobarl.allocation.gvm import gvm_ratios, gvm_weights, round_preserving_sum
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.policies import PromptStream, make_policy, run_step
 from cobarl.policies.dapo import DapoPolicy
 from cobarl.policies.pods import max_variance_subset
@@ -37,7 +37,7 @@ def _binary(rec: dict) -> bool:
 def _ada(rec: dict):
     """Run cobarl's Reinforce-Ada on one vector's rewards; returns (policy, kept rows by prompt, row labels)."""
     name = "reinforce-ada" if rec["choice"] == "balanced" else "reinforce-ada-pos"
-    config = AllocatorConfig(strategy=name, round_size=rec["round_size"], max_rounds=rec["max_rounds"],
+    config = StrategyConfig(strategy=name, round_size=rec["round_size"], max_rounds=rec["max_rounds"],
                              positive_threshold=rec["positive_threshold"],
                              pool_baseline="counts" if _binary(rec) else "mean",
                              scale_by_std=rec["norm_adv_by_std_in_grpo"])
@@ -156,7 +156,7 @@ def test_dapo_vectors_cover_enough_cases():
 def test_dapo_keeps_and_refills_as_the_public_code(rec):
     """The policy's own filter, refill and cap, fed the vector's generation batches (their sizes as given)."""
     b = rec["train_batch_size"]
-    policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=rec["max_num_gen_batches"]))
+    policy = make_policy(StrategyConfig(strategy="dapo", max_gen_batches=rec["max_num_gen_batches"]))
     assert isinstance(policy, DapoPolicy)
     policy.stream = PromptStream(range(10_000))  # unused: the vector's batches replace it
 

@@ -42,9 +42,9 @@ def test_weighted_counts_sum_and_ratio(n_fav, total):
 
 
 def test_probe_allocator_plans_the_weights_and_keeps_statistics():
-    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import StrategyConfig
 
-    alloc = ProbeAllocator(AllocatorConfig(strategy="uniform"), favoured_ids={0, 1}, weight=3.0)
+    alloc = ProbeAllocator(StrategyConfig(strategy="uniform"), favoured_ids={0, 1}, weight=3.0)
     plan = alloc.plan([0, 1, 2, 3], 16)
     assert plan.counts.tolist() == [6, 6, 2, 2] and plan.method == "probe"
     alloc.observe([0] * 6 + [2] * 2, np.array([1.0] * 6 + [0.0] * 2))

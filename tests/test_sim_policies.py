@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.experiments import SimConfig, SimOptions, simulate
 from cobarl.experiments.simulation import simulator as sim_module
 from cobarl.experiments.simulation.sim_rollouts import StepDraws, rollout_uniforms
@@ -30,7 +30,7 @@ PINNED = {
 
 @pytest.mark.parametrize(("strategy", "seed"), sorted(PINNED))
 def test_existing_strategies_give_the_numbers_they_gave_before_policies(strategy, seed):
-    rows, summary = simulate(AllocatorConfig(strategy=strategy, total_steps=TINY.steps), seed, TINY)
+    rows, summary = simulate(StrategyConfig(strategy), seed, TINY)
     got = (rows[-1]["eval/heldout_accuracy"], sum(r["reward/mean"] for r in rows), rows[-1]["budget/max"])
     assert got == pytest.approx(PINNED[(strategy, seed)], rel=1e-12, abs=0)
     assert all(r["rollout/trained"] == r["rollout/count"] == 64 and r["rollout/rounds"] == 1
@@ -82,7 +82,7 @@ class _TwiceKeepFirst(RolloutPolicy):
 
 
 def test_learning_uses_the_kept_rows_only_and_accounting_counts_what_was_generated(monkeypatch):
-    config = AllocatorConfig(strategy="uniform", total_steps=TINY.steps)
+    config = StrategyConfig(strategy="uniform", total_steps=TINY.steps)
     uniform, _ = simulate(config, 0, TINY)
     monkeypatch.setattr(sim_module, "make_policy", _TwiceKeepFirst)
     rows, summary = simulate(config, 0, TINY)
@@ -96,8 +96,8 @@ def test_learning_uses_the_kept_rows_only_and_accounting_counts_what_was_generat
 
 @pytest.mark.parametrize("strategy", ["reinforce-ada", "reinforce-ada-pos", "dapo", "pods", "gvm", "greso"])
 def test_every_new_strategy_runs_in_the_simulator_with_fair_accounting(strategy):
-    rows, summary = simulate(AllocatorConfig(strategy=strategy, total_steps=TINY.steps), 0, TINY)
-    again, _ = simulate(AllocatorConfig(strategy=strategy, total_steps=TINY.steps), 0, TINY)
+    rows, summary = simulate(StrategyConfig(strategy), 0, TINY)
+    again, _ = simulate(StrategyConfig(strategy), 0, TINY)
     assert rows == again
     assert summary["rollouts"] == sum(r["rollout/count"] for r in rows) == rows[-1]["rollouts"]
     assert summary["rollouts_trained"] == sum(r["rollout/trained"] for r in rows) == TINY.steps * 64

@@ -27,7 +27,7 @@ V4_PINNED = {
 @pytest.mark.parametrize("label", list(V4_PINNED))
 def test_families_v4_preset_is_bit_identical_to_before_the_regimes(label):
     options = replace(SIM_PRESETS["families-v4"], steps=40)
-    rows, summary = simulate(parse_strategy(label).allocator_config(options.steps), 0, options)
+    rows, summary = simulate(parse_strategy(label).strategy_config(options.steps), 0, options)
     summary.pop("seconds")
     digest = hashlib.sha256(json.dumps([rows, summary], sort_keys=True, default=float).encode()).hexdigest()[:16]
     assert (summary["final_heldout_accuracy"], digest) == V4_PINNED[label]
@@ -57,7 +57,7 @@ def test_unreachable_clusters_never_reward_and_never_learn(label):
     the last, whatever the policy; even with all of a step going to the cluster (transfer 1) its skill and its
     prompts' own terms stay where they started, while the reachable clusters with the same start learn."""
     options = SimOptions(steps=12, prompts_per_step=16, rollouts_per_prompt=8, sim=REGIME_SIM)
-    run = SimRun(parse_strategy(label).allocator_config(options.steps), 0, options)
+    run = SimRun(parse_strategy(label).strategy_config(options.steps), 0, options)
     task, learner = run.task, run.learner
     dead = np.isin(task.cluster, [0, 1])
     assert run.summary([])["initial_heldout_accuracy"] == pytest.approx(0.5 * (1 - dead[task.n_train:].mean()))

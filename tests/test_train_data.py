@@ -130,18 +130,18 @@ def test_truncate_metrics_drops_redone_steps_and_torn_lines(tmp_path):
 
 
 def test_one_set_of_allocator_defaults_with_the_embedded_task_preset(tmp_path):
-    """The library's AllocatorConfig defaults everywhere; the embedded task's max_budget=32 is its
+    """The library's StrategyConfig defaults everywhere; the embedded task's max_budget=32 is its
     preset, applied only when it runs and --max-budget is not given (issue 19, item 2)."""
-    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import StrategyConfig
     from cobarl.tasks.embedded import TASKS
-    from cobarl.train.config import config_diff, dump_yaml
+    from cobarl.train.config_files import config_diff, dump_yaml
     from cobarl.train.rundir import CONFIG_FILE, read_saved_config
 
     assert all(t.max_budget == 32 for t in TASKS.values())
-    assert make_config({}).allocator == AllocatorConfig(max_budget=32) == TrainConfig().allocator
+    assert make_config({}).allocator == StrategyConfig(max_budget=32) == TrainConfig().allocator
     for task in TASKS:
         assert make_config({"task": task, "allocator": "knapsack"}).allocator.max_budget == 32
-    assert make_config({"dataset": "d.jsonl"}).allocator == AllocatorConfig() == TrainConfig(dataset="d.jsonl").allocator
+    assert make_config({"dataset": "d.jsonl"}).allocator == StrategyConfig() == TrainConfig(dataset="d.jsonl").allocator
     assert make_config({"max_budget": 128}).allocator.max_budget == 128  # the user's value wins over the preset
     assert make_config({"dataset": "d.jsonl", "max_budget": 16}).allocator.max_budget == 16
     # a run whose config.yaml recorded max_budget 32 resumes without a config difference

@@ -70,7 +70,7 @@ def resume_worker(model_dir: str, out_dir: str, mode: str) -> None:
 def worker(model_dir: str, out_dir: str) -> None:
     import torch
 
-    from cobarl.allocator import Allocator, AllocatorConfig
+    from cobarl import Allocator, StrategyConfig
     from cobarl.train.config import make_config
     from cobarl.train.run import run
     from cobarl.train.trainer import AdaptiveGRPOTrainer
@@ -93,7 +93,7 @@ def worker(model_dir: str, out_dir: str) -> None:
         max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu",
         reward="helpers:parity_reward",
     ))
-    alloc = Allocator(AllocatorConfig(strategy=stochastic_allocation, min_budget=2, max_budget=8))
+    alloc = Allocator(StrategyConfig(strategy=stochastic_allocation, min_budget=2, max_budget=8))
     summary = run(config, log=lambda _: None, allocator=alloc)
     result = {"plans": plans, "state": alloc.state_dict(), "summary": summary.__dict__ if summary else None}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result, default=str))

@@ -159,10 +159,10 @@ def test_a_prompt_drawn_twice_in_a_step_trains_as_two_groups():
     """DAPO's refill can draw a prompt again after the data's epoch ends (as the public trainer does): each
     draw is its own group, so its advantages are not normalised over both."""
     from cobarl.advantages import group_advantages
-    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import StrategyConfig
     from cobarl.policies import PromptStream, make_policy, run_step
 
-    policy = make_policy(AllocatorConfig(strategy="dapo", gen_batch_factor=3, max_gen_batches=50))
+    policy = make_policy(StrategyConfig(strategy="dapo", gen_batch_factor=3, max_gen_batches=50))
     policy.stream = PromptStream(range(10))
     rng = np.random.default_rng(0)
 
@@ -182,10 +182,10 @@ def test_a_prompt_drawn_twice_in_a_step_trains_as_two_groups():
 
 
 def test_dapo_without_a_cap_refuses_instead_of_looping_forever():
-    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import StrategyConfig
     from cobarl.policies import PromptStream, make_policy, run_step
 
-    policy = make_policy(AllocatorConfig(strategy="dapo", max_gen_batches=0))
+    policy = make_policy(StrategyConfig(strategy="dapo", max_gen_batches=0))
     policy.stream = PromptStream(range(20))
     with pytest.raises(RuntimeError, match="more than the 20 of the data"):
         run_step(policy, [0, 1], 8, lambda rows: np.ones(len(rows)))
@@ -203,11 +203,11 @@ def test_max_generated_stops_at_the_end_of_a_generation(tmp_path):
 def test_resume_check_accepts_a_policy_state_and_refuses_a_wrong_step(tmp_path):
     """A rollout policy's checkpoint state has no allocator statistics to count: `--resume` checks its step
     (it refused every policy checkpoint before, taking it for a wiped allocator state)."""
-    from cobarl.allocator import AllocatorConfig
+    from cobarl.policies import StrategyConfig
     from cobarl.policies import PromptStream, make_policy
     from cobarl.train.rundir import check_resume_state
 
-    policy = make_policy(AllocatorConfig(strategy="dapo"))
+    policy = make_policy(StrategyConfig(strategy="dapo"))
     policy.stream = PromptStream(range(16))
     ckpt = tmp_path / "checkpoint-6"
     ckpt.mkdir()

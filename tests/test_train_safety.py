@@ -18,7 +18,8 @@ from test_train_trainer import make_trainer, small_config  # noqa: E402
 from cobarl.rewards import GuardedReward, load_reward  # noqa: E402
 from cobarl.train.checkpoints import checkpoint_problem, last_complete_checkpoint, select_checkpoint  # noqa: E402
 from cobarl.train.cli import config_from_args, main  # noqa: E402
-from cobarl.train.config import batch_layout, dump_yaml, make_config  # noqa: E402
+from cobarl.train.config import make_config  # noqa: E402
+from cobarl.train.config_files import dump_yaml  # noqa: E402
 from cobarl.train.metrics_log import METRICS_FILE, read_metrics, truncate_metrics  # noqa: E402
 from cobarl.train.rewards import BatchReward  # noqa: E402
 from cobarl.train.run import run  # noqa: E402
@@ -83,12 +84,15 @@ def test_nested_yaml_and_renamed_kl_coefficient(tmp_path):
 
 def test_layout_for_two_processes():
     c = make_config({"rollouts_per_step": 32, "prompts_per_step": 4})
-    assert batch_layout(c, 1) == (32, 1) and batch_layout(c, 2) == (16, 1)
-    assert batch_layout(c.replace(micro_batch_size=8), 2) == (8, 2)
+    one, two = c.layout(1), c.layout(2)
+    assert (one.micro_batch, one.accumulation, two.micro_batch, two.accumulation) == (32, 1, 16, 1)
+    assert (two.per_process, two.rollouts_per_step, two.prompts_per_step) == (16, 32, 4)
+    eight = c.replace(micro_batch_size=8).layout(2)
+    assert (eight.micro_batch, eight.accumulation) == (8, 2)
     with pytest.raises(ValueError, match=r"multiple of micro batch x processes = 32 x 2 .* fit 2 process\(es\): 1, 2, 4, 8, 16"):
-        batch_layout(c.replace(micro_batch_size=32), 2)
+        c.replace(micro_batch_size=32).layout(2)
     with pytest.raises(ValueError, match="multiple of the number of processes"):
-        batch_layout(make_config({"rollouts_per_step": 33, "prompts_per_step": 4}), 2)
+        make_config({"rollouts_per_step": 33, "prompts_per_step": 4}).layout(2)
 
 
 def test_run_refuses_a_layout_before_loading_the_model(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from cobarl.allocator import Allocator, AllocatorConfig  # noqa: E402
+from cobarl import STRATEGIES, Allocator, StrategyConfig  # noqa: E402
 from cobarl.models.tiny import build_model, build_tokenizer  # noqa: E402
 from cobarl.train.checkpoints import last_complete_checkpoint  # noqa: E402
 from cobarl.train.config import TrainConfig, make_config  # noqa: E402
@@ -46,9 +46,12 @@ def toy_verifier(completion: str, answer: str) -> float:
 def small_config(tmp_path: Path, **overrides) -> TrainConfig:
     base = dict(
         output_dir=str(tmp_path / "run"), max_steps=3, save_steps=2, prompts_per_step=4, rollouts_per_step=16,
-        max_budget=8, max_completion_length=4, learning_rate=1e-2, train_size=8, eval_size=8, progress=False,
+        max_completion_length=4, learning_rate=1e-2, train_size=8, eval_size=8, progress=False,
         device="cpu", seed=0,
     )
+    strategy = overrides.get("strategy", overrides.get("allocator", "coba"))
+    if not isinstance(strategy, str) or STRATEGIES[strategy].policy == "allocator":
+        base["max_budget"] = 8  # an allocator's (the other policies have no max budget)
     base.update(overrides)
     return make_config(base)
 
@@ -202,7 +205,7 @@ def test_callable_allocator(tmp_path):
         return counts
 
     config = small_config(tmp_path, max_steps=1, max_budget=10)
-    alloc = Allocator(AllocatorConfig(strategy=lopsided, min_budget=2, max_budget=10))
+    alloc = Allocator(StrategyConfig(strategy=lopsided, min_budget=2, max_budget=10))
     trainer, rec = make_trainer(tmp_path, config, allocator=alloc)
     trainer.train()
     assert rec.steps[0]["counts"] == [10, 2, 2, 2]
@@ -257,7 +260,7 @@ def test_advantages_equal_trls_own_when_groups_are_uniform(tmp_path, monkeypatch
     args = AdaptiveGRPOConfig(
         output_dir=str(tmp_path), rollouts_per_step=16, prompts_per_step=4, num_generations=4,
         per_device_train_batch_size=16, max_steps=1, max_completion_length=4, use_cpu=True, report_to="none",
-        allocator="uniform", allocator_options={"max_budget": 8}, reward_weights=[1.0, 0.5],
+        strategy="uniform", strategy_options={"max_budget": 8}, reward_weights=[1.0, 0.5],
         multi_objective_aggregation=aggregation, scale_rewards=scale, save_strategy="no", disable_tqdm=True,
     )
     train_ds, _, _ = embedded_datasets(train_size=8, eval_size=4, seed=0, task="arith-v3")

@@ -159,7 +159,7 @@ def vllm_trainer(tmp_path, monkeypatch):
     """Build an AdaptiveGRPOTrainer whose vLLM is faked; ``use_vllm`` bypasses the CPU refusal for that."""
     from test_train_trainer import V3_CHARS, make_trainer, small_config
 
-    from cobarl.allocator import Allocator, AllocatorConfig
+    from cobarl import Allocator, StrategyConfig
     from cobarl.models.tiny import build_model, build_tokenizer
 
     # TRL's colocate init sets these; left set, later trainers in this process would place tensors on
@@ -172,7 +172,7 @@ def vllm_trainer(tmp_path, monkeypatch):
         config = small_config(tmp_path, max_steps=max_steps, **policy)
         object.__setattr__(config, "use_vllm", True)
         object.__setattr__(config, "vllm_mode", mode)
-        alloc = None if policy else Allocator(AllocatorConfig(strategy=staircase, min_budget=2, max_budget=8))
+        alloc = None if policy else Allocator(StrategyConfig(strategy=staircase, min_budget=2, max_budget=8))
         return make_trainer(tmp_path, config, allocator=alloc)
 
     yield build

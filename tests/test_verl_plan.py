@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from cobarl import Allocator, AllocatorConfig
+from cobarl import Allocator, StrategyConfig
 from cobarl.io import load_state, save_state
 from cobarl.integrations.verl_plan import (
     STATE_FILE,
@@ -37,7 +37,7 @@ def _clean_registry():
 def _trained_allocator(strategy="coba", n_prompts=64, seed=0, **kw) -> Allocator:
     """An allocator whose statistics hold varied pass rates, so plans are not uniform."""
     rng = np.random.default_rng(seed)
-    a = Allocator(AllocatorConfig(strategy=strategy, **kw))
+    a = Allocator(StrategyConfig(strategy=strategy, **kw))
     ids = np.repeat(np.arange(n_prompts), 8)
     p = rng.uniform(0, 1, n_prompts)
     a.observe(ids, (rng.uniform(size=ids.size) < p[ids]).astype(float))
@@ -48,7 +48,7 @@ def _trained_allocator(strategy="coba", n_prompts=64, seed=0, **kw) -> Allocator
 def test_parse_settings_defaults_and_allocator_fields():
     s = parse_settings({"strategy": "coba-reference", "kappa": 11, "tau": "adaptive", "max_budget": 64})
     assert s.name == "default" and s.prompt_key == "index" and s.missing_state == "error"
-    assert s.allocator == AllocatorConfig(strategy="coba-reference", kappa=11, tau="adaptive", max_budget=64)
+    assert s.allocator == StrategyConfig(strategy="coba-reference", kappa=11, tau="adaptive", max_budget=64)
     assert parse_settings({"tau": "4"}).allocator.tau == 4.0
     assert parse_settings(None) == parse_settings({})
 
@@ -65,13 +65,13 @@ def test_parse_settings_rejects_bad_options(options, match):
 
 # the per-batch invariant ------------------------------------------------------------------------------
 def test_check_rollout_n():
-    check_rollout_n(16, AllocatorConfig(min_budget=2, max_budget=128))
+    check_rollout_n(16, StrategyConfig(min_budget=2, max_budget=128))
     with pytest.raises(ValueError, match=r"rollout.n=1 must lie in \[min_budget, max_budget\] = \[2, 128\]"):
-        check_rollout_n(1, AllocatorConfig(min_budget=2, max_budget=128))
+        check_rollout_n(1, StrategyConfig(min_budget=2, max_budget=128))
     with pytest.raises(ValueError, match="max_budget"):
-        check_rollout_n(32, AllocatorConfig(min_budget=2, max_budget=16))
+        check_rollout_n(32, StrategyConfig(min_budget=2, max_budget=16))
     with pytest.raises(ValueError, match="group of one"):
-        check_rollout_n(4, AllocatorConfig(min_budget=1, max_budget=16))
+        check_rollout_n(4, StrategyConfig(min_budget=1, max_budget=16))
 
 
 @pytest.mark.parametrize("strategy", ["coba", "coba-reference", "knapsack-rl", "uniform"])

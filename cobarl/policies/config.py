@@ -112,6 +112,9 @@ class StrategyConfig:
             data = {k: parse_option(preset.policy.Options, k, v, text=True) if k in own else v for k, v in data.items()}
         return cls(strategy, **{k: v for k, v in data.items() if k not in own or v != getattr(preset.options, k)})
 
+    def __reduce__(self):  # pickle and deepcopy (dataclasses.asdict of a TrainConfig) rebuild it from what was given
+        return (_rebuild, (self.strategy, dict(self.overrides)))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StrategyConfig) and self.to_dict() == other.to_dict()
 
@@ -121,6 +124,10 @@ class StrategyConfig:
     def __repr__(self) -> str:
         given = ", ".join(f"{k}={v!r}" for k, v in self.overrides.items())
         return f"StrategyConfig({self.name!r}{', ' + given if given else ''})"
+
+
+def _rebuild(strategy: str | Callable, overrides: dict[str, Any]) -> StrategyConfig:
+    return StrategyConfig(strategy, **overrides)
 
 
 def _name(strategy: str | Callable) -> str:

@@ -31,7 +31,7 @@ class EmbeddedTask:
         warm_start_problems, warm_start_steps, warm_start_lr, warm_start_batch: the supervised stage.
         max_prompts: most prompts one split (train, held-out, validation) may ask for: splits are drawn
             by rejection sampling from fixed pools, which slows to minutes (or runs dry) beyond it.
-        max_budget: the task's preset for ``AllocatorConfig.max_budget``, 4 x its nominal 8 rollouts per
+        max_budget: the task's preset for an allocator's ``max_budget``, 4 x its nominal 8 rollouts per
             prompt (the library default, 128, would let one prompt take a quarter of a 128-rollout step;
             docs/benchmarks.md measured the task with it). ``cobarl train`` (and so ``cobarl compare
             --backend real``) applies it only when this task runs and ``--max-budget`` is not given.
@@ -129,7 +129,7 @@ def get_task(name: str) -> EmbeddedTask:
 
 
 def task_preset(dataset: str | None, task: str | None) -> dict[str, Any]:
-    """The AllocatorConfig fields a ``cobarl train`` run's task presets: the embedded task's
+    """The strategy options a ``cobarl train`` run's task presets (an allocator's): the embedded task's
     ``max_budget`` (see `EmbeddedTask`); none for ``--dataset``, which keeps the library defaults.
     An option the user sets overrides its preset."""
     chosen = TASKS.get(task or DEFAULT_TASK) if dataset is None else None

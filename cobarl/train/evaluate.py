@@ -58,10 +58,11 @@ TRANSITION_SAMPLES = 16
 
 def train_buckets(model, tokenizer, dataset, verifier, config: TrainConfig) -> list[int]:
     """Difficulty bucket (`cobarl.stats.BUCKETS`) of every train prompt: successes, under the run's
-    success rule, among `TRANSITION_SAMPLES` samples at the training temperature."""
+    success rule (an allocator's, else reward == 1), among `TRANSITION_SAMPLES` samples at the training temperature."""
     scores = sample_scores(model, tokenizer, dataset, verifier, max_new_tokens=config.max_completion_length,
                            temperature=config.temperature, num_samples=TRANSITION_SAMPLES, seed=config.seed)
-    success = success_rule(config.allocator_config().resolved().success)
+    # an allocator's own success rule; the other policies' statistics count a reward of 1, as both papers' code
+    success = success_rule(getattr(config.strategy.options, "success", "==1"))
     return difficulty_buckets(success(scores).sum(axis=1), TRANSITION_SAMPLES).tolist()
 
 

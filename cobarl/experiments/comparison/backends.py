@@ -16,15 +16,15 @@ from typing import Any
 
 from cobarl import __version__
 from cobarl import metrics as M
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.experiments.comparison.runs import BACKEND_NAMES, CompareOptions, RunResult, run_name
 from cobarl.experiments.simulation.simulator import simulate
 from cobarl.experiments.comparison.specs import StrategySpec
 
 def simulated_backend(spec: StrategySpec, seed: int, options: CompareOptions) -> RunResult:
     rows, summary = simulate(
-        spec.allocator_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier,
-        max_generated=options.max_generated(spec),
+        spec.strategy_config(options.steps), seed, options.sim_options(), budget_multiplier=spec.budget_multiplier,
+        max_generated=options.max_generated(spec), draw_width=spec.draw_width,
     )
     return RunResult(spec.label, seed, rows, summary)
 
@@ -35,11 +35,11 @@ class BackendUnavailable(RuntimeError):
 
 def real_run_options(spec: StrategySpec, seed: int, options: CompareOptions) -> dict[str, Any]:
     """The ``cobarl train`` options of one real run, flat as on its command line (the strategy's
-    overrides are AllocatorConfig fields, i.e. ``cobarl train`` flags)."""
+    options are ``cobarl train`` flags)."""
     if not isinstance(spec.strategy, str):
         raise BackendUnavailable("the real backend takes strategy names, not callables")
     return {
-        "allocator": spec.strategy,
+        "strategy": spec.strategy,
         **spec.overrides,
         "seed": seed,
         "max_steps": options.steps,
@@ -61,16 +61,16 @@ def real_run_dir(spec: StrategySpec, seed: int, options: CompareOptions) -> Path
     return Path(options.run_root) / run_name(spec.label, seed)
 
 
-def effective_allocator(spec: StrategySpec, options: CompareOptions) -> AllocatorConfig:
-    """The allocator settings an arm runs with on ``options.backend``, every default filled in: on
-    the real back-end as ``cobarl train`` resolves them (`make_config`: the library defaults plus the
-    task's preset, e.g. the embedded task's max budget 32, unless the spec sets it), on the simulator
-    the spec's own."""
+def effective_strategy(spec: StrategySpec, options: CompareOptions) -> StrategyConfig:
+    """The strategy settings an arm runs with on ``options.backend``: on the real back-end as
+    ``cobarl train`` resolves them (`make_config`: the strategy's options plus the task's preset, e.g.
+    the embedded task's max budget 32 for an allocator, unless the spec sets it), on the simulator the
+    spec's own."""
     if options.backend == "real":
         from cobarl.train.config import make_config
 
-        return make_config(real_run_options(spec, options.seeds[0], options)).allocator_config().resolved()
-    return spec.allocator_config(options.steps).resolved()
+        return make_config(real_run_options(spec, options.seeds[0], options)).strategy_config()
+    return spec.strategy_config(options.steps)
 
 
 def check_real_runs(options: CompareOptions) -> None:
@@ -103,12 +103,29 @@ def run_settings(spec: StrategySpec, seed: int, options: CompareOptions) -> dict
         from cobarl.train.config import make_config
 
         config = make_config(real_run_options(spec, seed, options))
-        train = {k: v for k, v in config.to_dict().items() if k not in ("allocator", *_NOT_RESULT)}
-        body = {**_flat("allocator", config.allocator_config().resolved().to_dict()), **_flat("train", train)}
+        train = {k: v for k, v in config.to_dict().items() if k not in ("strategy", *_NOT_RESULT)}
+        body = {**_flat("strategy", config.strategy_config().to_dict()), **_flat("train", train)}
     else:
-        body = {**_flat("allocator", spec.allocator_config(options.steps).resolved().to_dict()),
+        body = {**_flat("strategy", spec.strategy_config(options.steps).to_dict()),
+                **({"draw_width": spec.draw_width} if spec.draw_width is not None else {}),
                 **_flat("simulator", asdict(options.sim))}
     return json.loads(json.dumps({**head, **body}))  # tuples as lists, as a stored run's read back
+
+
+def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's settings as today's :func:`run_settings` writes them: a run stored before a policy
+    owned its options recorded every policy's under ``allocator.*``; they become the ``strategy.*``
+    its strategy has (the others did nothing). Such a policy's simulated rewards were drawn from a
+    matrix as wide as its recorded max budget: that is its ``draw_width`` now."""
+    old = {k[len("allocator."):]: v for k, v in stored.items() if k.startswith("allocator.")}
+    if not old:
+        return stored
+    config = StrategyConfig.from_dict(old)
+    out = {k: v for k, v in stored.items() if not k.startswith("allocator.")}
+    out.update(_flat("strategy", config.to_dict()))
+    if stored.get("backend") == "simulated" and not hasattr(config.options, "max_budget") and old.get("max_budget", 128) != 128:
+        out["draw_width"] = old["max_budget"]
+    return json.loads(json.dumps(out))
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from cobarl.allocator import STRATEGIES
 from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number, writable_dir
-from cobarl.experiments.comparison.backends import BACKENDS, BackendUnavailable, effective_allocator
+from cobarl.experiments.comparison.backends import BACKENDS, BackendUnavailable, effective_strategy
 from cobarl.experiments.comparison.compare import CompareInterrupted, RunFailed, run_compare
 from cobarl.experiments.report.console import print_table
 from cobarl.experiments.comparison.grid import expand_grid, parse_grid
@@ -84,8 +84,8 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
         action="append",
         default=None,
         metavar="OPTION=V1,V2,...[;OPTION=...]",
-        help="Tuning sweep over allocator options (AllocatorConfig fields: kappa, tau, max_budget, min_budget, "
-        "window, ...) of the one --strategies spec: every combination of the values, on the same seeds, plus the "
+        help="Tuning sweep over the options of the one --strategies spec (its policy's options, as cobarl train "
+        "flags: kappa, tau, max_budget, max_rounds, p_easy, ...): every combination of the values, on the same seeds, plus the "
         "base configuration; the report chooses by validation accuracy (a split apart from held-out). Repeat it "
         "or separate options with ';', e.g. --grid 'kappa=7,11,15;max_budget=32,128'. Either back-end.",
     )
@@ -224,7 +224,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         try:
             grid_options = parse_grid(args.grid)
             # what the base arm runs with on this back-end (the real back-end adds the task's preset)
-            base = effective_allocator(strategies[0], CompareOptions(
+            base = effective_strategy(strategies[0], CompareOptions(
                 strategies=strategies, seeds=seeds, steps=args.steps, prompts_per_step=args.prompts_per_step,
                 rollouts_per_prompt=args.rollouts_per_prompt, budget_multiplier=args.budget_multiplier,
                 backend=args.backend))
@@ -258,7 +258,7 @@ def check_options(options: CompareOptions) -> None:
     settings, and the simulator's batch size."""
     for spec in options.strategies:
         try:
-            make_policy(spec.allocator_config(options.steps))
+            make_policy(spec.strategy_config(options.steps))
         except (ValueError, TypeError) as err:
             raise ValueError(f"--strategies {spec.label!r}: {err}") from None
     if options.backend == "simulated" and options.prompts_per_step > options.sim.train_prompts:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cobarl import metrics as M
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.experiments.comparison.specs import StrategySpec, format_value, option_names, parse_value
 
 SELECTION_METRIC = M.EVAL_VALIDATION_ACCURACY
@@ -22,7 +22,7 @@ class Grid:
     """The arms of a tuning sweep.
 
     Attributes:
-        options: option -> its values, in the order given (AllocatorConfig field names).
+        options: option -> its values, in the order given (the strategy's option names).
         points: arm label -> its value of every option, for every arm; in run order.
         base: label of the base configuration (the strategy as given to ``--strategies``): a grid
             point when one equals it, else an extra arm (`on_grid` tells which).
@@ -76,12 +76,12 @@ def grid_label(base: StrategySpec, values: dict[str, Any]) -> str:
 
 
 def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int,
-                base_config: AllocatorConfig | None = None) -> tuple[list[StrategySpec], Grid]:
+                base_config: StrategyConfig | None = None) -> tuple[list[StrategySpec], Grid]:
     """The Cartesian product of ``grid`` over ``base``, in the order given (last option fastest),
     and the base configuration itself when no grid point equals it.
 
-    ``base_config``: the settings ``base`` actually runs with (`effective_allocator`; on the real
-    back-end ``cobarl train``'s defaults, e.g. its max budget); default: `AllocatorConfig`'s.
+    ``base_config``: the settings ``base`` actually runs with (`effective_strategy`; on the real
+    back-end ``cobarl train``'s defaults, e.g. its max budget); default: the strategy's own.
 
     Every value is checked first on its own (the base with that one value), so a bad value is
     reported by option; then every combination (e.g. ``min_budget`` above ``max_budget``).
@@ -95,11 +95,11 @@ def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int
     for key, values in grid.items():
         for v in values:
             try:
-                AllocatorConfig(strategy=base.strategy, total_steps=steps, **{**base.overrides, key: v})
+                StrategySpec(base.label, base.strategy, {**base.overrides, key: v}).strategy_config(steps)
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{key}={format_value(v)}: {err}") from None
-    resolved = base_config or AllocatorConfig(strategy=base.strategy, total_steps=steps, **base.overrides).resolved()
-    base_values = {k: getattr(resolved, k) for k in grid}
+    resolved = base_config or base.strategy_config(steps)
+    base_values = {k: getattr(resolved.options, k) for k in grid}
     specs: list[StrategySpec] = []
     points: dict[str, dict[str, Any]] = {}
     base_label = None
@@ -108,7 +108,7 @@ def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int
         label = grid_label(base, values)
         spec = StrategySpec(label, base.strategy, {**base.overrides, **values}, base.budget_multiplier)
         try:
-            spec.allocator_config(steps)
+            spec.strategy_config(steps)
         except (ValueError, TypeError) as err:
             raise ValueError(f"{label}: {err}") from None
         specs.append(spec)

@@ -33,7 +33,7 @@ import numpy as np
 
 from cobarl import metrics as M
 from cobarl.allocation import Allocation
-from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.allocator import Allocator
 from cobarl.stats import as_id_list
 
 TRAIN_SAMPLES = 16
@@ -125,7 +125,7 @@ class ProbeAllocator(Allocator):
     """Uniform GRPO's allocator, except that each plan gives favoured prompts ``weight`` x the rollouts of
     the others (statistics are still observed and saved, so metrics and checkpoints look as usual)."""
 
-    def __init__(self, config: AllocatorConfig, favoured_ids: set, weight: float) -> None:
+    def __init__(self, config, favoured_ids: set, weight: float) -> None:
         super().__init__(config)
         self.favoured_ids, self.weight = set(favoured_ids), weight
 
@@ -159,7 +159,7 @@ class ProbeOptions:
 def _config(options: ProbeOptions, seed: int, arm: str | None = None):
     from cobarl.train.config import make_config
 
-    values = {**options.train, "seed": seed, "allocator": "uniform", "progress": False}
+    values = {**options.train, "seed": seed, "strategy": "uniform", "progress": False}
     if arm is not None:
         values["output_dir"] = str(options.output_dir / "runs" / f"{arm}-seed{seed}")
     return make_config(values)
@@ -193,13 +193,13 @@ def _units(dataset) -> list:
 
 def _start(options: ProbeOptions, seed: int) -> dict[str, Any]:
     """The starting model's scores and the split, for one seed (a worker process)."""
-    from cobarl.models.load import load_policy, resolve_model_path
+    from cobarl.models.load import load_model, resolve_model_path
     from cobarl.train.build import pick_device, set_threads
 
     config = _config(options, seed)
     set_threads(config, pick_device(config))
     train_ds, eval_ds, verifier = _data(config)
-    model, tokenizer = load_policy(resolve_model_path(config.model, seed=seed, task=config.task))
+    model, tokenizer = load_model(resolve_model_path(config.model, seed=seed, task=config.task))
     train_scores, held_scores = _measure(model, tokenizer, config, train_ds, eval_ds, verifier)
     units = _units(train_ds)
     favoured = stratified_half(unit_rates(train_scores, units), seed)
@@ -211,17 +211,17 @@ def _start(options: ProbeOptions, seed: int) -> dict[str, Any]:
 
 def _arm(options: ProbeOptions, seed: int, arm: str, favoured_ids: list) -> dict[str, Any]:
     """One run (``probe`` or ``placebo``) and the scores of its final model (a worker process)."""
-    from cobarl.models.load import load_policy
+    from cobarl.models.load import load_model
     from cobarl.train.checkpoints import checkpoint_step, last_complete_checkpoint
     from cobarl.train.run import run
 
     config = _config(options, seed, arm)
-    allocator = ProbeAllocator(config.allocator_config(), set(favoured_ids), options.weight) if arm == "probe" else None
+    allocator = ProbeAllocator(config.strategy_config(), set(favoured_ids), options.weight) if arm == "probe" else None
     summary = run(config, log=lambda _msg: None, allocator=allocator)
     checkpoint = last_complete_checkpoint(Path(summary.run_dir))
     if checkpoint is None or checkpoint_step(checkpoint) != config.max_steps:
         raise RuntimeError(f"{summary.run_dir}: no checkpoint of the final step {config.max_steps} to measure")
-    model, tokenizer = load_policy(str(checkpoint))
+    model, tokenizer = load_model(str(checkpoint))
     train_ds, eval_ds, verifier = _data(config)
     train_scores, held_scores = _measure(model, tokenizer, config, train_ds, eval_ds, verifier)
     return {"train": train_scores.tolist(), "held_out": held_scores.tolist(), "rollouts": summary.rollouts,
@@ -339,7 +339,7 @@ def write_probe(summary: dict[str, Any], out: Path) -> None:
 # --- command line ---------------------------------------------------------------------------------------
 
 # `cobarl train` options the probe sets itself.
-_PROBE_SETS = {"seed": "--seeds / --seed-list", "allocator": "the probe's fixed allocation and uniform",
+_PROBE_SETS = {"seed": "--seeds / --seed-list", "strategy": "the probe's fixed allocation and uniform",
                "output_dir": "the probe's --output-dir", "resume": "a fresh --output-dir", "fresh": "a fresh --output-dir"}
 
 
@@ -371,7 +371,8 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     from datetime import datetime
 
     from cobarl.train.cli import build_parser as train_parser
-    from cobarl.train.config import allocator_fields, allocator_key, load_yaml
+    from cobarl.train.config import strategy_option_fields
+    from cobarl.train.config_files import load_yaml
 
     args, rest = build_parser().parse_known_args(argv)
     seeds = (tuple(int(s) for s in args.seed_list.split(",")) if args.seed_list else tuple(range(args.seeds)))
@@ -383,12 +384,13 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     values = vars(train_parser().parse_args(rest))
     yaml_path = values.pop("config", None)
     values = {**(load_yaml(yaml_path) if yaml_path else {}), **values}
+    values = {("strategy" if k == "allocator" else k): v for k, v in values.items()}  # a file's old name
     taken = [k for k in values if k in _PROBE_SETS]
     if taken:
         raise ValueError("; ".join(f"{k} is set by the probe ({_PROBE_SETS[k]})" for k in taken))
     # The probe's counts are its fixed weights (the placebo is uniform): an allocator option such as
     # --max-budget would be silently ignored, so it is refused.
-    allocator_options = sorted(set(values) & {allocator_key(f) for f in allocator_fields()})
+    allocator_options = sorted(set(values) & set(strategy_option_fields()))
     if allocator_options:
         raise ValueError(f"{', '.join(allocator_options)}: the probe allocates by its fixed weights (--weight), so "
                          "allocator options have no effect; leave them out")

@@ -16,9 +16,8 @@ from pathlib import Path
 def run_training(options: dict) -> dict:
     """One run: ``{"rows": [per-step metrics], "summary": RunSummary as a dict}``.
 
-    ``options`` are `TrainConfig` option values, flat as on the command line (``allocator`` is the
-    strategy name, ``kappa``, ``tau``, ... are AllocatorConfig fields); ``allocator_overrides``
-    (AllocatorConfig fields of the strategy spec) are merged in.
+    ``options`` are `TrainConfig` option values, flat as on the command line (``strategy`` is the
+    strategy name, ``kappa``, ``max_rounds``, ... its policy's options).
     """
     from cobarl.train.config import make_config
     from cobarl.train.metrics_log import METRICS_FILE, read_metrics

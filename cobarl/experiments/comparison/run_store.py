@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cobarl.experiments.comparison.backends import run_settings
+from cobarl.experiments.comparison.backends import run_settings, upgrade_settings
 from cobarl.experiments.comparison.runs import CompareOptions, RunResult, run_name
 from cobarl.io import write_text
 
@@ -76,7 +76,7 @@ class RunStore:
             if label not in specs:
                 others.add(label)
                 continue
-            _check_settings(self.folder, label, run.settings, run_settings(specs[label], seed, options))
+            _check_settings(self.folder, label, upgrade_settings(run.settings), run_settings(specs[label], seed, options))
             self.runs[key] = run
         if others:
             print(f"note: {self.folder}/{RUNS_DIR} also holds runs of {', '.join(sorted(others))}, not in this "

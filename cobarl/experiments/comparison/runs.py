@@ -8,7 +8,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from cobarl.allocator import AllocatorConfig
 from cobarl.experiments.comparison.grid import Grid
 from cobarl.experiments.simulation.simulator import SimConfig, SimOptions
 from cobarl.experiments.comparison.specs import StrategySpec
@@ -79,9 +78,9 @@ class CompareOptions:
             raise ValueError(f"seeds repeat: {list(self.seeds)}")
         for spec in self.strategies:  # a policy that trains n per prompt needs a whole n
             spec.check_budget(self.per_prompt(spec))
-        for spec in self.strategies:
-            lo = spec.overrides.get("min_budget", AllocatorConfig.min_budget)
-            hi = spec.overrides.get("max_budget", AllocatorConfig.max_budget)
+        for spec in self.strategies:  # an allocator keeps every prompt's budget in [min_budget, max_budget]
+            o = spec.strategy_config(self.steps).options
+            lo, hi = getattr(o, "min_budget", 1), getattr(o, "max_budget", float("inf"))
             per_prompt = self.per_prompt(spec)
             if not lo <= per_prompt <= hi:
                 raise ValueError(

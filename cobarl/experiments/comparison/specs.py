@@ -5,13 +5,14 @@ presets they name."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cobarl.allocator import STRATEGIES, AllocatorConfig
-from cobarl.options import parse_option
+from cobarl.options import fields_by_name, parse_option
+from cobarl.policies import POLICIES, StrategyConfig, option_owners
+from cobarl.strategies import STRATEGIES, canonical_option
 
-# Named settings of a strategy -> (allocator strategy, allocator overrides, description for the report).
+# Named settings of a strategy -> (strategy, its options, description for the report).
 # A plain strategy name needs no preset: its description is its `cobarl.STRATEGIES` summary.
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "fixed-beta-10.5-1.5": ("fixed-beta", {"fixed_alpha": 10.5, "fixed_beta": 1.5}, "fixed Beta(10.5, 1.5): favours easy prompts"),
@@ -29,8 +30,6 @@ DEFAULT_STRATEGIES = (
     "linear-decay",
     "explore-to-exploit",
 )
-# Set by the spec's name and by the run, not by key=value.
-FIXED_FIELDS = tuple(f.name for f in fields(AllocatorConfig) if f.name == "strategy" or f.metadata.get("derived"))
 
 
 @dataclass(frozen=True)
@@ -39,26 +38,31 @@ class StrategySpec:
 
     Attributes:
         label: name in the report (the spec string as typed, e.g. ``coba@0.5``).
-        strategy: an allocator strategy name (``cobarl.STRATEGIES``) or a callable
+        strategy: a strategy name (``cobarl.STRATEGIES``) or a callable
             ``f(pass_rates, total_budget, min_budget, max_budget) -> counts``.
-        overrides: extra :class:`cobarl.AllocatorConfig` fields.
+        overrides: options of the strategy's policy (:class:`cobarl.StrategyConfig`).
         budget_multiplier: this arm's rollouts relative to the others (``@0.5`` = half).
+        draw_width: simulator only, for a policy without ``max_budget``: the width of the shared draw
+            matrix (an allocator's is its max budget); None: 128. A mirror of a real comparison sets the
+            real task's max budget, as the simulator always drew for them.
     """
 
     label: str
     strategy: str | Callable
     overrides: dict[str, Any] = field(default_factory=dict)
     budget_multiplier: float = 1.0
+    draw_width: int | None = None
 
     def check_budget(self, per_prompt: float) -> None:
         """Refuse a per-prompt budget this arm cannot train: a policy that trains n per prompt needs a whole n."""
-        kind = STRATEGIES[self.strategy].policy if isinstance(self.strategy, str) else "allocator"
-        if kind != "allocator" and per_prompt != int(per_prompt):
+        if not StrategyConfig(self.strategy).policy.single_pass and per_prompt != int(per_prompt):
             raise ValueError(f"{self.label}: trains n = rollouts per prompt on every prompt, a whole number; got "
                              f"{per_prompt:g}; change --rollouts-per-prompt or the budget multipliers")
 
-    def allocator_config(self, total_steps: int) -> AllocatorConfig:
-        return AllocatorConfig(strategy=self.strategy, total_steps=total_steps, **self.overrides)
+    def strategy_config(self, total_steps: int) -> StrategyConfig:
+        """The arm's strategy and options, with the run's length where its policy reads it (linear-decay)."""
+        config = StrategyConfig(self.strategy, **self.overrides)
+        return config.replace(total_steps=total_steps) if "total_steps" in fields_by_name(config.policy.Options) else config
 
     def describe(self) -> str:
         base = self.label.split("@")[0].split(":")[0]
@@ -76,7 +80,9 @@ class StrategySpec:
 
 
 def parse_value(key: str, text: str) -> Any:
-    return parse_option(AllocatorConfig, key, text, text=True)
+    """A strategy option's value typed as text, read as its (first) declaring policy reads it."""
+    key = canonical_option(key)
+    return parse_option(POLICIES[option_owners()[key][0]].Options, key, text, text=True)
 
 
 def parse_strategy(spec: str) -> StrategySpec:
@@ -106,7 +112,7 @@ def parse_strategy(spec: str) -> StrategySpec:
     given: set[str] = set()
     for item in filter(None, opts.split(",")):
         key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
+        key = canonical_option(key.strip())
         if not eq or key not in option_names():
             raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(option_names())}")
         if key in given:
@@ -128,7 +134,9 @@ def parse_strategy(spec: str) -> StrategySpec:
 
 
 def option_names() -> list[str]:
-    return sorted(f.name for f in fields(AllocatorConfig) if f.name not in FIXED_FIELDS)
+    """Every strategy option a spec or grid may set (not those a run derives, as the schedule length)."""
+    return sorted(name for name, owners in option_owners().items()
+                  if not fields_by_name(POLICIES[owners[0]].Options)[name].metadata.get("derived"))
 
 
 def parse_strategies(items: Sequence[str]) -> list[StrategySpec]:

@@ -19,7 +19,7 @@ def train_args(text: str | None, backend: str) -> dict[str, Any]:
     if backend != "real":
         raise ValueError("--train-args passes options to cobarl train, which only the real back-end runs; add --backend real")
     from cobarl.train.cli import build_parser as train_parser
-    from cobarl.train.config import allocator_fields, allocator_key
+    from cobarl.train.config import strategy_option_fields
 
     try:
         words = shlex.split(text)
@@ -29,10 +29,10 @@ def train_args(text: str | None, backend: str) -> dict[str, Any]:
         values = vars(train_parser().parse_args(words))
     except SystemExit:
         raise ValueError(f"--train-args {text!r}: not valid cobarl train options (see cobarl train --help)") from None
-    allocator_keys = {allocator_key(f) for f in allocator_fields()}
-    taken = sorted(k for k in values if k in _COMPARE_SETS or k in allocator_keys)
+    strategy_keys = {"strategy", *strategy_option_fields()}
+    taken = sorted(k for k in values if k in _COMPARE_SETS or k in strategy_keys)
     if taken:
-        raise ValueError(f"--train-args: {', '.join(taken)} set by compare itself (allocator options go in the "
+        raise ValueError(f"--train-args: {', '.join(taken)} set by compare itself (the strategy and its options go in the "
                          "--strategies spec, e.g. coba:max_budget=16; steps, seeds and budgets in compare's own flags: --steps, "
                          "--seeds, --budget, --budget-multiplier)")
     return values

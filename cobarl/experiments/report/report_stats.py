@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from cobarl import metrics as M
-from cobarl.experiments.comparison.backends import effective_allocator
+from cobarl.experiments.comparison.backends import effective_strategy
 from cobarl.experiments.comparison.grid import SELECTION_METRIC
 from cobarl.experiments.comparison.runs import CompareOptions, RunResult
 
@@ -202,8 +202,9 @@ def _strategy_entry(spec, options: CompareOptions, runs: list[RunResult], metric
         "allocator": spec.strategy if isinstance(spec.strategy, str) else getattr(spec.strategy, "__name__", "callable"),
         "overrides": spec.overrides,
         "budget_multiplier": spec.budget_multiplier * options.budget_multiplier,
-        # every allocator setting the arm ran with (what --against mirrors on the simulator)
-        "allocator_config": effective_allocator(spec, options).to_dict(),
+        # every setting of the strategy the arm ran with (what --against mirrors on the simulator); the
+        # key keeps its name from when every strategy was an allocator's configuration (summary.json format)
+        "allocator_config": effective_strategy(spec, options).to_dict(),
         "seeds": [r.seed for r in runs],
     }
     for key in metrics[0] if metrics else ():

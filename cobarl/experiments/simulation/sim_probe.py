@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import binom
 
 from cobarl import metrics as M
-from cobarl.allocator import AllocatorConfig
+from cobarl.policies import StrategyConfig
 from cobarl.experiments.comparison.probe import ProbeAllocator, half_gains, ratio, stratified_half, unit_rates
 from cobarl.experiments.simulation.simulator import SimOptions, SimRun
 
@@ -75,11 +75,11 @@ def cluster_means(p: np.ndarray, cluster: np.ndarray) -> dict[int, float]:
 # --- runs -----------------------------------------------------------------------------------------------
 
 
-def probe_allocator_config(options: SimOptions) -> AllocatorConfig:
+def probe_allocator_config(options: SimOptions) -> StrategyConfig:
     """Uniform GRPO's allocator, with room for the probe's largest count: a favoured prompt can get up to
     ``weight`` x the mean, more than any fixed cap, so the cap is the step's whole budget (for both arms,
     so that both draw the same reward random numbers)."""
-    return AllocatorConfig(strategy="uniform", max_budget=max(1, options.total_budget()), total_steps=options.steps)
+    return StrategyConfig("uniform", max_budget=max(1, options.total_budget()), total_steps=options.steps)
 
 
 def run_sim_probe(options: SimOptions, seed: int, weight: float = 3.0) -> dict[str, Any]:

@@ -25,7 +25,9 @@ import numpy as np
 
 from cobarl.experiments.simulation.sim_map import cell_check, comparison_cells, excludes_zero, mean_of, real_task, spearman
 from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
-from cobarl.experiments.comparison.specs import FIXED_FIELDS, StrategySpec, parse_strategy
+from cobarl.experiments.comparison.specs import StrategySpec, parse_strategy
+from cobarl.policies import StrategyConfig
+from cobarl.tasks.embedded import TASKS
 from cobarl.experiments.report.summary_io import ComparisonSummary
 
 AGAINST_FIELDS = ("seeds", "steps", "prompts_per_step", "rollouts_per_prompt", "budget_multiplier", "baseline")
@@ -52,16 +54,20 @@ def real_comparison_settings(real: ComparisonSummary) -> dict[str, Any]:
 
 
 def mirrored_strategies(settings: dict[str, Any]) -> tuple[StrategySpec, ...]:
-    """The real comparison's arms under the same labels, each set to the allocator settings it ran
+    """The real comparison's arms under the same labels, each set to the strategy settings it ran
     with, as recorded in its summary.json: a real arm on the embedded task runs with that task's
-    preset (max budget 32, `cobarl.tasks.embedded.EmbeddedTask`), which the simulator's task does
-    not have, and a mirror must not silently change it."""
+    preset (an allocator's max budget 32, `cobarl.tasks.embedded.EmbeddedTask`), which the simulator's
+    task does not have, and a mirror must not silently change it. A policy without a max budget draws
+    its simulated rewards from a matrix as wide as that preset, as its mirror always did."""
+    task = TASKS.get(settings.get("task") or "")
     specs = []
     for label, ran_with in settings["strategies"].items():
         spec = parse_strategy(label)
-        sim_default = spec.allocator_config(settings["steps"]).resolved().to_dict()
-        changed = {k: v for k, v in ran_with.items() if k not in FIXED_FIELDS and sim_default.get(k) != v}
-        specs.append(StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier))
+        ran = StrategyConfig.from_dict(ran_with).to_dict()  # a report of an older cobarl records every policy's options
+        sim_default = spec.strategy_config(settings["steps"]).to_dict()
+        changed = {k: v for k, v in ran.items() if k not in ("strategy", "total_steps") and sim_default.get(k) != v}
+        width = None if "max_budget" in sim_default else ran_with.get("max_budget", task.max_budget if task else None)
+        specs.append(StrategySpec(label, spec.strategy, {**spec.overrides, **changed}, spec.budget_multiplier, width))
     return tuple(specs)
 
 

@@ -77,9 +77,9 @@ import numpy as np
 
 from cobarl import metrics as M
 from cobarl.advantages import baseline_advantages, group_advantages
-from cobarl.allocator import Allocator, AllocatorConfig
+from cobarl.allocator import Allocator
 from cobarl.experiments.simulation.sim_rollouts import StepDraws, rollout_uniforms, sample_rewards
-from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, make_policy, run_step
+from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, StrategyConfig, make_policy, run_step
 from cobarl.stats import difficulty_buckets, transition_counts
 
 # Bins of the estimated pass rate for the budget-vs-pass-rate plot: {0}, ten bins over (0, 1), {1}.
@@ -89,6 +89,8 @@ PHASES = ("early", "mid", "late")
 # Stream tags for np.random.default_rng([seed, tag, ...]); fixed so that runs are reproducible.
 _TASK, _ORDER, _EVAL, _VALIDATION = 11, 12, 14, 15  # 13, 16: rollouts (sim_rollouts)
 
+
+DRAW_WIDTH = 128  # the shared draw matrix's columns for a policy without a max budget (the old default max_budget)
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -332,7 +334,7 @@ class SimOptions:
 
 
 def simulate(
-    allocator_config: AllocatorConfig,
+    strategy: StrategyConfig,
     seed: int,
     options: SimOptions,
     *,
@@ -340,6 +342,7 @@ def simulate(
     callback: Callable[[int], None] | None = None,
     allocator: Allocator | None = None,
     max_generated: int | None = None,
+    draw_width: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the simulated policy for ``options.steps`` steps with one allocator (or until it generated
     ``max_generated`` rollouts, when that comes first).
@@ -347,10 +350,10 @@ def simulate(
     Returns ``(rows, summary)``: one metrics dict per step (names from :mod:`cobarl.metrics`), and
     the final summary (initial and final metrics, difficulty transitions ``[5, 5]`` counts, budget
     per estimated-pass-rate bin and phase). ``allocator``: an allocator object to use instead of
-    ``Allocator(allocator_config)`` (e.g. the probe's fixed allocation); it sees the train prompts'
-    integer ids.
+    the strategy's own (e.g. the probe's fixed allocation); it sees the train prompts' integer ids.
+    ``draw_width``: see :class:`SimRun`.
     """
-    run = SimRun(allocator_config, seed, options, budget_multiplier, allocator=allocator)
+    run = SimRun(strategy, seed, options, budget_multiplier, allocator=allocator, draw_width=draw_width)
     rows: list[dict[str, Any]] = []
     for step in range(options.steps):
         rows.append(run.step(step))
@@ -366,22 +369,24 @@ class SimRun:
     tallies. Call :meth:`step` for each step; ``learner`` then holds the current skills (per-prompt
     pass rates)."""
 
-    def __init__(self, allocator_config: AllocatorConfig, seed: int, options: SimOptions, budget_multiplier: float = 1.0,
-                 *, allocator: Allocator | None = None):
+    def __init__(self, strategy: StrategyConfig, seed: int, options: SimOptions, budget_multiplier: float = 1.0,
+                 *, allocator: Allocator | None = None, draw_width: int | None = None):
+        """``draw_width``: columns of the shared matrix of uniforms behind each step's rewards, for a
+        policy without a max budget (an allocator's is its ``max_budget``); None: 128, the width the
+        simulator always drew with by default."""
         self.start = time.perf_counter()
         self.seed, self.options, self.cfg = seed, options, options.sim
         self.task = make_task(self.cfg, seed)
         self.learner = Learner(self.task, self.cfg)
         self.adam = AdamScale()
-        self.policy: RolloutPolicy = (make_policy(allocator_config) if allocator is None
-                                      else AllocatorPolicy(allocator_config, allocator))
+        self.policy: RolloutPolicy = (make_policy(strategy) if allocator is None else AllocatorPolicy(strategy, allocator))
         self.allocator = getattr(self.policy, "allocator", None)  # the plan-before-generation strategies' own
-        self.width = (self.policy if self.allocator is None else self.allocator).config.max_budget  # of the shared uniform matrix
+        self.width = self.allocator.config.max_budget if self.allocator is not None else draw_width or DRAW_WIDTH
         self.budget = options.total_budget(budget_multiplier)
         self.order = batch_order(seed, self.task.n_train, options.prompts_per_step, options.steps)
         self.train = np.arange(self.task.n_train)
         self.heldout = np.arange(self.task.n_train, self.task.difficulty.size)
-        if self.policy.needs_stream:  # DAPO draws its prompts from the train split, in a seeded order
+        if self.policy.selects_prompts:  # DAPO draws its prompts from the train split, in a seeded order
             self.policy.stream = PromptStream(self.train.tolist(), seed)
         self.start_buckets = empirical_buckets(self.learner.pass_rates(self.train), seed, 0, self.cfg.eval_rollouts)
         self.bin_sum = np.zeros((len(PHASES), len(PASS_RATE_BINS)))
