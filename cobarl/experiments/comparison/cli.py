@@ -34,7 +34,8 @@ from cobarl.experiments.comparison.backends import BACKENDS, BackendUnavailable,
 from cobarl.experiments.comparison.compare import CompareInterrupted, RunFailed, run_compare
 from cobarl.experiments.report.console import print_table
 from cobarl.experiments.comparison.grid import expand_grid, parse_grid
-from cobarl.experiments.comparison.pool import default_workers, sigterm_as_interrupt
+from cobarl.experiments.comparison.pool import default_workers
+from cobarl.signals import sigterm_as_interrupt
 from cobarl.experiments.comparison.runs import BUDGETS, CompareOptions, RunResult
 from cobarl.experiments.comparison.run_store import RUNS_DIR, RunStore
 from cobarl.experiments.comparison.specs import DEFAULT_STRATEGIES, PRESETS, parse_strategies
