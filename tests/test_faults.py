@@ -306,7 +306,7 @@ def test_10_yaml_duplicates_and_conflicting_keys_are_refused(tmp_path, text, mes
 
 
 def test_10_a_repeated_option_in_a_strategy_spec_is_refused():
-    with pytest.raises(ValueError, match="kappa given twice"):
+    with pytest.raises(ValueError, match="kappa is given twice"):
         specs.parse_strategies(["coba:kappa=7,kappa=9"])
 
 

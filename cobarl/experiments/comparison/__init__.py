@@ -1,7 +1,8 @@
 """What a comparison runs: strategies side by side on the same task and seeds (``cobarl compare``), and
 the probe's fixed allocation against its placebo (``cobarl probe``).
 
-* ``specs.py`` ``grid.py``: the arms (strategy specs and presets; a tuning sweep's Cartesian product);
+* ``specs.py`` ``grid.py`` ``key_values.py``: the arms (strategy specs and presets; a tuning sweep's
+  Cartesian product; the one reader of their ``key=value`` lists);
 * ``runs.py``: what a comparison runs (`CompareOptions`) and what one run gives back (`RunResult`);
 * ``backends.py`` ``real.py``: one run on the simulator or as a ``cobarl train`` run (``real`` is here,
   not with the trainer: it is how a comparison calls ``cobarl train``, nothing the trainer needs);

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from cobarl.allocator import STRATEGIES, AllocatorConfig
+from cobarl.experiments.comparison.key_values import key_values
 from cobarl.options import parse_option
 
 # Named settings of a strategy -> (allocator strategy, allocator overrides, description for the report).
@@ -103,17 +104,9 @@ def parse_strategy(spec: str) -> StrategySpec:
     else:
         valid = sorted(set(PRESETS) | set(STRATEGIES))
         raise ValueError(f"unknown strategy {name!r} in {spec!r}; valid: {', '.join(valid)}, fixed-beta-A-B")
-    given: set[str] = set()
-    for item in filter(None, opts.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or key not in option_names():
-            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(option_names())}")
-        if key in given:
-            raise ValueError(f"option {key} given twice in {spec!r}; give each option once")
-        given.add(key)
+    for item, key, value in key_values(filter(None, opts.split(",")), option_names(), where=f" in {spec!r}"):
         try:
-            overrides[key] = parse_value(key, value.strip())
+            overrides[key] = parse_value(key, value)
         except ValueError as err:
             raise ValueError(f"bad option {item!r} in {spec!r}: {err}") from None
     multiplier = 1.0
