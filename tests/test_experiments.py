@@ -657,7 +657,7 @@ def test_a_spec_with_several_options_survives_the_comma_list():
 
 
 def test_compare_train_args_reach_every_real_run_through_train_parser():
-    from cobarl.experiments.comparison.cli import build_parser, options_from_args
+    from cobarl.experiments.comparison.cli_args import build_parser, options_from_args
     from cobarl.experiments.comparison.backends import real_run_options
 
     def options(*argv):
