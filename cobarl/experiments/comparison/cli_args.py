@@ -19,7 +19,7 @@ from cobarl.experiments.simulation.sim_vs_real import mirrored_strategies, real_
 from cobarl.experiments.report.summary_io import SummaryFormatError, read_summary
 from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
 from cobarl.experiments.comparison.train_args import train_args
-from cobarl.experiments.simulation.simulator import SimConfig
+from cobarl.experiments.simulation.sim_model import SimConfig
 
 DEFAULT_PRESET = "default"
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from cobarl.allocator import AllocatorConfig
 from cobarl.experiments.comparison.grid import Grid
-from cobarl.experiments.simulation.simulator import SimConfig, SimOptions
+from cobarl.experiments.simulation.sim_model import SimConfig
+from cobarl.experiments.simulation.simulator import SimOptions
 from cobarl.experiments.comparison.specs import StrategySpec
 
 BACKEND_NAMES = ("simulated", "real")
