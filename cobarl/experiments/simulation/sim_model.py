@@ -162,7 +162,7 @@ def cluster_skills_from_pass_rates(pass_rates, clip: float = 1e-3) -> tuple[floa
 
 @dataclass
 class Learner:
-    """Skills of the simulated policy: ``z = skill[cluster] + own - difficulty``."""
+    """Skills of the simulated model: ``z = skill[cluster] + own - difficulty``."""
 
     task: Task
     config: SimConfig

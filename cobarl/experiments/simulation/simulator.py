@@ -5,7 +5,7 @@ The model, stated once (see the README section "Simulator: what it captures and 
     prompt i          cluster c(i) in 0..C-1, difficulty d_i ~ N(0, difficulty_std^2)
     cluster skill     s_c ~ N(skill_mean, skill_std^2) at step 0
     logit             z_i = s_c(i) + u_i - d_i           (u_i: prompt-specific skill, 0 at step 0)
-    policy            rollout j of prompt i succeeds with p_i = sigmoid(z_i)  (reward 1, else 0)
+    model             rollout j of prompt i succeeds with p_i = sigmoid(z_i)  (reward 1, else 0)
 
 One step (the paper's order: allocate, roll out, observe): take the next M prompts of a shuffled pass over the
 train split and run the strategy's rollout policy on them (:func:`cobarl.policies.run_step`, total
@@ -17,7 +17,7 @@ advantages A_j of the kept rows' own groups (:func:`cobarl.group_advantages`: an
 std-normalised, 0 for all-equal groups), or against the policy's per-prompt baselines
 (:func:`cobarl.advantages.baseline_advantages`: Reinforce-Ada's whole-pool statistics); the
 policy observes every generated reward; then one Adam-normalised policy-gradient step on the
-logits. For a Bernoulli policy d log pi(y) / dz = y - p, so the token-mean loss
+logits. For a Bernoulli model d log pi(y) / dz = y - p, so the token-mean loss
 ``(1/N) sum_j A_j log pi(y_j)`` has gradient on z_i
 
     g_i = (1 / N) * sum_{j kept of prompt i} A_j (y_j - p_i)          (N = rollouts trained this step)
@@ -25,7 +25,7 @@ logits. For a Bernoulli policy d log pi(y) / dz = y - p, so the token-mean loss
 Accounting is fair: ``rollout/count`` and the cumulative ``rollouts`` are rollouts GENERATED,
 ``rollout/trained`` those in the loss, ``rollout/rounds`` and ``rollout/prompts`` what the step took.
 
-What a smaller batch costs. In a real policy every rollout's gradient ``A_j grad log pi(y_j)`` also
+What a smaller batch costs. In a real model every rollout's gradient ``A_j grad log pi(y_j)`` also
 moves millions of parameters in directions unrelated to its prompt: a noise term whose second
 moment per parameter is ``v = (1/N^2) sum_j A_j^2`` (per-rollout gradients of similar norm in
 nearly orthogonal directions). LLM policy gradients are noise-dominated at these batch sizes, so
@@ -144,7 +144,7 @@ def simulate(
     allocator: Allocator | None = None,
     max_generated: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train the simulated policy for ``options.steps`` steps with one allocator (or until it generated
+    """Train the simulated model for ``options.steps`` steps with one allocator (or until it generated
     ``max_generated`` rollouts, when that comes first).
 
     Returns ``(rows, summary)``: one metrics dict per step (names from :mod:`cobarl.metrics`), and
@@ -192,7 +192,7 @@ class SimRun:
         self.rollouts, self.trained, self.rounds, self.prompts = 0, 0, 0, 0
 
     def _rollouts(self, step: int, batch: np.ndarray):
-        """Run the policy's step on the simulated policy; returns the step, the draws and the pass
+        """Run the rollout policy's step on the simulated model; returns the step, the draws and the pass
         rates of ``draws.prompts`` (the batch's computed once, as the simulator always did)."""
         draws = StepDraws(self.seed, step, batch, self.width)
         p_batch = self.learner.pass_rates(batch)
