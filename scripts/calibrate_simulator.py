@@ -39,7 +39,7 @@ import numpy as np
 
 from cobarl.experiments.simulation.sim_probe import expected_histogram, run_sim_probe
 from cobarl.experiments.simulation.sim_presets import families_v4_options
-from cobarl.experiments.simulation.simulator import make_task
+from cobarl.experiments.simulation.sim_model import make_task
 
 REQUIRED = ("hist_0", "hist_1_4", "hist_16", "uniform_sampled_before", "uniform_sampled_after", "epoch1_share",
             "second_half_share", "probe_ratio_train", "probe_ratio_heldout", "placebo_ratio")

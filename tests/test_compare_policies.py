@@ -31,7 +31,7 @@ def test_policy_arms_parse_with_their_options_and_refuse_others():
     assert parse_strategy("gvm:gvm_alpha=0.01").overrides == {"gvm_alpha": 0.01}
     specs = parse_strategies(["uniform,reinforce-ada:round_size=8,max_rounds=2,dapo"])
     assert [s.label for s in specs] == ["uniform", "reinforce-ada:round_size=8,max_rounds=2", "dapo"]
-    from cobarl.experiments.comparison.cli import check_options
+    from cobarl.experiments.comparison.cli_args import check_options
 
     with pytest.raises(ValueError, match="--strategies 'dapo:round_size=4': round_size is an option of reinforce-ada"):
         check_options(_options("dapo:round_size=4"))

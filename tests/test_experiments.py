@@ -31,15 +31,9 @@ from cobarl.experiments.comparison.cli import main
 from cobarl.experiments.report.figures import PLOTS
 from cobarl.experiments.report.report import FILES, write_report
 from cobarl.experiments.report.report_stats import mean_ci
-from cobarl.experiments.simulation.simulator import (
-    AdamScale,
-    Learner,
-    batch_order,
-    gradient_noise,
-    grpo_signal,
-    make_task,
-    rollout_uniforms,
-)
+from cobarl.experiments.simulation.sim_model import AdamScale, Learner, gradient_noise, grpo_signal, make_task
+from cobarl.experiments.simulation.sim_rollouts import rollout_uniforms
+from cobarl.experiments.simulation.simulator import batch_order
 
 TINY_SIM = SimConfig(train_prompts=64, heldout_prompts=16, clusters=4)
 TINY = SimOptions(steps=12, prompts_per_step=8, rollouts_per_prompt=8, sim=TINY_SIM)
@@ -657,7 +651,7 @@ def test_a_spec_with_several_options_survives_the_comma_list():
 
 
 def test_compare_train_args_reach_every_real_run_through_train_parser():
-    from cobarl.experiments.comparison.cli import build_parser, options_from_args
+    from cobarl.experiments.comparison.cli_args import build_parser, options_from_args
     from cobarl.experiments.comparison.backends import real_run_options
 
     def options(*argv):

@@ -204,7 +204,8 @@ def test_5_sigterm_to_train_exits_143_with_the_resume_hint(monkeypatch, tmp_path
 def test_5_workers_die_with_their_parent(tmp_path):
     # under compare's SIGTERM handler, which a forked worker inherits (it must not keep the worker alive)
     code = ("import time; from concurrent.futures import ProcessPoolExecutor;"
-            "from cobarl.experiments.comparison.pool import ignore_sigint, sigterm_as_interrupt; sigterm_as_interrupt().__enter__();"
+            "from cobarl.experiments.comparison.pool import ignore_sigint; from cobarl.signals import sigterm_as_interrupt;"
+            "sigterm_as_interrupt().__enter__();"
             "pool = ProcessPoolExecutor(1, initializer=ignore_sigint); fs = [pool.submit(time.sleep, 60) for _ in range(3)];"
             "time.sleep(1); print(list(pool._processes), flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -305,7 +306,7 @@ def test_10_yaml_duplicates_and_conflicting_keys_are_refused(tmp_path, text, mes
 
 
 def test_10_a_repeated_option_in_a_strategy_spec_is_refused():
-    with pytest.raises(ValueError, match="kappa given twice"):
+    with pytest.raises(ValueError, match="kappa is given twice"):
         specs.parse_strategies(["coba:kappa=7,kappa=9"])
 
 

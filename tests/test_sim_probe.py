@@ -15,12 +15,8 @@ from helpers import REPO
 
 from cobarl.experiments.simulation.sim_probe import cluster_means, curve_shares, expected_histogram, run_sim_probe
 from cobarl.experiments.simulation.sim_presets import SIM_PRESETS
-from cobarl.experiments.simulation.simulator import (
-    SimConfig,
-    SimOptions,
-    cluster_skills_from_pass_rates,
-    make_task,
-)
+from cobarl.experiments.simulation.sim_model import SimConfig, cluster_skills_from_pass_rates, make_task
+from cobarl.experiments.simulation.simulator import SimOptions
 from cobarl.tasks.families import MISTAKE_RATES
 
 # A small task with clusters of distinct, known starting skills: 8 clusters x 8 train prompts.

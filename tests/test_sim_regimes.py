@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cobarl.experiments.simulation.sim_presets import SIM_PRESETS, V4_LEARNER, families_v4_options
-from cobarl.experiments.simulation.simulator import SimConfig, SimOptions, SimRun, simulate
+from cobarl.experiments.simulation.sim_model import SimConfig
+from cobarl.experiments.simulation.simulator import SimOptions, SimRun, simulate
 from cobarl.experiments.comparison.specs import parse_strategy
 from cobarl.tasks.embedded import REGIMES
 

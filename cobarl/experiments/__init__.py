@@ -24,7 +24,8 @@ from cobarl.experiments.comparison.specs import (
     parse_strategies,
     parse_strategy,
 )
-from cobarl.experiments.simulation.simulator import SimConfig, SimOptions, simulate
+from cobarl.experiments.simulation.sim_model import SimConfig
+from cobarl.experiments.simulation.simulator import SimOptions, simulate
 
 __all__ = [
     "BACKENDS",

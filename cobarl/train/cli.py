@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"cobarl train: error: {e}", file=sys.stderr)
         return 2
-    from cobarl.experiments.comparison.pool import Terminated, sigterm_as_interrupt
+    from cobarl.signals import Terminated, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # SIGTERM (timeout, Slurm preemption, kill) ends the run like Ctrl-C

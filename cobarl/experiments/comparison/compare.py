@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from cobarl.experiments.comparison.backends import check_real_runs, real_backend_function, run_one
-from cobarl.experiments.comparison.pool import Terminated, ignore_sigint, stop_pool
+from cobarl.experiments.comparison.pool import ignore_sigint, stop_pool
+from cobarl.signals import Terminated
 from cobarl.experiments.comparison.runs import CompareOptions, RunResult
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cobarl import metrics as M
+from cobarl.experiments.comparison.key_values import key_values
 from cobarl.policies import StrategyConfig
 from cobarl.experiments.comparison.specs import StrategySpec, format_value, option_names, parse_value
 
@@ -42,26 +43,20 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     {'kappa': (7.0, 11.0), 'max_budget': (32,), 'tau': ('adaptive', 8.0)}
     """
     grid: dict[str, tuple[Any, ...]] = {}
-    for item in items:
-        for part in filter(None, (x.strip() for x in item.split(";"))):
-            key, eq, values = part.partition("=")
-            key = key.strip().replace("-", "_")
-            if not eq or key not in option_names():
-                raise ValueError(f"bad grid option {part!r}; write option=v1,v2,... with option in: {', '.join(option_names())}")
-            if key in grid:
-                raise ValueError(f"option {key} is given twice")
-            texts = [v.strip() for v in values.split(",")]
-            if not all(texts):
-                raise ValueError(f"{key}: empty value in {part!r}; write {key}=v1,v2,...")
-            parsed = []
-            for text in texts:
-                try:
-                    parsed.append(parse_value(key, text))
-                except ValueError as err:
-                    raise ValueError(f"{key}={text}: {err}") from None
-            if len(set(parsed)) != len(parsed):
-                raise ValueError(f"{key}: a value repeats in {part!r}")
-            grid[key] = tuple(parsed)
+    parts = filter(None, (x.strip() for item in items for x in item.split(";")))
+    for part, key, values in key_values(parts, option_names(), what="grid option", form="option=v1,v2,..."):
+        texts = [v.strip() for v in values.split(",")]
+        if not all(texts):
+            raise ValueError(f"{key}: empty value in {part!r}; write {key}=v1,v2,...")
+        parsed = []
+        for text in texts:
+            try:
+                parsed.append(parse_value(key, text))
+            except ValueError as err:
+                raise ValueError(f"{key}={text}: {err}") from None
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"{key}: a value repeats in {part!r}")
+        grid[key] = tuple(parsed)
     if not grid:
         raise ValueError("empty grid; write e.g. kappa=7,11,15;max_budget=32,128")
     return grid

@@ -1,20 +1,17 @@
-"""Worker processes and signals: workers ignore Ctrl-C and die with their parent, SIGTERM is
-handled as Ctrl-C, and a stopped pool ends its running workers (``cobarl compare``, ``cobarl probe``,
-``cobarl train``)."""
+"""Worker processes: workers ignore Ctrl-C and die with their parent, and a stopped pool ends its running
+workers (``cobarl compare``, ``cobarl probe``). SIGTERM as Ctrl-C in the parent: `cobarl.signals`."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import threading
 from concurrent.futures import ProcessPoolExecutor
 
 def ignore_sigint() -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A forked worker inherits the parent's SIGTERM handler (`sigterm_as_interrupt`): restore the default, or
-    # the SIGTERM that ends it (its parent's death, `stop_pool`) raises inside its run, and it can live on
+    # A forked worker inherits the parent's SIGTERM handler (`cobarl.signals.sigterm_as_interrupt`): restore the
+    # default, or the SIGTERM that ends it (its parent's death, `stop_pool`) raises inside its run, and it can live on
     # holding the parent's folder lock (an inherited file descriptor), so the comparison cannot be continued.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # A worker whose parent died (SIGKILL, a crash) must not live on re-parented: Linux ends it with its parent.
@@ -29,28 +26,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, Slurm preemption, ``kill``), handled as Ctrl-C: finished work is kept."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, so the
-    Ctrl-C path runs: workers are ended, finished results kept, and the exit status says so."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

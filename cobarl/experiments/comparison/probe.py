@@ -412,7 +412,7 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from cobarl.experiments.comparison.pool import Terminated, sigterm_as_interrupt
+    from cobarl.signals import Terminated, sigterm_as_interrupt
 
     try:
         options = options_from_argv(sys.argv[1:] if argv is None else argv)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cobarl.experiments.comparison.grid import Grid
-from cobarl.experiments.simulation.simulator import SimConfig, SimOptions
+from cobarl.experiments.simulation.sim_model import SimConfig
+from cobarl.experiments.simulation.simulator import SimOptions
 from cobarl.experiments.comparison.specs import StrategySpec
 
 BACKEND_NAMES = ("simulated", "real")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cobarl.experiments.comparison.key_values import key_values
 from cobarl.options import fields_by_name, parse_option
 from cobarl.policies import POLICIES, StrategyConfig, option_owners
 from cobarl.strategies import STRATEGIES, canonical_option
@@ -109,17 +110,9 @@ def parse_strategy(spec: str) -> StrategySpec:
     else:
         valid = sorted(set(PRESETS) | set(STRATEGIES))
         raise ValueError(f"unknown strategy {name!r} in {spec!r}; valid: {', '.join(valid)}, fixed-beta-A-B")
-    given: set[str] = set()
-    for item in filter(None, opts.split(",")):
-        key, eq, value = item.partition("=")
-        key = canonical_option(key.strip())
-        if not eq or key not in option_names():
-            raise ValueError(f"bad option {item!r} in {spec!r}; write key=value with key in: {', '.join(option_names())}")
-        if key in given:
-            raise ValueError(f"option {key} given twice in {spec!r}; give each option once")
-        given.add(key)
+    for item, key, value in key_values(filter(None, opts.split(",")), option_names(), where=f" in {spec!r}"):
         try:
-            overrides[key] = parse_value(key, value.strip())
+            overrides[key] = parse_value(key, value)
         except ValueError as err:
             raise ValueError(f"bad option {item!r} in {spec!r}: {err}") from None
     multiplier = 1.0

@@ -1,7 +1,8 @@
 """The LLM-free simulator, and how far it is trusted.
 
-* ``simulator.py`` ``sim_rollouts.py``: the model of GRPO learning dynamics and its run loop; the
-  common random numbers behind every simulated reward;
+* ``simulator.py`` ``sim_model.py`` ``sim_rollouts.py``: the simulator's run loop (and its maths, stated
+  once); the simulated task and model and how a step moves it; the common random numbers behind every
+  simulated reward;
 * ``sim_presets.py``: its presets (``--sim-preset``: the default task, task v4 and its regimes);
 * ``sim_probe.py``: the strategy-neutral measurements on it that calibrate a preset (the probe, a uniform
   run), the simulated counterpart of ``cobarl probe``;

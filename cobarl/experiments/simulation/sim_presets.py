@@ -9,7 +9,8 @@ so the unreachable presets add no fitted constant: they are v4's learner in anot
 
 from __future__ import annotations
 
-from cobarl.experiments.simulation.simulator import SimConfig, SimOptions, cluster_skills_from_pass_rates
+from cobarl.experiments.simulation.sim_model import SimConfig, cluster_skills_from_pass_rates
+from cobarl.experiments.simulation.simulator import SimOptions
 from cobarl.tasks.embedded import REGIMES
 from cobarl.tasks.families import Regime
 

@@ -12,7 +12,7 @@ alone (``scripts/calibrate_simulator.py``):
   of the *clusters* ``weight`` x the rollouts of the other half at the same total, and the same
   split measured on the uniform run (the placebo). The split, the counts, the gains and the ratio
   are the real probe's own functions; only the pass rates differ: here they are the simulated
-  policy's exact ``sigmoid(z)`` (means over a cluster's prompts), not 16 or 8 samples.
+  model's exact ``sigmoid(z)`` (means over a cluster's prompts), not 16 or 8 samples.
 
 The uniform arm and the probe arm share the task, the prompt order and the reward random numbers
 (one allocator configuration for both, so the same uniforms lie behind every reward).
