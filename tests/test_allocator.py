@@ -80,7 +80,7 @@ def test_callable_strategy():
     again = Allocator(strategy=all_to_first)
     again.load_state_dict(json.loads(json.dumps(alloc.state_dict())))
     np.testing.assert_array_equal(again.pass_rates([5, 6]), [0.5, 1.0])
-    with pytest.raises(ValueError, match="strategy: saved 'all_to_first', now 'coba'"):
+    with pytest.raises(ValueError, match="method: saved 'all_to_first', now 'threshold'"):
         Allocator(strategy="coba").load_state_dict(alloc.state_dict())
 
 
@@ -90,16 +90,17 @@ def test_unknown_strategy_lists_valid_ones():
 
 
 def test_each_strategy_runs_with_its_papers_statistics():
-    coba_ref = StrategyConfig(strategy="coba-reference").resolved()
+    coba_ref = StrategyConfig(strategy="coba-reference")
     assert (coba_ref.tau, coba_ref.success, coba_ref.stats, coba_ref.prior) == ("adaptive", "==1", "appearances", "half")
     knap = Allocator(strategy="knapsack-rl").config
     assert (knap.stats, knap.recent_rollouts, knap.min_rollouts, knap.stats_window) == ("recent-rollouts", 16, 8, None)
-    coba = StrategyConfig(strategy="coba")
-    assert coba.tau is None and coba.resolved().tau == 8.0
-    # Unset options follow the strategy, also through dataclasses.replace (how configs are derived).
-    assert dataclasses.replace(coba, strategy="coba-reference").resolved().tau == "adaptive"
-    assert dataclasses.replace(coba, strategy="knapsack-rl").resolved().stats == "recent-rollouts"
-    assert coba.resolved().resolved() == coba.resolved()
+    assert "tau" not in knap.to_dict() and "stats_window" not in knap.to_dict()  # options that do nothing here
+    coba = StrategyConfig(strategy="coba", window=3)
+    assert coba.tau == 8.0 and coba.overrides == {"window": 3}
+    # Options the user did not set follow the strategy, also through replace (how configs are derived).
+    assert coba.replace(strategy="coba-reference").tau == "adaptive"
+    assert coba.replace(strategy="knapsack-rl").stats == "recent-rollouts"
+    assert coba.replace(strategy="knapsack-rl").window == 3
     # A Knapsack-RL prompt that scored 2/2 once is not "solved": it is unseen until 8 rollouts.
     alloc = Allocator(strategy="knapsack-rl", max_budget=16)
     alloc.observe([5, 5], np.array([1.0, 1.0]))
@@ -129,8 +130,10 @@ def test_success_rule_reaches_statistics_and_capability():
         (dict(window=0), "window must be an integer >= 1"),
         (dict(min_budget=True), "min_budget must be an integer"),
         (dict(success="1"), "success rule '1' is not understood"),
-        (dict(strategy="knapsack-rl", stats_window=3), "stats_window applies to stats='appearances'"),
-        (dict(strategy="coba", min_rollouts=4), "min_rollouts applies to stats='recent-rollouts'"),
+        (dict(strategy="knapsack-rl", stats_window=3), "stats_window applies when stats is 'appearances'"),
+        (dict(strategy="coba", min_rollouts=4), "min_rollouts applies when stats is 'recent-rollouts'"),
+        (dict(strategy="knapsack", tau=4), "tau applies when value is 'coba'"),
+        (dict(strategy="coba", fixed_alpha=2), "fixed_alpha applies when schedule is 'fixed'"),
         (dict(stats="ema"), "stats must be one of appearances, recent-rollouts, got 'ema'"),
     ],
 )
@@ -152,7 +155,7 @@ def test_load_state_is_all_or_nothing_and_refuses_another_run():
     run_steps(a, np.random.default_rng(4), steps=2)
     state = json.loads(json.dumps(a.state_dict()))
     for other, message in (
-        (Allocator(strategy="coba-reference"), "strategy: saved 'coba', now 'coba-reference'"),
+        (Allocator(strategy="coba-reference"), "method: saved 'threshold', now 'coba-reference'"),
         (Allocator(strategy="coba", window=3), "window: saved 1, now 3"),
     ):
         before = other.state_dict()
@@ -188,7 +191,9 @@ def test_metrics_follow_the_schema_and_its_timing():
 
 def test_allocator_options_are_refused_for_a_policy_that_ignores_them():
     """kappa, tau, success, ... mean nothing to Reinforce-Ada or DAPO: refused, not silently ignored."""
-    for options in ({"kappa": 7.0}, {"success": ">0.5"}, {"tau": 4.0}, {"stats_window": 2}):
-        with pytest.raises(ValueError, match="does not use"):
+    for options in ({"kappa": 7.0}, {"success": ">0.5"}, {"tau": 4.0}, {"stats_window": 2}, {"max_budget": 32}):
+        with pytest.raises(ValueError, match=f"{next(iter(options))} is an option of allocator, not of 'reinforce-ada'"):
             StrategyConfig(strategy="reinforce-ada", **options)
-    StrategyConfig(strategy="dapo", max_budget=32).resolved()  # budgets bound every strategy (simulator draws)
+    with pytest.raises(ValueError, match="round_size is an option of reinforce-ada, not of 'dapo'"):
+        StrategyConfig(strategy="dapo", round_size=4)
+    assert StrategyConfig("dapo").to_dict() == {"strategy": "dapo", "gen_batch_factor": 3, "max_gen_batches": 10}

@@ -28,7 +28,7 @@ def test_policy_arms_parse_with_their_options_and_refuse_others():
     assert parse_strategy("reinforce-ada:round_size=4").overrides == {"round_size": 4}
     assert parse_strategy("dapo:gen_batch_factor=2,max_gen_batches=0").overrides == {"gen_batch_factor": 2, "max_gen_batches": 0}
     assert parse_strategy("pods:generate_size=32").strategy == "pods"
-    assert parse_strategy("gvm:gvm_alpha=0.01").overrides == {"gvm_alpha": 0.01}
+    assert parse_strategy("gvm:gvm_alpha=0.01").overrides == {"weight_alpha": 0.01}  # an old name reads as today's
     specs = parse_strategies(["uniform,reinforce-ada:round_size=8,max_rounds=2,dapo"])
     assert [s.label for s in specs] == ["uniform", "reinforce-ada:round_size=8,max_rounds=2", "dapo"]
     from cobarl.experiments.comparison.cli_args import check_options

@@ -280,7 +280,7 @@ def test_real_backend_contract(monkeypatch, tmp_path):
     opts = CompareOptions(strategies=tuple(parse_strategies(["uniform,coba@0.5"])), seeds=(0,), steps=3,
                           prompts_per_step=8, rollouts_per_prompt=8, backend="real")
     runs = run_compare(opts, progress=False)
-    assert [c["allocator"] for c in seen] == ["uniform", "coba"] and seen[1]["rollouts_per_prompt"] == 4
+    assert [c["strategy"] for c in seen] == ["uniform", "coba"] and seen[1]["rollouts_per_prompt"] == 4
     assert all(c["transitions"] and c["eval_every"] == 1 for c in seen)  # transitions; accuracy at steps//6 (>= 1)
     summary = write_report(runs, opts, tmp_path, plots=False)
     assert summary["accuracy_metric"] == "eval/heldout_accuracy"

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 SMALL = ["--max-steps", "2", "--save-steps", "1", "--prompts-per-step", "4", "--rollouts-per-prompt", "4",
          "--max-budget", "8", "--eval-size", "8", "--max-completion-length", "4", "--learning-rate", "1e-2",
          "--no-progress", "--reward-workers", "1", "--device", "cpu", "--reward", "helpers:parity_reward"]
+NO_MAX_BUDGET = [a for i, a in enumerate(SMALL) if "--max-budget" not in SMALL[max(i - 1, 0):i + 1]]  # not a dapo option
 COUNTERS = ("steps", "rollouts", "allocations", "reward_failures", "reward_calls", "eval_reward_failures",
             "eval_reward_calls", "rollouts_trained", "completion_tokens", "prompts", "processes", "rollouts_per_step")
 
@@ -231,7 +232,7 @@ def test_8_fresh_from_inside_the_run_folder_is_refused_clearly(tmp_path, monkeyp
 def test_9_dapo_batch_larger_than_the_data_names_its_options(tmp_path, capsys):
     data = write_rows(tmp_path / "d.jsonl", ROWS)  # 16 train prompts; DAPO draws 3 x 8 = 24 per batch
     assert main(["--dataset", str(data), "--allocator", "dapo", "--model", str(tmp_path / "absent"),
-                 "--output-dir", str(tmp_path / "run"), *SMALL, "--prompts-per-step", "8"]) == 1
+                 "--output-dir", str(tmp_path / "run"), *NO_MAX_BUDGET, "--prompts-per-step", "8"]) == 1
     err = capsys.readouterr().err
     assert "--gen-batch-factor 3 x --prompts-per-step 8 = 24" in err and "16 training prompts" in err
 

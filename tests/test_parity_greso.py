@@ -99,7 +99,7 @@ def _rewards(pid: int, k: int) -> float:
 
 
 def _policy(**options) -> GresoPolicy:
-    policy = make_policy(StrategyConfig(strategy="greso", greso_min_sampling_batch=4, **options))
+    policy = make_policy(StrategyConfig(strategy="greso", min_sampling_batch=4, **options))
     policy.stream = PromptStream(range(DATA), seed=5)
     return policy
 
@@ -116,7 +116,7 @@ def _step(policy: GresoPolicy):
 
 def test_policy_skips_records_dropped_groups_and_trains_the_kept():
     policy = _policy()
-    assert isinstance(policy, GresoPolicy) and policy.config.greso_sampling_factor == 1.5
+    assert isinstance(policy, GresoPolicy) and policy.options.sampling_factor == 1.5
     first, rounds = _step(policy)
     assert len(rounds[0]) == 6 * N  # ceil(1.5 x 4) unseen prompts, all kept
     generated = set(first.group_ids)
@@ -149,21 +149,21 @@ def test_policy_state_round_trips_and_resumes_identically():
 
 
 def test_policy_refuses_after_the_cap():
-    policy = make_policy(StrategyConfig(strategy="greso", greso_max_gen_batches=2))
+    policy = make_policy(StrategyConfig(strategy="greso", max_gen_batches=2))
     policy.stream = PromptStream(range(8, 1000))  # only all-wrong prompts
 
-    with pytest.raises(RuntimeError, match="greso_max_gen_batches"):
+    with pytest.raises(RuntimeError, match="max_gen_batches"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
     # without a cap, a step that has drawn more prompts than the data hold stops instead of looping forever
-    policy = make_policy(StrategyConfig(strategy="greso", greso_max_gen_batches=0))
+    policy = make_policy(StrategyConfig(strategy="greso", max_gen_batches=0))
     policy.stream = PromptStream(range(8, 16))
     with pytest.raises(RuntimeError, match="more than the 8 of the data"):
         run_step(policy, list(range(PROMPTS)), N * PROMPTS, lambda rows: np.zeros(len(rows)))
 
 
 def test_options_belong_to_greso():
-    with pytest.raises(ValueError, match="greso_p_easy is an option of greso"):
+    with pytest.raises(ValueError, match="p_easy is an option of greso"):
         StrategyConfig(strategy="dapo", greso_p_easy=0.3)
-    config = StrategyConfig(strategy="greso").resolved()
-    assert (config.greso_target_zero_variance, config.greso_min_p, config.greso_max_p) == (0.25, 0.05, 0.95)
-    assert (config.greso_p_easy, config.greso_p_hard, config.greso_min_sampling_batch) == (0.5, 0.5, 64)
+    config = StrategyConfig(strategy="greso", greso_p_hard=0.5)  # an old name still reads
+    assert (config.target_zero_variance, config.min_p, config.max_p) == (0.25, 0.05, 0.95)
+    assert (config.p_easy, config.p_hard, config.min_sampling_batch) == (0.5, 0.5, 64)

@@ -70,7 +70,7 @@ def _cli(*args: str, timeout: float = 600):
 
 @pytest.mark.parametrize("args,message", [
     (["--seeds", "1"], "at least 2 distinct seeds"),
-    (["--allocator", "coba"], "allocator is set by the probe"),
+    (["--allocator", "coba"], "strategy is set by the probe"),
     (["--max-budget", "8"], "allocator options have no effect"),
     (["--seed", "3"], "seed is set by the probe"),
     (["--weight", "1"], "--weight and --min-ratio must be > 1"),

@@ -80,8 +80,8 @@ def test_config_precedence_yaml_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("max_steps: 7\nallocator: uniform\nkappa: 3.5\n")
     c = config_from_args(["--config", str(cfg), "--max-steps", "9", "--k", "3"])
-    a = c.allocator
-    assert (c.max_steps, a.strategy, a.kappa, a.window) == (9, "uniform", 3.5, 3)
+    a = c.strategy
+    assert (c.max_steps, a.name, a.kappa, a.window) == (9, "uniform", 3.5, 3)
     assert c.rollouts_per_step == c.prompts_per_step * 8  # derived: prompts x 8 rollouts on average
     cfg.write_text("max_stepz: 7\n")
     with pytest.raises(ValueError, match="unknown option.*max_stepz"):
@@ -142,7 +142,7 @@ def test_compare_real_runs_use_the_train_config_tree(monkeypatch):
         raise AssertionError("a run started before every config was validated")
 
     monkeypatch.setattr(real, "run_training", must_not_run)
-    bad = CompareOptions(strategies=(parse_strategy("uniform"), parse_strategy("coba:kappa=1")), seeds=(0,), steps=3,
-                         prompts_per_step=8, rollouts_per_prompt=4, backend="real")
     with pytest.raises(ValueError, match=r"(?s)coba:kappa=1.*kappa must be"):
+        bad = CompareOptions(strategies=(parse_strategy("uniform"), parse_strategy("coba:kappa=1")), seeds=(0,), steps=3,
+                             prompts_per_step=8, rollouts_per_prompt=4, backend="real")
         run_compare(bad, progress=False)

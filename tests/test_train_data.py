@@ -113,13 +113,14 @@ def test_model_path_checks(tmp_path):
 
 
 def test_config_errors_are_specific():
-    with pytest.raises(ValueError, match="unknown allocator 'nope'; valid allocators: uniform, coba"):
+    with pytest.raises(ValueError, match="unknown strategy 'nope'; valid strategies: uniform, coba"):
         make_config({"allocator": "nope"})
     with pytest.raises(ValueError, match=r"budget cannot be met with --rollouts-per-step 15 over --prompts-per-step 8: total_budget=15 is below 8 prompts x min_budget=2 = 16"):
         make_config({"rollouts_per_step": 15, "prompts_per_step": 8})
     with pytest.raises(ValueError, match=r"tau must be .*'hot'"):
         make_config({"tau": "hot"})
-    assert make_config({"tau": "adaptive"}).allocator.tau == "adaptive" and TrainConfig().allocator.tau is None
+    assert make_config({"tau": "adaptive"}).strategy.tau == "adaptive" and TrainConfig().strategy.tau == 8.0
+    assert make_config({"tau": "adaptive"}).strategy.overrides == {"tau": "adaptive", "max_budget": 32}
 
 
 def test_truncate_metrics_drops_redone_steps_and_torn_lines(tmp_path):
@@ -138,15 +139,15 @@ def test_one_set_of_allocator_defaults_with_the_embedded_task_preset(tmp_path):
     from cobarl.train.rundir import CONFIG_FILE, read_saved_config
 
     assert all(t.max_budget == 32 for t in TASKS.values())
-    assert make_config({}).allocator == StrategyConfig(max_budget=32) == TrainConfig().allocator
+    assert make_config({}).strategy == StrategyConfig(max_budget=32) == TrainConfig().strategy
     for task in TASKS:
-        assert make_config({"task": task, "allocator": "knapsack"}).allocator.max_budget == 32
-    assert make_config({"dataset": "d.jsonl"}).allocator == StrategyConfig() == TrainConfig(dataset="d.jsonl").allocator
-    assert make_config({"max_budget": 128}).allocator.max_budget == 128  # the user's value wins over the preset
-    assert make_config({"dataset": "d.jsonl", "max_budget": 16}).allocator.max_budget == 16
+        assert make_config({"task": task, "allocator": "knapsack"}).strategy.max_budget == 32
+    assert make_config({"dataset": "d.jsonl"}).strategy == StrategyConfig() == TrainConfig(dataset="d.jsonl").strategy
+    assert make_config({"max_budget": 128}).strategy.max_budget == 128  # the user's value wins over the preset
+    assert make_config({"dataset": "d.jsonl", "max_budget": 16}).strategy.max_budget == 16
     # a run whose config.yaml recorded max_budget 32 resumes without a config difference
     dump_yaml(make_config({"max_steps": 5}), tmp_path / CONFIG_FILE)
     saved = read_saved_config(tmp_path)
-    assert saved.allocator.max_budget == 32
+    assert saved.strategy.max_budget == 32
     assert config_diff(saved, make_config({"resume": True}, base=saved)) == []
     assert config_diff(saved, make_config({})) == []

@@ -75,7 +75,7 @@ def test_nested_yaml_and_renamed_kl_coefficient(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("allocator: {strategy: knapsack, kappa: 5}\nbeta: 0.04\n")
     c = config_from_args(["--config", str(path)])
-    assert (c.allocator.strategy, c.allocator.kappa, c.kl_beta) == ("knapsack", 5.0, 0.04)
+    assert (c.strategy.name, c.strategy.kappa, c.kl_beta) == ("knapsack", 5.0, 0.04)
     assert config_from_args(["--beta", "0.1"]).kl_beta == 0.1  # deprecated alias
 
 
@@ -143,7 +143,7 @@ def test_resume_refuses_changed_run_defining_options(tmp_path):
     with pytest.raises(ValueError) as e:
         check_resume_config(changed, run_dir)
     msg = str(e.value)
-    assert "seed: 0 -> 1" in msg and "allocator: 'coba' -> 'uniform'" in msg and "window: 1 -> 3" in msg
+    assert "seed: 0 -> 1" in msg and "strategy: 'coba' -> 'uniform'" in msg and "window: 1 -> 3" in msg
     assert "max_steps" not in msg  # extending a run is what --resume is for
     check_resume_config(changed.replace(allow_config_change=True), run_dir)
 

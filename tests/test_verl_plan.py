@@ -48,8 +48,8 @@ def _trained_allocator(strategy="coba", n_prompts=64, seed=0, **kw) -> Allocator
 def test_parse_settings_defaults_and_allocator_fields():
     s = parse_settings({"strategy": "coba-reference", "kappa": 11, "tau": "adaptive", "max_budget": 64})
     assert s.name == "default" and s.prompt_key == "index" and s.missing_state == "error"
-    assert s.allocator == StrategyConfig(strategy="coba-reference", kappa=11, tau="adaptive", max_budget=64)
-    assert parse_settings({"tau": "4"}).allocator.tau == 4.0
+    assert s.strategy == StrategyConfig(strategy="coba-reference", kappa=11, tau="adaptive", max_budget=64)
+    assert parse_settings({"tau": "4"}).strategy.tau == 4.0
     assert parse_settings(None) == parse_settings({})
 
 
@@ -157,7 +157,7 @@ def test_shared_state_one_update_per_flush_matches_allocator():
     assert state.steps == 0 and len(state.pending) == len(roll_uids)
     metrics = state.flush()
     assert state.steps == 1 and state.pending == [] and state.inflight == {}
-    ref = Allocator(settings.allocator)
+    ref = Allocator(settings.strategy)
     ref.plan([10, 11, 12], 12)
     pid_of = dict(zip(uids, pids))
     ref.observe([pid_of[u] for u in roll_uids], rewards)  # one observe = one tracker update

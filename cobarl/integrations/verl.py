@@ -62,6 +62,7 @@ from cobarl.integrations.verl_plan import (
     SharedState,
     balance_workers,
     check_rollout_n,
+    plan_options,
     get_state,
     parse_settings,
     prompt_ids_from_batch,
@@ -143,7 +144,7 @@ def check_config(config: Any, settings: PluginSettings) -> None:
             "refilled by verl's replay buffer): set algorithm.filter_groups.enable=true (and algorithm.filter_groups.metric, "
             "e.g. acc)")
     try:
-        check_rollout_n(int(config.actor_rollout_ref.rollout.n), settings.strategy)
+        check_rollout_n(int(config.actor_rollout_ref.rollout.n), plan_options(settings.strategy))
     except ValueError as err:
         problems.append(str(err))
     if problems:

@@ -19,13 +19,12 @@ training batch, a DAPO refill, an async top-up or prompts re-issued on resume, o
 
 from __future__ import annotations
 
-import dataclasses
 
 import hashlib
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -136,14 +135,13 @@ def plan_options(config):
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------
-def check_rollout_n(rollout_n: int, config) -> None:
+def check_rollout_n(rollout_n: int, options) -> None:
     """Refuse, with the fix, a ``rollout.n`` for which some batch size k could not be split.
 
     A batch of k prompts gets exactly ``k * rollout.n`` rollouts with every prompt in
     ``[min_budget, max_budget]``; that is feasible for every k >= 1 iff
     ``min_budget <= rollout.n <= max_budget``.
     """
-    options = plan_options(config)
     n, lo, hi = int(rollout_n), options.min_budget, options.max_budget
     if lo < 2:
         raise ValueError(

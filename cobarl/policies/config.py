@@ -42,7 +42,8 @@ class StrategyConfig:
 
     def __init__(self, strategy: str | Callable = "coba", **overrides: Any) -> None:
         if isinstance(strategy, str):
-            STRATEGIES.get(strategy)  # unknown: the registry's message lists the strategies
+            if strategy not in STRATEGIES:
+                raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)} (or a callable)")
             preset: Mapping[str, Any] = STRATEGIES[strategy].preset
             policy = POLICIES.get(STRATEGIES[strategy].policy)
         elif callable(strategy):

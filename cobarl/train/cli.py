@@ -35,12 +35,16 @@ def _text_parser(cls: type, name: str):
 
 
 def _add_flag(parser, cls: type, f: dataclasses.Field, name: str, default: object,
-              none_means: str | None = None, old_names: tuple[str, ...] = ()) -> None:
+              none_means: str | None = None, old_names: tuple[str, ...] = (), strategy_option: bool = False) -> None:
     flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ()), *("--" + o.replace("_", "-") for o in old_names)]
     default_text = default if default is not None else None if "Default:" in f.metadata["help"] else none_means
     help_text = f.metadata["help"] + (f" (default: {default_text})" if default_text is not None else "")
-    if isinstance(default, bool):
+    if isinstance(default, bool) and not strategy_option:  # a train option: --x / --no-x
         parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    if isinstance(default, bool):  # a strategy option: --x, or --x true/false as compare specs and verl write it
+        parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), nargs="?", const=True, help=help_text,
+                            metavar="true|false")
         return
     choices = f.metadata.get("choices")
     parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), choices=choices, help=help_text,
@@ -89,7 +93,8 @@ def add_strategy_flags(parser: argparse.ArgumentParser) -> None:
             if f.name in presets:  # the embedded task's preset (EmbeddedTask), applied when the flag is left out
                 default = f"{default}; the embedded task: {presets[f.name]}, 4 x its 8 rollouts per prompt"
             old = tuple(o for o, new in RENAMED_OPTIONS.items() if new == f.name)  # still read, not shown
-            _add_flag(group, cls.Options, f, f.name, default, none_means="the strategy's own", old_names=old)
+            _add_flag(group, cls.Options, f, f.name, default, none_means="the strategy's own", old_names=old,
+                      strategy_option=True)
 
 
 def config_from_args(argv: list[str] | None) -> TrainConfig:

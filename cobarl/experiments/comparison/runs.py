@@ -80,7 +80,10 @@ class CompareOptions:
         for spec in self.strategies:  # a policy that trains n per prompt needs a whole n
             spec.check_budget(self.per_prompt(spec))
         for spec in self.strategies:  # an allocator keeps every prompt's budget in [min_budget, max_budget]
-            o = spec.strategy_config(self.steps).options
+            try:
+                o = spec.strategy_config(self.steps).options
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"--strategies {spec.label!r}: {err}") from None
             lo, hi = getattr(o, "min_budget", 1), getattr(o, "max_budget", float("inf"))
             per_prompt = self.per_prompt(spec)
             if not lo <= per_prompt <= hi:

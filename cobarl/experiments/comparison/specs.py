@@ -5,7 +5,7 @@ presets they name."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cobarl.experiments.comparison.key_values import key_values

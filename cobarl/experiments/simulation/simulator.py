@@ -78,7 +78,7 @@ import numpy as np
 from cobarl import metrics as M
 from cobarl.advantages import baseline_advantages, group_advantages
 from cobarl.allocator import Allocator
-from cobarl.experiments.simulation.sim_rollouts import StepDraws, rollout_uniforms, sample_rewards
+from cobarl.experiments.simulation.sim_rollouts import StepDraws
 from cobarl.experiments.simulation.sim_model import AdamScale, Learner, SimConfig, gradient_noise, grpo_signal, make_task
 from cobarl.policies import AllocatorPolicy, PromptStream, RolloutPolicy, StrategyConfig, make_policy, run_step
 from cobarl.stats import difficulty_buckets, transition_counts
