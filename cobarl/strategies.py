@@ -63,6 +63,20 @@ def canonical_option(name: str) -> str:
     return RENAMED_OPTIONS.get(name, name)
 
 
+def canonical_options(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` by current option names. A record of the old bag lists an option under its old and its
+    new name (GRESO's cap and DAPO's were two fields): None there is "unset", so a set value wins; two
+    set values are refused (which one to keep would be an accident of ordering)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = canonical_option(key)
+        if name in out and value is not None and out[name] is not None and out[name] != value:
+            raise ValueError(f"{name} is given twice, as {out[name]!r} and {value!r} (once under its old name); keep one")
+        if out.get(name) is None:
+            out[name] = value
+    return out
+
+
 def upgrade_saved(saved: Mapping[str, Any], options_cls: type) -> dict[str, Any]:
     """A policy's options as a checkpoint or run file recorded them, in today's names. A record from
     before options were a policy's own lacks those its strategy then fixed (an allocator's schedule,
@@ -70,7 +84,7 @@ def upgrade_saved(saved: Mapping[str, Any], options_cls: type) -> dict[str, Any]
     callable strategy was its own method). Nothing else is filled in, so a real change stays a change."""
     import dataclasses
 
-    out = {canonical_option(k): v for k, v in saved.items()}
+    out = canonical_options(saved)
     name = out.get("strategy")
     preset = STRATEGIES[name].preset if isinstance(name, str) and name in STRATEGIES else {"method": name}
     if "strategy" in out:  # an allocator's own state records its options only, all of them

@@ -16,7 +16,7 @@ from typing import Any
 
 from cobarl.options import fields_by_name, parse_option
 from cobarl.policies.base import POLICIES
-from cobarl.strategies import STRATEGIES, Strategy, canonical_option, upgrade_saved
+from cobarl.strategies import STRATEGIES, Strategy, canonical_option, canonical_options, upgrade_saved
 
 
 def option_owners() -> dict[str, list[str]]:
@@ -103,7 +103,7 @@ class StrategyConfig:
         user's, so :meth:`replace` with another strategy starts from that one's. A record from before
         options were a policy's own lists every policy's options: see :func:`_from_old_record`."""
         old = _OLD_BAG <= set(data)
-        data = {canonical_option(k): v for k, v in data.items()}
+        data = canonical_options(data)
         strategy = data.pop("strategy", data.pop("name", "coba"))
         preset = cls(strategy)
         own = fields_by_name(preset.policy.Options)

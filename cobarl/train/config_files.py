@@ -68,8 +68,9 @@ def check_one_name_per_option(data: dict[str, Any]) -> None:
     spellings: dict[str, list[str]] = {}
     for key, value in data.items():
         if RENAMED.get(str(key), str(key)) == "strategy" and isinstance(value, dict):
-            for sub in value:
-                spellings.setdefault(canonical(str(sub)), []).append(f"{key}.{sub}")
+            for sub, v in value.items():
+                if v is not None:  # an old file's bag lists an option under both names, unset (null) under one
+                    spellings.setdefault(canonical(str(sub)), []).append(f"{key}.{sub}")
         else:
             spellings.setdefault(canonical(str(key)), []).append(str(key))
     clashes = [f"{' and '.join(names)}" for names in spellings.values() if len(names) > 1]
