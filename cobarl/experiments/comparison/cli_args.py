@@ -30,7 +30,7 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
     shape = SIM_PRESETS.get(preset, SIM_PRESETS[DEFAULT_PRESET])
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Run several rollout-allocation strategies on the same task with the same seeds and write "
+        description="Run several strategies (each a rollout policy with its options) on the same task with the same seeds and write "
         "summary.json, metrics.csv, plots and report.md. Every finished run is kept in OUTPUT_DIR/runs/: the same "
         "--output-dir again continues the comparison, reusing the runs finished with the same settings and running "
         "only the others (an interrupted comparison, or one with more --strategies or seeds); a folder whose runs "
@@ -107,7 +107,7 @@ def _add_run_options(p: argparse.ArgumentParser, shape) -> None:
     p.add_argument("--train-args", default=None, metavar="'OPTIONS'",
                    help="Real back-end: any other cobarl train options for every run, as on its command line, e.g. "
                    "--train-args '--task arith-v3 --train-size 1024 --learning-rate 3e-4 --cpu-threads 1'. The options "
-                   "compare sets itself (strategy and allocator options, seed, steps, prompts and rollouts per step, "
+                   "compare sets itself (the strategy and its options, seed, steps, prompts and rollouts per step, "
                    "output dir) are refused there.")
 
 

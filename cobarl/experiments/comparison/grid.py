@@ -1,5 +1,5 @@
 """A tuning sweep (``cobarl compare --grid "kappa=7,11,15;max_budget=32,128"``): a comparison whose
-arms are the Cartesian product of allocator options over one base strategy (`expand_grid`), plus
+arms are the Cartesian product of options of one base strategy (`expand_grid`), plus
 the base configuration itself; the report selects by validation accuracy, never by held-out accuracy."""
 
 from __future__ import annotations

@@ -393,7 +393,7 @@ def options_from_argv(argv: list[str]) -> ProbeOptions:
     allocator_options = sorted(set(values) & set(strategy_option_fields()))
     if allocator_options:
         raise ValueError(f"{', '.join(allocator_options)}: the probe allocates by its fixed weights (--weight), so "
-                         "allocator options have no effect; leave them out")
+                         "strategy options have no effect; leave them out")
     out = Path(args.output_dir or f"runs/probe-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "summary.json").exists() or (out / "runs").exists():
         raise ValueError(f"{out} already holds a probe; pick another --output-dir")

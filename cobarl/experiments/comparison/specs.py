@@ -87,7 +87,7 @@ def parse_value(key: str, text: str) -> Any:
 
 
 def parse_strategy(spec: str) -> StrategySpec:
-    """Parse ``NAME[:key=value,...][@MULTIPLIER]``; names are presets or allocator strategies.
+    """Parse ``NAME[:key=value,...][@MULTIPLIER]``; names are presets or strategies.
 
     >>> parse_strategy("coba:kappa=7@0.5").overrides, parse_strategy("coba@0.5").budget_multiplier
     ({'kappa': 7.0}, 0.5)
