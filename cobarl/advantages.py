@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cobarl import metrics as M
+from cobarl.stats import checked_rewards
 
 SCALES = ("group", "none")
 
@@ -94,15 +95,8 @@ def group_advantages(
 
 def _checked(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, list]:
     """Rewards as float64 and ids as a list, one per rollout, every reward finite (else ValueError)."""
-    r = np.asarray(rewards, dtype=np.float64)
     ids = np.asarray(group_ids).tolist() if isinstance(group_ids, np.ndarray) else list(group_ids)
-    if r.shape != (len(ids),):
-        raise ValueError(f"rewards has shape {r.shape} but there are {len(ids)} group ids")
-    bad = np.flatnonzero(~np.isfinite(r))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"reward of rollout {i} (group {ids[i]!r}) is {r[i]}; rewards must be finite")
-    return r, ids
+    return checked_rewards(ids, rewards), ids
 
 
 def _first_index(inv: np.ndarray, n_groups: int) -> np.ndarray:

@@ -108,14 +108,16 @@ def success_rule(spec: str | float | Callable | SuccessRule) -> SuccessRule:
     return SuccessRule(m.group(1), float(m.group(2)))
 
 
-def _checked_rewards(ids: list, rewards: np.ndarray) -> np.ndarray:
+def checked_rewards(ids: list, rewards: np.ndarray) -> np.ndarray:
+    """Rewards as float64, one per id, every one finite (else ValueError naming the first that is not):
+    the one check of statistics and advantages alike."""
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.shape != (len(ids),):
         raise ValueError(f"rewards has shape {rewards.shape} but there are {len(ids)} group ids")
     bad = np.flatnonzero(~np.isfinite(rewards))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"reward of rollout {i} (prompt {ids[i]!r}) is {rewards[i]}; rewards must be finite")
+        raise ValueError(f"reward of rollout {i} (group {ids[i]!r}) is {rewards[i]}; rewards must be finite")
     return rewards
 
 
@@ -143,7 +145,7 @@ def group_outcomes(
     ([7, 3], array([2, 1]), array([3, 1]))
     """
     ids = as_id_list(group_ids)
-    rewards = _checked_rewards(ids, rewards)
+    rewards = checked_rewards(ids, rewards)
     unique, inverse = _group_index(ids)
     successes = np.bincount(inverse, weights=success_rule(success)(rewards), minlength=len(unique))
     attempts = np.bincount(inverse, minlength=len(unique))
@@ -158,7 +160,7 @@ def group_sequences(
     Knapsack-RL's estimator averages a prompt's most recent rollouts, so the order matters.
     """
     ids = as_id_list(group_ids)
-    outcome = success_rule(success)(_checked_rewards(ids, rewards))
+    outcome = success_rule(success)(checked_rewards(ids, rewards))
     unique, inverse = _group_index(ids)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(unique)))[:-1]

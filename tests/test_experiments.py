@@ -581,13 +581,13 @@ def _fake_run(label, seed, validation, heldout):
 
 
 def test_selection_uses_validation_never_heldout():
-    from cobarl.experiments.report.report_stats import summarise
+    from cobarl.experiments.report.report_stats import summarise_comparison
 
     opts = _grid_options("kappa=7,15")
     # kappa=7 is best on validation, kappa=15 on held-out, by a wide margin on every seed
     accuracy = {"coba": (0.50, 0.50), "coba:kappa=7": (0.60, 0.40), "coba:kappa=15": (0.45, 0.70)}
     runs = [_fake_run(label, seed, v + 0.01 * seed, h + 0.01 * seed) for label, (v, h) in accuracy.items() for seed in (0, 1, 2)]
-    g = summarise(runs, replace(opts, seeds=(0, 1, 2)))["grid"]
+    g = summarise_comparison(runs, replace(opts, seeds=(0, 1, 2)))["grid"]
     assert g["chosen"] == "coba:kappa=7" and g["chosen_values"] == {"kappa": 7.0}
     assert g["selection_metric"] == "eval/validation_accuracy"
     assert [g["configs"][k]["validation_rank"] for k in accuracy] == [2, 1, 3]
@@ -596,17 +596,17 @@ def test_selection_uses_validation_never_heldout():
     assert g["chosen_beats_base"] and not g["chosen_is_base"]
     # the base wins when it is best on validation, whatever held-out says
     runs = [_fake_run(label, seed, 0.9 if label == "coba" else 0.5, 0.1 if label == "coba" else 0.9) for label in accuracy for seed in (0, 1)]
-    g = summarise(runs, opts)["grid"]
+    g = summarise_comparison(runs, opts)["grid"]
     assert g["chosen"] == "coba" and g["chosen_is_base"] and not g["chosen_beats_base"]
 
 
 def test_selection_without_the_validation_metric_chooses_nothing():
     from cobarl.experiments.report.markdown import report_markdown
-    from cobarl.experiments.report.report_stats import summarise
+    from cobarl.experiments.report.report_stats import summarise_comparison
 
     opts = _grid_options("kappa=7")
     runs = [RunResult(label, 0, [{"step": 1, "rollouts": 64, "eval/heldout_accuracy": 0.5}], {}) for label in opts.grid.points]
-    summary = summarise(runs, replace(opts, seeds=(0,)))
+    summary = summarise_comparison(runs, replace(opts, seeds=(0,)))
     assert summary["grid"]["chosen"] is None and summary["grid"]["missing_metric"]
     assert "nothing was chosen" in report_markdown(summary, [])
 

@@ -71,7 +71,7 @@ def _cli(*args: str, timeout: float = 600):
 @pytest.mark.parametrize("args,message", [
     (["--seeds", "1"], "at least 2 distinct seeds"),
     (["--allocator", "coba"], "strategy is set by the probe"),
-    (["--max-budget", "8"], "allocator options have no effect"),
+    (["--max-budget", "8"], "strategy options have no effect"),
     (["--seed", "3"], "seed is set by the probe"),
     (["--weight", "1"], "--weight and --min-ratio must be > 1"),
     (["--max-steps", "0"], "max_steps must be an integer >= 1"),

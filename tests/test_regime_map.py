@@ -13,7 +13,7 @@ from cobarl import metrics as M
 from cobarl.experiments import CompareOptions, RunResult, parse_strategies
 from cobarl.diagnose.stats import clopper_pearson
 from cobarl.experiments.report.regime_map import build, main
-from cobarl.experiments.report.report_stats import summarise
+from cobarl.experiments.report.report_stats import summarise_comparison
 from cobarl.experiments.report.summary_io import read_summary, write_summary
 from helpers import REPO
 
@@ -32,7 +32,7 @@ def _report(path, preset, arms, *, budget="generated", steps=3, seeds=(0, 1, 2))
     train = f" --train-args {shlex.quote(f'--task {preset} --cpu-threads 1')}" if preset != "families-v4" else ""
     command = f"cobarl compare --backend real --budget {budget} --strategies {','.join(arms)} --steps {steps}{train}"
     path.mkdir(parents=True)
-    write_summary(path / "summary.json", summarise(runs, opts, command=command))
+    write_summary(path / "summary.json", summarise_comparison(runs, opts, command=command))
     return path
 
 

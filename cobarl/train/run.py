@@ -46,7 +46,7 @@ from cobarl.train.fingerprint import DATA_FILE, data_fingerprint
 from cobarl.train.metrics_log import METRICS_FILE, repair_metrics
 from cobarl.train.rewards import probe_verifier
 from cobarl.train.rundir import CONFIG_FILE, TRANSITIONS_BEFORE_FILE, prepare_run_dir, process_rank, resolve_run_dir
-from cobarl.train.summary import RunSummary, summarise
+from cobarl.train.summary import RunSummary, summarise_run
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -119,7 +119,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
         before, buckets_before = _before_rl(config, run_dir, model, tokenizer, train_ds, verifier, evaluate, say)
         if checkpoint is not None:  # the counts of the evaluations up to the checkpoint, before-RL included
             evaluate.restore(load_state(checkpoint).get("eval"))
-    if finishing:  # interrupted during its final evaluation: evaluate and summarise only
+    if finishing:  # interrupted during its final evaluation: evaluate and summarise_run only
         say(f"cobarl train: {checkpoint.name} reached --max-steps or --max-generated; finishing the run "
             "(final evaluation and summary) without training")
         if not is_main:
@@ -138,7 +138,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
     after = evaluate(trained)
     if val_ds is not None:  # for choosing settings; never the number a comparison reports
         after[M.EVAL_VALIDATION_ACCURACY] = evaluate.validation(trained, val_ds)
-    summary = summarise(config, run_dir, steps, before, after, started, checkpoint, world)
+    summary = summarise_run(config, run_dir, steps, before, after, started, checkpoint, world)
     summary.eval_reward_failures, summary.eval_reward_calls = evaluate.failures, evaluate.calls
     if buckets_before is not None:
         summary.transitions = transition_counts(buckets_before, train_buckets(trained, tokenizer, train_ds,

@@ -67,7 +67,7 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def summarise(config, run_dir: Path, steps: int, before, after, started: float, checkpoint, world: int) -> RunSummary:
+def summarise_run(config, run_dir: Path, steps: int, before, after, started: float, checkpoint, world: int) -> RunSummary:
     rows = read_metrics(run_dir / METRICS_FILE)
     generations = [r for r in rows if r.get(M.ROLLOUT_COUNT)]  # with num_iterations > 1 only some steps generate
     step_s = [r.get(M.PERF_STEP_S) or 0.0 for r in rows]

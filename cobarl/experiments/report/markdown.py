@@ -1,5 +1,5 @@
 """``report.md``: the setting, a sweep's choice, the results table, the paired gaps, the simulator
-check and the figures, from the summary (`cobarl.experiments.report.report_stats.summarise`)."""
+check and the figures, from the summary (`cobarl.experiments.report.report_stats.summarise_comparison`)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from cobarl.experiments.simulation import sim_trust
 from cobarl.experiments.comparison.runs import CompareOptions, RunResult
 from cobarl.experiments.report.figures import PLOTS, plot_all, plot_grid
 from cobarl.experiments.report.markdown import report_markdown
-from cobarl.experiments.report.report_stats import _clean, metrics_csv, summarise
+from cobarl.experiments.report.report_stats import _clean, metrics_csv, summarise_comparison
 from cobarl.experiments.simulation.sim_vs_real import simulator_check
 from cobarl.experiments.report.summary_io import write_summary
 from cobarl.io import write_text
@@ -31,7 +31,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write every report file into ``out_dir`` (created if needed); returns the summary.
 
-    ``incomplete``: see `summarise` (a comparison stopped early reports what had finished).
+    ``incomplete``: see `summarise_comparison` (a comparison stopped early reports what had finished).
     ``against``: ``(folder, summary)`` of a real comparison this simulated one mirrors; the
     simulator check (`cobarl.experiments.simulation.sim_vs_real`) goes into summary.json and report.md.
     ``provenance``: per run, reused or run now (`cobarl.experiments.comparison.run_store.RunStore.provenance`).
@@ -41,7 +41,7 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs, options, command=command, incomplete=incomplete)
+    summary = summarise_comparison(runs, options, command=command, incomplete=incomplete)
     shown = sim_trust.shows_accuracy(options.backend, options.sim_accuracy)
     if options.backend == "simulated":  # report.md and the console read it (sim_trust)
         summary["accuracy_shown"] = shown

@@ -130,7 +130,7 @@ def _rollouts_to(run: RunResult, key: str, target: float) -> float:
     return float(roll[hit[0]]) if hit.size else math.nan
 
 
-def summarise(runs: Sequence[RunResult], options: CompareOptions, *, command: str = "",
+def summarise_comparison(runs: Sequence[RunResult], options: CompareOptions, *, command: str = "",
               incomplete: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-strategy means and CIs, and paired gaps against the baseline; JSON-ready.
 

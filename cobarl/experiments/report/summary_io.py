@@ -3,7 +3,7 @@
 A comparison's summary is a `ComparisonSummary`: its settings, one `ArmResult` per strategy (per-metric
 `MeanCI` over seeds), one `PairedGap` per arm against the baseline, and, untyped, a sweep's
 ``grid``, a stopped comparison's ``incomplete`` and ``--against``'s ``simulator_check``. The JSON
-layout is the one `cobarl.experiments.report.report_stats.summarise` builds, plus ``format_version``.
+layout is the one `cobarl.experiments.report.report_stats.summarise_comparison` builds, plus ``format_version``.
 
 Reading is all or nothing: a key the format needs that is missing (renamed, or written by another
 version) raises `SummaryFormatError` naming it, never a silent ``n/a``. Versions:
