@@ -15,8 +15,8 @@ def test_group_outcomes_by_id_not_position():
     np.testing.assert_array_equal(a, [3, 2])
 
 
-def test_group_outcomes_names_the_nan_prompt():
-    with pytest.raises(ValueError, match=r"rollout 2 \(prompt 'b'\) is nan"):
+def test_group_outcomes_names_the_nan_group():
+    with pytest.raises(ValueError, match=r"rollout 2 \(group 'b'\) is nan"):
         group_outcomes(["a", "a", "b"], np.array([1.0, 0.0, np.nan]))
 
 
