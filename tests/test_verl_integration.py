@@ -87,12 +87,13 @@ def test_dapo_filter_reaches_cobarl_buffer(tmp_path):
     assert (buf.filter_groups_metric, buf.gen_batch_size, buf.max_inflight_gen_batches, buf.train_batch_size) == ("acc", 1, 2, 8)
 
 
-# The example's CoBA settings; its tau ('adaptive') differs from a policy's default, which refuses it.
-NO_COBA = [f"~trainer.v1.sampler.sampler_kwargs.{key}" for key in ("kappa", "window", "tau", "stats_window", "prior")]
+# The example's CoBA settings: options of the allocator, which another policy refuses by name.
+NO_COBA = [f"~trainer.v1.sampler.sampler_kwargs.{key}" for key in ("kappa", "window", "tau", "stats_window", "prior",
+                                                                    "min_budget", "max_budget")]
 
 
 def test_dapo_runs_as_verls_own_filter_with_uniform_budgets(tmp_path):
-    with pytest.raises(ValueError, match="tau: option"):
+    with pytest.raises(ValueError, match="tau is an option of allocator, not of 'dapo'"):
         build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo"))
     trainer = build(make_config(tmp_path, "trainer.v1.sampler.sampler_kwargs.strategy=dapo", *NO_COBA,
                                 "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"))
