@@ -105,8 +105,8 @@ def dapo_failing_worker(model_dir: str, out_dir: str) -> None:
     from cobarl.train.run import run
 
     config = make_config(dict(
-        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, allocator="dapo", max_gen_batches=2,
-        prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16, eval_size=8,
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, strategy="dapo", max_gen_batches=2,
+        prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, train_size=16, eval_size=8,
         max_completion_length=4, progress=False, device="cpu", reward="helpers:constant_reward",
     ))
     run(config, log=lambda _: None)
@@ -130,8 +130,8 @@ def rounds_worker(model_dir: str, out_dir: str) -> None:
 
     AdaptiveGRPOTrainer._generate_round = recording
     config = make_config(dict(
-        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=2, allocator="reinforce-ada",
-        round_size=5, max_rounds=3, prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, max_budget=8, train_size=16,
+        model=model_dir, output_dir=str(Path(out_dir) / "run"), max_steps=STEPS, save_steps=2, strategy="reinforce-ada",
+        round_size=5, max_rounds=3, prompts_per_step=PROMPTS, rollouts_per_step=ROLLOUTS, train_size=16,
         eval_size=8, max_completion_length=4, learning_rate=1e-2, progress=False, device="cpu",
         reward="helpers:parity_reward",
     ))
