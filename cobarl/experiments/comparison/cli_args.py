@@ -5,9 +5,10 @@ which runs them and writes the report, is `cobarl.experiments.comparison.cli`.""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from cobarl.allocator import STRATEGIES
+from cobarl.strategies import STRATEGIES
 from cobarl.policies import make_policy
 from cobarl.cli_checks import integer, number
 from cobarl.experiments.comparison.backends import BACKENDS, effective_strategy
@@ -183,24 +184,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
                       else tuple(parse_strategies(args.strategies or default)))
     except ValueError as err:
         raise ValueError(f"--strategies: {err}") from None
-    grid = None
-    if args.grid:
-        if len(strategies) != 1:
-            raise ValueError(f"--grid sweeps the options of one strategy, its base configuration; --strategies gave "
-                             f"{len(strategies)}: {', '.join(s.label for s in strategies)}")
-        try:
-            grid_options = parse_grid(args.grid)
-            # what the base arm runs with on this back-end (the real back-end adds the task's preset)
-            base = effective_strategy(strategies[0], CompareOptions(
-                strategies=strategies, seeds=seeds, steps=args.steps, prompts_per_step=args.prompts_per_step,
-                rollouts_per_prompt=args.rollouts_per_prompt, budget_multiplier=args.budget_multiplier,
-                backend=args.backend))
-            specs, grid = expand_grid(strategies[0], grid_options, args.steps, base_config=base)
-        except ValueError as err:
-            raise ValueError(f"--grid {err}") from None
-        strategies = tuple(specs)
-    return CompareOptions(
-        grid=grid,
+    options = CompareOptions(
         strategies=strategies,
         seeds=seeds,
         steps=args.steps,
@@ -213,11 +197,24 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         target_accuracy=args.target_accuracy,
         budget=args.budget,
         sim_accuracy=args.sim_accuracy,
-        baseline=args.baseline or (grid.base if grid else None),
-        # Only a sweep reads validation accuracy; other real runs skip its evaluation.
-        real_options={**({"validation_size": args.validation_prompts} if grid and args.backend == "real" else {}),
-                      **train_args(args.train_args, args.backend)},
+        baseline=None if args.grid else args.baseline,
+        real_options=train_args(args.train_args, args.backend),
     )
+    if not args.grid:
+        return options
+    if len(strategies) != 1:
+        raise ValueError(f"--grid sweeps the options of one strategy, its base configuration; --strategies gave "
+                         f"{len(strategies)}: {', '.join(s.label for s in strategies)}")
+    try:
+        # what the base arm runs with on this back-end (the real back-end adds the task's preset)
+        base = effective_strategy(strategies[0], options)
+        specs, grid = expand_grid(strategies[0], parse_grid(args.grid), args.steps, base_config=base)
+    except ValueError as err:
+        raise ValueError(f"--grid {err}") from None
+    # Only a sweep reads validation accuracy; other real runs skip its evaluation.
+    validation = {"validation_size": args.validation_prompts} if args.backend == "real" else {}
+    return replace(options, strategies=tuple(specs), grid=grid, baseline=args.baseline or grid.base,
+                   real_options={**validation, **options.real_options})
 
 
 def check_options(options: CompareOptions) -> None:
