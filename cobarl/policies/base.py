@@ -134,7 +134,7 @@ class RolloutPolicy:
 
     Attributes:
         config: the :class:`~cobarl.policies.StrategyConfig` it was built from; ``options``: its resolved options.
-        stream: the :class:`PromptStream` it draws from, or None.
+        stream: the :class:`~cobarl.policies.stream.PromptStream` it draws from, or None.
     """
 
     name = ""

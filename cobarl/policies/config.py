@@ -16,7 +16,7 @@ from typing import Any
 
 from cobarl.options import fields_by_name, parse_option
 from cobarl.policies.base import POLICIES
-from cobarl.strategies import STRATEGIES, Strategy, canonical_option, canonical_options, upgrade_saved
+from cobarl.strategies import STRATEGIES, canonical_options, upgrade_saved
 
 
 def option_owners() -> dict[str, list[str]]:
@@ -50,7 +50,7 @@ class StrategyConfig:
             preset, policy = {"method": strategy}, POLICIES.get("allocator")
         else:
             raise TypeError(f"strategy must be a name or a callable, got {strategy!r}")
-        overrides = {canonical_option(k): v for k, v in overrides.items()}
+        overrides = canonical_options(overrides)  # an old name and its new one, both set: refused
         own = fields_by_name(policy.Options)
         foreign = [k for k in overrides if k not in own]
         if foreign:
@@ -79,11 +79,6 @@ class StrategyConfig:
     @property
     def name(self) -> str:
         return _name(self.strategy)
-
-    @property
-    def record(self) -> Strategy | None:
-        """The registered strategy (None for a callable)."""
-        return STRATEGIES[self.strategy] if isinstance(self.strategy, str) else None
 
     def replace(self, **changes: Any) -> StrategyConfig:
         """Another strategy and/or other options; the user's options are kept (a new strategy's preset
