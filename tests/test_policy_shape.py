@@ -201,3 +201,20 @@ def test_strategy_flag_and_its_old_name_run_reinforce_ada(tmp_path):
                  "--eval-size", "8", "--no-progress", "--device", "cpu", "--output-dir", str(tmp_path / "r")]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["strategy"] == "reinforce-ada" and summary["rollouts"] > summary["rollouts_trained"] == 128
+
+
+def test_an_old_comparisons_stored_runs_are_reused(tmp_path):
+    """Runs a comparison stored before options were a policy's own (23bc5da, every policy's options under
+    ``allocator.*``) are reused by the same command, and refused under another setting."""
+    import shutil
+
+    from cobarl.experiments.comparison.cli import main as compare_main
+
+    shutil.copytree(OLD / "compare", tmp_path / "runs")
+    args = ["--strategies", "coba,dapo,greso:greso_p_easy=0.3,gvm:gvm_alpha=0.01", "--seeds", "1", "--steps", "3",
+            "--prompts-per-step", "8", "--rollouts-per-prompt", "4", "--train-prompts", "64", "--heldout-prompts", "16",
+            "--no-plots", "--no-progress", "--output-dir", str(tmp_path)]
+    assert compare_main(args) == 0
+    runs = json.loads((tmp_path / "summary.json").read_text())["runs"]
+    assert len(runs) == 4 and all(r["reused"] for r in runs)
+    assert compare_main([*args, "--budget", "steps"]) == 2  # another setting: the folder is refused, naming it
