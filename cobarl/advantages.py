@@ -113,7 +113,7 @@ def effective_ratio(rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray) 
 
 def baseline_advantages(
     rewards: np.ndarray, group_ids: Sequence[Any] | np.ndarray, baselines: Mapping[Any, tuple[float, float]],
-    *, scale_by_std: bool = False, eps: float = 1e-6,
+    *, scale_by_std: bool = False, eps: float = 1e-6, float32: bool = False,
 ) -> np.ndarray:
     """Per-rollout advantages against a given per-group baseline instead of the rows' own group stats.
 
@@ -129,6 +129,9 @@ def baseline_advantages(
         baselines: ``{group_id: (mean, std)}``, an entry for every id in ``group_ids``.
         scale_by_std: divide by ``std + eps``.
         eps: added to the std.
+        float32: compute in float32 operations from the float32 rewards, means, stds and eps, as torch
+            does on float32 tensors (``cobarl.policies.Kept.float32``: verl's GRPO for DAPO and GRESO);
+            the result is returned as float64 holding those float32 values.
 
     >>> baseline_advantages(np.array([1.0, 0.0, 1.0]), ["a", "a", "b"], {"a": (0.25, 0.5), "b": (1.0, 0.0)})
     array([ 0.75, -0.25,  0.  ])
@@ -144,5 +147,9 @@ def baseline_advantages(
     stats = np.array([baselines[g] for g in ids], dtype=np.float64).reshape(len(ids), 2)
     if not np.isfinite(stats).all() or (stats[:, 1] < 0).any():
         raise ValueError("baselines must be finite (mean, std) pairs with std >= 0")
+    if float32:  # each operation rounded to float32, as torch's: (r - mean) / (std + eps)
+        r32, mean32, std32 = r.astype(np.float32), stats[:, 0].astype(np.float32), stats[:, 1].astype(np.float32)
+        adv = (r32 - mean32) / (std32 + np.float32(eps)) if scale_by_std else r32 - mean32
+        return np.where(scored, adv.astype(np.float64), 0.0)
     adv = r - stats[:, 0]
     return np.where(scored, adv / (stats[:, 1] + eps) if scale_by_std else adv, 0.0)

@@ -70,3 +70,27 @@ def torchrun(cwd: Path, script: str, *args: str, processes: int = 2) -> None:
         capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=cwd,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+
+
+def verl_grpo_advantages(rewards, index) -> list[float]:
+    """verl's ``compute_grpo_outcome_advantage`` (at 4f80e46, the DAPO recipe's reproduction pin, and today's,
+    ``norm_adv_by_std_in_grpo=True``; GRESO's copy at b277843 is the same), its loop as written, in torch on
+    the CPU: float32 scores, per-uid torch.mean and torch.std, a uid of one (0, 1). Needs torch."""
+    from collections import defaultdict
+
+    import torch
+
+    scores = torch.tensor(rewards, dtype=torch.float32)
+    id2score, id2mean, id2std = defaultdict(list), {}, {}
+    with torch.no_grad():
+        for i in range(len(scores)):
+            id2score[index[i]].append(scores[i])
+        for idx in id2score:
+            if len(id2score[idx]) == 1:
+                id2mean[idx], id2std[idx] = torch.tensor(0.0), torch.tensor(1.0)
+            else:
+                stacked = torch.stack(id2score[idx])
+                id2mean[idx], id2std[idx] = torch.mean(stacked), torch.std(stacked)
+        for i in range(len(scores)):
+            scores[i] = (scores[i] - id2mean[index[i]]) / (id2std[index[i]] + 1e-6)
+    return scores.tolist()

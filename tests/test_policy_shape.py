@@ -97,8 +97,13 @@ def test_the_simulator_refuses_it_alike(monkeypatch):
 @pytest.mark.parametrize("broken, message", [
     (lambda kept: type(kept)(np.array([0, 0, 1, 2])), "a row twice"),
     (lambda kept: type(kept)(np.array([0, 1, 2, 99])), "rows outside the 4 it generated"),
-    (lambda kept: type(kept)(kept.rows, baselines={}), "every kept prompt needs a finite"),
+    (lambda kept: type(kept)(kept.rows, baselines={}), "every kept group needs a finite"),
+    (lambda kept: type(kept)(kept.rows, baselines={0: (0.5, -1.0), 1: (0.5, 0.5)}), "group 0 with baseline"),
     (lambda kept: type(kept)(kept.rows, scale_by_std=True), "without baselines"),
+    (lambda kept: type(kept)(kept.rows, float32=True), "without baselines"),
+    # labelled groups: baselines are keyed (prompt id, label), not by prompt id
+    (lambda kept: type(kept)(kept.rows, baselines={0: (0.5, 0.5), 1: (0.5, 0.5)}, groups=np.array([0, 0, 1, 1])),
+     r"group \(0, 0\) with baseline None"),
 ])
 def test_run_step_checks_rows_and_baselines(broken, message):
     class Broken(type(make_policy("uniform"))):
@@ -111,7 +116,8 @@ def test_run_step_checks_rows_and_baselines(broken, message):
 
 def test_trainers_read_what_a_policy_needs_from_its_class():
     ada, dapo, coba = POLICIES["reinforce-ada"], POLICIES["dapo"], POLICIES["allocator"]
-    assert ada.own_baselines and not dapo.own_baselines and dapo.selects_prompts and coba.single_pass
+    assert ada.own_baselines and dapo.own_baselines and dapo.selects_prompts and coba.single_pass
+    assert (ada.baseline_scale, dapo.baseline_scale, POLICIES["greso"].baseline_scale) == ("none", "group", "group")
     assert dapo.verl_native and ada.decides == "between generation rounds"
 
 

@@ -8,6 +8,7 @@ scored with when generated, and the advantages the policy's baselines give; the 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from helpers import verl_grpo_advantages  # noqa: E402
 from test_train_trainer import make_trainer, small_config, toy_verifier  # noqa: E402
 
 from cobarl.io import STATE_FILE  # noqa: E402
@@ -76,8 +78,27 @@ def test_trained_rows_are_the_kept_rows_with_their_rewards(tmp_path, strategy):
                 assert 0 <= (r[idx] - adv[idx])[0] <= 1
         if strategy == "dapo":
             assert row["rollout/prompts"] >= config.prompts_per_step * 3 and row["rollout/effective_ratio"] == 1.0
+            _assert_public_grpo(step, rescored, config)
         if strategy == "pods":
             assert row["rollout/count"] == 4 * config.rollouts_per_step and row["rollout/rounds"] == 1
+
+
+def _assert_public_grpo(step: dict, rewards: list, config) -> None:
+    """DAPO and GRESO train the public recipe's GRPO advantage (verl's, float32, eps 1e-6), each kept group
+    (n consecutive rows) its own uid, not TRL's (eps 1e-4)."""
+    n = config.rollouts_per_step // config.prompts_per_step
+    assert step["advantages"] == verl_grpo_advantages(rewards, [k // n for k in range(len(rewards))])
+
+
+def test_dapo_and_greso_warn_only_when_scale_rewards_is_not_their_group_scaling(tmp_path):
+    for strategy, scale, warns in [("dapo", "group", False), ("greso", "none", True), ("reinforce-ada", "none", False)]:
+        config = small_config(tmp_path, allocator=strategy, train_size=16, scale_rewards=scale)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make_trainer(tmp_path, config)
+        said = [str(w.message) for w in caught if "does not apply" in str(w.message)]
+        assert bool(said) == warns, (strategy, said)
+        assert not said or "(r - mean) / (std + 1e-6)" in said[0]
 
 
 def test_greso_trains_the_kept_rows_and_counts_the_generated_prompts(tmp_path):
@@ -100,6 +121,7 @@ def test_greso_trains_the_kept_rows_and_counts_the_generated_prompts(tmp_path):
         assert [r[0] for r in step["rpf"]] == [toy_verifier(c, a) for c, a in zip(step["completions"], step["answers"])]
         assert row["rollout/count"] == step["generated"] >= config.rollouts_per_step
         assert row["rollout/prompts"] == len(prompts) >= 6  # the prompts generated (skipped ones are not)
+        _assert_public_grpo(step, [r[0] for r in step["rpf"]], config)
     assert set(trainer.policy.history) == set().union(*generated)
 
 

@@ -4,7 +4,7 @@
              :class:`PromptStream` (DAPO's refill)
     plan     how many rollouts each prompt gets first            -> :meth:`RolloutPolicy.begin`
     rounds   after a round's rewards: more for some prompts, or stop -> :meth:`RolloutPolicy.after_round`
-    keep     which generated rows enter the loss, with which per-prompt baseline
+    keep     which generated rows enter the loss, with which baseline per group
              -> :meth:`RolloutPolicy.finish` (it also updates the policy's per-prompt state from
              every generated reward, kept or not)
 
@@ -24,7 +24,7 @@ policy that breaks one fails alike everywhere, at the step that broke it (:class
 1. ``total_budget`` is the number of rows the step trains: ``finish()`` keeps exactly that many,
    whatever it generated (more in rounds, or from more prompts);
 2. every kept row is a row the step generated (an index below the rows generated), and none twice;
-3. with baselines, every kept row's prompt has one, finite (and a std > 0 where it scales by it);
+3. with baselines, every kept row's group (:meth:`Kept.group_keys`) has one, finite, its std >= 0;
    ``groups`` labels every kept row;
 4. a request asks for at least one rollout per prompt it names (the first one for at least one prompt).
 
@@ -67,19 +67,23 @@ class Kept:
 
     Attributes:
         rows: indices into the step's generated rows, in training order.
-        baselines: ``{prompt_id: (mean, std)}`` to centre (and, with ``scale_by_std``, scale) each
-            kept row's reward instead of its kept group's own mean and std; None: the kept group's
-            own statistics (the trainer's usual GRPO advantage).
-        scale_by_std: divide by the baseline's std (only with ``baselines``).
+        baselines: ``{group key: (mean, std)}`` to centre (and, with ``scale_by_std``, scale) each
+            kept row's reward instead of what the trainer would compute; None: the kept group's own
+            statistics (the trainer's usual GRPO advantage). Keyed like :meth:`group_keys`: by prompt
+            id, or by (prompt id, label) when ``groups`` is set.
+        scale_by_std: divide by ``std + 1e-6`` (only with ``baselines``).
         groups: ``[K]`` a group label per kept row when one prompt can train as several groups in a step
             (DAPO and GRESO may draw a prompt again after the data's epoch ends, as their public code
             does, each draw its own group); None: the rows of one prompt are one group.
+        float32: the advantage is computed in float32 operations from float32 rewards and baselines, as
+            the public trainer's torch tensors do (DAPO, GRESO: verl's GRPO); False: in float64.
     """
 
     rows: np.ndarray
     baselines: dict[Any, tuple[float, float]] | None = None
     scale_by_std: bool = False
     groups: np.ndarray | None = None
+    float32: bool = False
 
     def group_keys(self, group_ids: list) -> list:
         """The advantage group of every kept row: its prompt id, or (prompt id, group label)."""
@@ -128,7 +132,11 @@ class RolloutPolicy:
             generate and score the step in one call, as TRL does).
         selects_prompts: draws its own prompts (DAPO, GRESO): the trainer must set ``stream``.
         own_baselines: centres (and scales) its rows by the baselines it returns, so a trainer's own
-            reward scaling does not apply (Reinforce-Ada).
+            reward scaling does not apply (Reinforce-Ada: its pool's; DAPO, GRESO: the public GRPO's).
+        baseline_scale: the trainer's reward scaling (TRL ``scale_rewards``) its baselines amount to:
+            the TRL trainer warns when another one is set (``none``: they only centre, by default
+            Reinforce-Ada's; ``group``: they divide by each group's std, DAPO's and GRESO's).
+        baselines_are: what its baselines are, in words for that warning.
         decides: when it decides, in words for messages ("before generation", "between generation rounds", ...).
         verl_native: verl runs it with a feature of its own (DAPO: ``algorithm.filter_groups``).
 
@@ -142,6 +150,8 @@ class RolloutPolicy:
     single_pass = False
     selects_prompts = False
     own_baselines = False
+    baseline_scale = "none"
+    baselines_are = ""
     decides = "after generation"
     verl_native = False
     STATE_FORMAT = "cobarl.policy"
@@ -235,14 +245,15 @@ def check_kept(policy: RolloutPolicy, kept: Kept, generated: list, total_budget:
     if kept.groups is not None and np.shape(kept.groups) != rows.shape:
         raise ProtocolError(f"{who} {rows.size} rows but labelled {np.size(kept.groups)} groups")
     if kept.baselines is None:
-        if kept.scale_by_std:
-            raise ProtocolError(f"{who} rows to scale by their baseline's std without baselines")
+        if kept.scale_by_std or kept.float32:
+            raise ProtocolError(f"{who} rows to scale by their baseline's std (or in float32) without baselines")
         return
-    for pid in dict.fromkeys(generated[g] for g in rows.tolist()):
-        mean, std = kept.baselines.get(pid, (np.nan, np.nan))
-        if not (np.isfinite(mean) and np.isfinite(std) and (std > 0 or not kept.scale_by_std)):
-            raise ProtocolError(f"{who} prompt {pid!r} with baseline {kept.baselines.get(pid)}: every kept prompt needs "
-                                "a finite (mean, std)" + (", std > 0" if kept.scale_by_std else ""))
+    for key in dict.fromkeys(kept.group_keys(generated)):
+        mean, std = kept.baselines.get(key, (np.nan, np.nan))
+        if not (np.isfinite(mean) and np.isfinite(std) and std >= 0):
+            raise ProtocolError(f"{who} group {key!r} with baseline {kept.baselines.get(key)}: every kept group needs "
+                                "a finite (mean, std >= 0), keyed by its group key (prompt id, or (prompt id, label) "
+                                "with groups)")
 
 
 def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,

@@ -32,13 +32,19 @@ class DapoPolicy(RolloutPolicy):
     """Each round is one DAPO generation batch: ``gen_batch_factor x prompts`` new prompts from the
     data stream, n rollouts each (n = total_budget / prompts). Groups with one reward value are
     dropped; the step ends once ``prompts`` groups were kept (the surplus of the last batch is
-    discarded) and fails after ``max_gen_batches`` batches, as the public trainer does.
+    discarded) and fails after ``max_gen_batches`` batches, as the public trainer does. A generation
+    batch is one epoch's (the public ``drop_last`` dataloader's); the kept groups train with the public
+    recipe's GRPO advantage (:func:`~cobarl.policies.stream.kept_groups`).
 
     The trainer's own batch only sets how many prompts train: every prompt comes from the stream,
     so the prompts a step consumes are the ones it generated for (``rollout/prompts``)."""
 
     Options = DapoOptions
     selects_prompts = True
+    own_baselines = True  # the recipe's GRPO: (r - mean) / (std + 1e-6) per kept group, float32
+    baseline_scale = "group"
+    baselines_are = ("each kept group's mean and unbiased std, as the public recipe's GRPO: (r - mean) / (std + 1e-6), "
+                     "a group of one its raw reward")
     verl_native = True  # verl's algorithm.filter_groups
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
@@ -47,20 +53,21 @@ class DapoPolicy(RolloutPolicy):
         if batch > data:  # the options that make the batch, so the message says what to lower
             raise ValueError(f"dapo's generation batch, --gen-batch-factor {self.options.gen_batch_factor} x --prompts-per-step "
                              f"{self.want} = {batch} prompts, is larger than the {data} training prompts; lower either option")
-        self.kept: list[list[int]] = []
+        self.kept: list[tuple] = []  # (prompt id, step rows, rewards) of each kept group
         self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
         return self._next_batch()
 
     def _next_batch(self) -> Request:
         self.batches += 1
-        batch = self.stream.take(self.options.gen_batch_factor * self.want)
+        batch = self.stream.take_batch(self.options.gen_batch_factor * self.want)
         self.drawn += len(batch)
         return {pid: self.n for pid in batch}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:
-        for rows in round_groups(ids, self.seen_rows).values():
-            if keeps_group(np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)):
-                self.kept.append(rows)
+        for pid, rows in round_groups(ids, self.seen_rows).items():
+            values = np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)
+            if keeps_group(values):
+                self.kept.append((pid, rows, values))
                 self.last_kept_at = self.drawn
         self.seen_rows += len(ids)
         if len(self.kept) >= self.want:

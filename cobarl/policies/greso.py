@@ -6,7 +6,11 @@ Written from ``Infini-AI-Lab/GRESO`` at b277843 (``verl/trainer/ttis/presampling
 ``filter_examples_all_probabilistic``, ``easy_probabilistic_skip``, ``hard_probabilistic_skip``;
 ``verl/trainer/ppo/ray_trainer.py`` ``fit``: the p_easy/p_hard controller and the adaptive sampling
 batch size; ``train-scripts/math_qwen_1_5b_dm_greso.sh`` for the defaults) and checked on vectors
-that code produced (``tests/data/parity_greso.json``).
+that code produced (``tests/data/parity_greso.json``). As there, the filter drops groups whose float32
+rewards' max equals their min (groups of one too, so n = 1 is refused), a prompt's history holds its
+groups' float32 means (``reward.view(-1, n).mean(-1)``), and the kept groups train with the public GRPO
+advantage (verl's ``compute_grpo_outcome_advantage``, float32: :func:`~cobarl.policies.stream.kept_groups`),
+every mean and std in torch's own summation order (:mod:`cobarl.policies.torch_stats`).
 
 Where cobarl departs from the public code (each also said where it happens):
 
@@ -22,6 +26,8 @@ Where cobarl departs from the public code (each also said where it happens):
   group, as in the public code.
 * a step always trains ``prompts`` groups: it never trains short on a "last sampling" round (the
   public flag), it draws another round, up to ``max_gen_batches`` (the public code has no cap).
+* the zero-variance and all-correct shares are counted per group, any group size (the public metrics
+  reshape the rewards as ``view(-1, 8)``: right only for groups of 8).
 * a round whose groups all have one reward value: the public estimate divides by zero and crashes;
   :func:`next_sampling` refuses it, and the policy uses the estimate's limit (the default size).
 * skip draws come from a numpy Generator seeded by (stream seed, step), float32 like ``torch.rand``.
@@ -40,8 +46,8 @@ import numpy as np
 
 from cobarl.options import OptionSet, option
 from cobarl.policies.base import Kept, Request, RolloutPolicy, register_policy
-from cobarl.policies.stream import (keeps_group, kept_groups, max_gen_batches_option, refuse_another_batch, round_groups,
-                                   stream_step)
+from cobarl.policies.stream import kept_groups, max_gen_batches_option, refuse_another_batch, round_groups, stream_step
+from cobarl.policies.torch_stats import torch_mean
 from cobarl.strategies import register_strategy
 
 EASY_THRESHOLD = 0.98  # a visit's mean reward >= this counts toward the easy streak (PS L111)
@@ -162,9 +168,17 @@ def float32_ratio(count: int, groups: int) -> float:
 
 
 def group_kinds(values: np.ndarray) -> tuple[bool, bool]:
-    """(all correct, hard) for the controller: every reward exactly 1 (public), every reward <= 0.11
-    (cobarl; the public code asks for every reward exactly 0.1, see the module docstring)."""
-    return bool(np.all(values == 1)), bool(np.all(values <= HARD_THRESHOLD))
+    """(all correct, hard) for the controller, of the float32 rewards: every reward exactly 1 (public),
+    every reward <= 0.11 (cobarl; the public code asks for every reward exactly 0.1, see the module docstring)."""
+    v = np.asarray(values, dtype=np.float32).astype(np.float64)
+    return bool(np.all(v == 1)), bool(np.all(v <= HARD_THRESHOLD))
+
+
+def greso_keeps_group(values: np.ndarray) -> bool:
+    """GRESO's filter (``ttis.filter_zero_advantage``): a group trains when its float32 rewards' max and min
+    differ; a group of one never does (DAPO's filter keeps it)."""
+    v = np.asarray(values, dtype=np.float32)
+    return v.size > 1 and bool(v.max() != v.min())
 
 
 @dataclass(frozen=True)
@@ -194,7 +208,7 @@ class GresoPolicy(RolloutPolicy):
     until it holds the round's size (the first round of a step ``sampling_factor x prompts``, a
     refill round :func:`next_sampling`'s size), and generates n = total_budget / prompts rollouts for
     each kept one. Every generated group's mean reward joins its prompt's history (dropped groups too);
-    groups with one reward value are dropped; the step ends once ``prompts`` groups were kept (the surplus
+    groups with one reward value (max = min) are dropped; the step ends once ``prompts`` groups were kept (the surplus
     is discarded) and fails after ``max_gen_batches`` rounds. Once per step, after the data's first
     epoch, p_easy and p_hard move toward the target share of all-correct and hard groups.
 
@@ -204,6 +218,9 @@ class GresoPolicy(RolloutPolicy):
     selects_prompts = True
     decides = "before and after generation"
     Options = GresoOptions
+    own_baselines = True  # the public GRPO: (r - mean) / (std + 1e-6) per kept group, float32
+    baseline_scale = "group"
+    baselines_are = "each kept group's mean and unbiased std, as the public code's GRPO: (r - mean) / (std + 1e-6)"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -216,8 +233,11 @@ class GresoPolicy(RolloutPolicy):
         self.n, self.want = stream_step("greso", prompt_ids, total_budget, self.stream)
         if self.want > len(self.stream.ids):
             raise ValueError(f"greso trains {self.want} prompts per step but the data hold {len(self.stream.ids)}")
+        if self.n < 2:
+            raise ValueError("greso trains n = total_budget / prompts = 1 rollout per prompt, but its public filter drops "
+                             "every group of one (max = min), so no step could fill: use at least 2 rollouts per prompt")
         self.default_size = math.ceil(self.options.sampling_factor * self.want)
-        self.kept: list[list[int]] = []
+        self.kept: list[tuple] = []  # (prompt id, step rows, rewards) of each kept group
         self.rounds: list[tuple[int, float, float]] = []  # (rows, all-correct share, hard share) per round
         self.batches, self.seen_rows, self.drawn, self.last_kept_at = 0, 0, 0, 0
         self.step_skipped = 0
@@ -247,11 +267,11 @@ class GresoPolicy(RolloutPolicy):
         zero = easy = hard = 0
         for pid, rows in groups.items():
             values = np.nan_to_num(rewards[np.asarray(rows) - self.seen_rows], nan=0.0)
-            self.history.setdefault(pid, []).append(float(np.mean(values.astype(np.float32), dtype=np.float32)))
+            self.history.setdefault(pid, []).append(torch_mean(values))  # the public reward.view(-1, n).mean(-1)
             all_correct, all_hard = group_kinds(values)
             easy, hard = easy + all_correct, hard + all_hard
-            if keeps_group(values):
-                self.kept.append(rows)
+            if greso_keeps_group(values):
+                self.kept.append((pid, rows, values))
                 self.last_kept_at = self.drawn
             else:
                 zero += 1

@@ -107,6 +107,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
 
     Options = ReinforceAdaOptions
     own_baselines = True
+    baselines_are = "its pool's statistics (see its options, e.g. scale_by_std)"
     decides = "between generation rounds"
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:

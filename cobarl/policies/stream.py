@@ -1,10 +1,12 @@
 """The data as a stream of prompts, and the rules every policy that draws its own prompts shares
 (DAPO's dynamic sampling, GRESO's on top of it; any new one): which groups a round keeps, how the
-step's kept groups become its trained rows, and when drawing another batch is refused.
+step's kept groups become its trained rows (with the public GRPO's baselines), and when drawing
+another batch is refused.
 
 The filter and the cap are DAPO's, written from ``verl-project/verl-recipe`` at 59fa05c,
 ``dapo/dapo_ray_trainer.py`` (``RayDAPOTrainer.fit``, the ``filter_groups`` block); GRESO's public code
-runs the same ones.
+has a filter of its own (:func:`cobarl.policies.greso.greso_keeps_group`) and no cap. Both train verl's
+GRPO advantage (:func:`kept_groups`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from cobarl.options import option
 from cobarl.policies.base import Kept
+from cobarl.policies.torch_stats import grpo_baseline
 from cobarl.stats import as_id_list
 
 
@@ -58,6 +61,20 @@ class PromptStream:
                     out.append(pid)
             if self.position >= len(order):
                 self.epoch, self.position = self.epoch + 1, 0
+        return out
+
+    def take_batch(self, k: int) -> list:
+        """The next ``k`` prompts of one epoch, as a ``drop_last`` dataloader hands out its batches (DAPO's
+        generation batch): when fewer than ``k`` are left in this epoch they are skipped and the batch starts
+        the next one, so a batch never spans two epochs."""
+        if not 1 <= k <= len(self.ids):
+            raise ValueError(f"a batch of {k} prompts from {len(self.ids)}: it needs 1 to {len(self.ids)}")
+        if len(self.ids) - self.position < k:
+            self.epoch, self.position = self.epoch + 1, 0
+        out = self._order()[self.position : self.position + k]
+        self.position += k
+        if self.position >= len(self.ids):
+            self.epoch, self.position = self.epoch + 1, 0
         return out
 
     def state_dict(self) -> dict:
@@ -123,12 +140,18 @@ def stream_step(policy: str, prompt_ids: list, total_budget: int, stream) -> tup
     return total_budget // len(prompt_ids), len(prompt_ids)
 
 
-def kept_groups(kept: list[list[int]]) -> Kept:
-    """The kept groups' rows, each group its own label: a prompt drawn again after the data's epoch ended
-    (the public trainers do so too) trains as a group of its own, not merged with its first draw."""
-    rows = [r for group in kept for r in group]
-    labels = [k for k, group in enumerate(kept) for _ in group]
-    return Kept(np.asarray(rows, dtype=np.int64), groups=np.asarray(labels, dtype=np.int64))
+def kept_groups(kept: list[tuple[Any, list[int], np.ndarray]]) -> Kept:
+    """The kept groups ``(prompt id, step rows, rewards)`` as the rows a step trains: each group its own
+    label, so a prompt drawn again after the data's epoch ended (the public trainers do so too) trains as a
+    group of its own, not merged with its first draw; and each group's baseline, keyed (prompt id, label),
+    as the public recipe's GRPO computes it (:func:`~cobarl.policies.torch_stats.grpo_baseline`: verl's
+    ``compute_grpo_outcome_advantage`` with ``norm_adv_by_std_in_grpo``, in float32): the advantage is
+    (r - mean) / (std + 1e-6), a group of one keeps its raw reward."""
+    rows = [r for _, group, _ in kept for r in group]
+    labels = [k for k, (_, group, _) in enumerate(kept) for _ in group]
+    baselines = {(pid, k): grpo_baseline(values) for k, (pid, _, values) in enumerate(kept)}
+    return Kept(np.asarray(rows, dtype=np.int64), baselines, scale_by_std=True,
+                groups=np.asarray(labels, dtype=np.int64), float32=True)
 
 
 def round_groups(ids: list, offset: int) -> dict:

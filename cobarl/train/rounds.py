@@ -15,7 +15,8 @@ The main process decides and broadcasts each request and the kept rows, so the p
 on generation batches) is broadcast too, so every rank stops with the same message instead of
 waiting for a request that never comes. TRL then computes log-probs and the loss on exactly the
 kept rows (``rollouts_per_step`` of them); advantages use the policy's baselines when it has them
-(Reinforce-Ada's pool mean over every generated rollout).
+(Reinforce-Ada's pool mean over every generated rollout; DAPO's and GRESO's public GRPO statistics of
+each kept group), keyed by group (``Kept.group_keys``).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class RoundsMixin:
         groups = kept.group_keys(result.group_ids)  # a prompt drawn twice in a step (DAPO, GRESO) is two groups
         rewards = scalar_rewards(rpf, weights)
         if kept.baselines is not None:
-            advantages = baseline_advantages(rewards, ids, kept.baselines, scale_by_std=kept.scale_by_std)
+            advantages = baseline_advantages(rewards, groups, kept.baselines, scale_by_std=kept.scale_by_std,
+                                             float32=kept.float32)
         else:
             advantages = trl_advantages(rpf, weights, groups, scale_rewards=self.scale_rewards,
                                         aggregation=self.multi_objective_aggregation)

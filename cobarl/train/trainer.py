@@ -152,10 +152,10 @@ class AdaptiveGRPOTrainer(RoundsMixin, GeneratedBudgetMixin, GRPOTrainer):
         # A plan-before-generation allocator generates its step in one call (hook 2); the rest in rounds.
         self.allocator = getattr(self.policy, "allocator", None)
         self._in_rounds = not (self.policy.single_pass and self.allocator is not None)
-        if self.policy.own_baselines and args.scale_rewards != "none":
+        policy = type(self.policy)
+        if policy.own_baselines and args.scale_rewards != policy.baseline_scale:
             warnings.warn(f"scale_rewards={args.scale_rewards!r} does not apply to {self.policy.config.name}: it centres "
-                          "(and scales) each row by the baseline it returns, here its pool's statistics (see its options, "
-                          "e.g. scale_by_std)", stacklevel=3)
+                          f"(and scales) each row by the baseline it returns: {policy.baselines_are}", stacklevel=3)
         if self.policy.selects_prompts:
             from cobarl.train.layout import check_strategy
 

@@ -14,8 +14,9 @@ budget M * G * budget multiplier): a plan-before-generation allocator asks for B
 draws more prompts from a seeded stream of the train split, PODS generates more per prompt, and
 each keeps a subset. Rewards are Bernoulli(p_i). The step learns from the KEPT rows only: GRPO
 advantages A_j of the kept rows' own groups (:func:`cobarl.group_advantages`: any group size,
-std-normalised, 0 for all-equal groups), or against the policy's per-prompt baselines
-(:func:`cobarl.advantages.baseline_advantages`: Reinforce-Ada's whole-pool statistics); the
+std-normalised, 0 for all-equal groups), or against the policy's per-group baselines
+(:func:`cobarl.advantages.baseline_advantages`: Reinforce-Ada's whole-pool statistics, DAPO's and
+GRESO's public GRPO statistics, where a group of one keeps its raw reward); the
 policy observes every generated reward; then one Adam-normalised policy-gradient step on the
 logits. For a Bernoulli model d log pi(y) / dz = y - p, so the token-mean loss
 ``(1/N) sum_j A_j log pi(y_j)`` has gradient on z_i
@@ -229,11 +230,11 @@ class SimRun:
         ids = result.group_ids if every else [result.group_ids[j] for j in rows.tolist()]
         slot = np.fromiter((draws.slots[pid] for pid in ids), dtype=np.int64, count=len(ids))
         # a prompt drawn twice in a step (DAPO, GRESO) trains as two groups
-        trained = group_advantages(rewards, ids if result.kept.groups is None else result.kept.group_keys(result.group_ids))
-        if result.kept.baselines is None:
-            adv = trained.advantages
-        else:
-            adv = baseline_advantages(rewards, ids, result.kept.baselines, scale_by_std=result.kept.scale_by_std)
+        keys = ids if result.kept.groups is None else result.kept.group_keys(result.group_ids)
+        trained = group_advantages(rewards, keys)
+        kept = result.kept
+        adv = trained.advantages if kept.baselines is None else baseline_advantages(
+            rewards, keys, kept.baselines, scale_by_std=kept.scale_by_std, float32=kept.float32)
         scale = self.adam(gradient_noise(adv))
         self.learner.step(np.asarray(draws.prompts), scale * grpo_signal(adv, rewards, slot, p))
         return trained
