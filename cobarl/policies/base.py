@@ -36,7 +36,7 @@ class (``Options``), registers itself in :data:`POLICIES` and its strategies in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,9 @@ class RolloutPolicy:
         own_baselines: centres (and scales) its rows by the baselines it returns, so a trainer's own
             reward scaling does not apply (Reinforce-Ada).
         decides: when it decides, in words for messages ("before generation", "between generation rounds", ...).
+        per_prompt: decides each prompt's rounds, kept rows and baseline from that prompt's own rewards
+            alone, with no state between steps (Reinforce-Ada, PODS), so a runner may run a step one prompt
+            at a time, asynchronously (verl's agent-loop workers), and get the same decisions.
         verl_native: verl runs it with a feature of its own (DAPO: ``algorithm.filter_groups``).
 
     Attributes:
@@ -143,6 +146,7 @@ class RolloutPolicy:
     selects_prompts = False
     own_baselines = False
     decides = "after generation"
+    per_prompt = False
     verl_native = False
     STATE_FORMAT = "cobarl.policy"
     STATE_VERSION = 1
@@ -245,16 +249,18 @@ def check_kept(policy: RolloutPolicy, kept: Kept, generated: list, total_budget:
                                 "a finite (mean, std)" + (", std > 0" if kept.scale_by_std else ""))
 
 
-def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,
-             generate: Callable[[list], np.ndarray]) -> StepResult:
-    """Run one step of ``policy``: the one generation loop of every trainer (see the module docstring),
-    which checks the protocol's promises as it goes."""
+def step_rounds(policy: RolloutPolicy, prompt_ids: Sequence[Any],
+                total_budget: int) -> Generator[list, np.ndarray, StepResult]:
+    """One step of ``policy`` as a generator: it yields each round's rows, is sent their rewards, and
+    returns the :class:`StepResult` (``StopIteration.value``); the one generation loop of every runner
+    (:func:`run_step` drives it with a function, verl's agent-loop workers with ``await``), which
+    checks the protocol's promises as it goes."""
     request = policy.begin(as_id_list(prompt_ids), int(total_budget))
     _check_request(policy, request, first=True)
     plan, ids, rewards, rounds, prompts = dict(request), [], [], 0, set()
     while request:
         rows = request_rows(request)
-        r = np.asarray(generate(rows), dtype=np.float64)
+        r = np.asarray((yield rows), dtype=np.float64)
         if r.shape != (len(rows),):
             raise RuntimeError(f"generate returned {r.shape} rewards for {len(rows)} rows")
         ids.extend(rows)
@@ -268,3 +274,15 @@ def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int
     result = StepResult(ids, np.concatenate(rewards) if rewards else np.zeros(0), kept, rounds, plan, len(prompts))
     policy.last = result
     return result
+
+
+def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,
+             generate: Callable[[list], np.ndarray]) -> StepResult:
+    """Run one step of ``policy`` (:func:`step_rounds`), generating and scoring each round with ``generate``."""
+    step = step_rounds(policy, prompt_ids, total_budget)
+    try:
+        rows = next(step)
+        while True:
+            rows = step.send(generate(rows))
+    except StopIteration as done:
+        return done.value

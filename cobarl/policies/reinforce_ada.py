@@ -107,6 +107,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
 
     Options = ReinforceAdaOptions
     own_baselines = True
+    per_prompt = True  # exits, kept rows and the pool baseline are each prompt's own
     decides = "between generation rounds"
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
