@@ -114,13 +114,14 @@ ASYNC = ["trainer.v1.sampler.custom_sampler.name=CobaReplayBufferAsync", "actor_
          "actor_rollout_ref.rollout.n_gpus_per_node=1", "actor_rollout_ref.rollout.checkpoint_engine.backend=nccl",
          "trainer.v1.separate_async.parameter_sync_step=2"]
 POOL = "algorithm.adv_estimator=cobarl_pool_baseline"
+NO_STD = "algorithm.norm_adv_by_std_in_grpo=false"  # Reinforce-Ada's scale_by_std (false) and verl's switch agree
 
 
 def policy(strategy, *overrides):
     return ["trainer.v1.sampler.sampler_kwargs.strategy=" + strategy, *NO_COBA, *overrides]
 
 
-@pytest.mark.parametrize("strategy, extra", [("reinforce-ada", [POOL]), ("reinforce-ada-pos", [POOL]), ("pods", []),
+@pytest.mark.parametrize("strategy, extra", [("reinforce-ada", [POOL, NO_STD]), ("reinforce-ada-pos", [POOL, NO_STD]), ("pods", []),
                                              ("greso", [])])
 def test_every_policy_builds_where_it_runs(tmp_path, strategy, extra):
     """Each rollout policy starts in sync; the per-prompt ones (rounds in the workers) in both async modes too;
@@ -140,11 +141,12 @@ def test_every_policy_builds_where_it_runs(tmp_path, strategy, extra):
     (policy("greso", "trainer.v1.trainer_mode=separate_async", *ASYNC), "generate prompts ahead of the step"),
     (policy("reinforce-ada"), "set algorithm.adv_estimator=cobarl_pool_baseline"),
     (policy("pods", POOL), "use algorithm.adv_estimator=grpo"),
-    (policy("reinforce-ada", POOL, "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"),
+    (policy("reinforce-ada", POOL, NO_STD, "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"),
      "filter_groups.enable=false"),
+    (policy("reinforce-ada", POOL), "norm_adv_by_std_in_grpo=true but reinforce-ada's scale_by_std=false"),
     (policy("greso", "trainer.v1.sampler.sync_refill_failed_groups=true"), "sync_refill_failed_groups=false"),
     (policy("pods", "+trainer.v1.sampler.sampler_kwargs.generate_size=2"), "generate_size"),
-    (policy("reinforce-ada", POOL, "+trainer.v1.sampler.sampler_kwargs.round_size=2"), "round_size"),
+    (policy("reinforce-ada", POOL, NO_STD, "+trainer.v1.sampler.sampler_kwargs.round_size=2"), "round_size"),
     (policy("pods", "actor_rollout_ref.rollout.n=1"), "group of one"),
     (policy("dapo", "+trainer.v1.sampler.sampler_kwargs.max_gen_batches=3"), "verl's own feature"),
 ])

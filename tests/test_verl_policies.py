@@ -141,7 +141,7 @@ def check_grpo(verl_adv: float, trl_adv: float, group: list) -> None:
 
 
 @pytest.mark.parametrize("strategy, overrides", [
-    ("reinforce-ada", ["algorithm.adv_estimator=cobarl_pool_baseline"]),
+    ("reinforce-ada", ["algorithm.adv_estimator=cobarl_pool_baseline", "algorithm.norm_adv_by_std_in_grpo=false"]),
     ("pods", ["+trainer.v1.sampler.sampler_kwargs.generate_size=8"]),
 ])
 def test_per_prompt_policies_decide_in_verl_as_in_trl(verl_world, tmp_path, strategy, overrides):
@@ -170,7 +170,7 @@ def test_reinforce_ada_pos_in_the_async_modes(verl_world, tmp_path, mode):
              "actor_rollout_ref.rollout.checkpoint_engine.backend=nccl", "trainer.v1.separate_async.parameter_sync_step=2"]
     cfg = policy_config(verl_world, tmp_path / "ckpt", "reinforce-ada-pos", f"trainer.v1.trainer_mode={mode}",
                         "trainer.v1.sampler.custom_sampler.name=CobaReplayBufferAsync", "trainer.save_freq=-1",
-                        "algorithm.adv_estimator=cobarl_pool_baseline", *(extra if mode == "separate_async" else []))
+                        "algorithm.adv_estimator=cobarl_pool_baseline", "algorithm.norm_adv_by_std_in_grpo=false", *(extra if mode == "separate_async" else []))
     trainer, _ = make_trainer(verl_world, cfg, reward="table")
     if mode == "separate_async":
         from verl.trainer.ppo.v1.trainer_separate_async import HybridEngineMode

@@ -114,7 +114,7 @@ def _policy_problems(config: Any, settings: PluginSettings, mode: str) -> list[s
     if runner == "trainer" and bool(select(config, "trainer.v1.sampler.sync_refill_failed_groups", False)):
         problems.append(f"strategy {name} draws its own prompts; verl's refill of failed groups would start another of its "
                         "steps: set trainer.v1.sampler.sync_refill_failed_groups=false")
-    problems += _estimator_problems(config, policy, name)
+    problems += _estimator_problems(config, strategy)
     n = int(config.actor_rollout_ref.rollout.n)
     try:
         if runner in ("plan", "verl"):
@@ -131,7 +131,8 @@ def _policy_problems(config: Any, settings: PluginSettings, mode: str) -> list[s
     return problems
 
 
-def _estimator_problems(config: Any, policy, name: str) -> list[str]:
+def _estimator_problems(config: Any, strategy) -> list[str]:
+    policy, name = strategy.policy, strategy.name
     estimator = str(select(config, "algorithm.adv_estimator", "grpo"))
     if estimator == "cobarl_grpo":
         return ["algorithm.adv_estimator=cobarl_grpo was removed: it skipped verl's final-output-per-session selection; "
@@ -139,6 +140,13 @@ def _estimator_problems(config: Any, policy, name: str) -> list[str]:
     if policy.own_baselines and estimator != POOL_ESTIMATOR:
         return [f"strategy {name} centres each prompt's rows by its own baseline (the statistics of every rollout it "
                 f"generated), which verl's {estimator} cannot see: set algorithm.adv_estimator={POOL_ESTIMATOR}"]
+    scale = getattr(strategy.options, "scale_by_std", None)
+    norm = bool(select(config, "algorithm.norm_adv_by_std_in_grpo", True))
+    if estimator == POOL_ESTIMATOR and scale is not None and norm != scale:
+        return [f"algorithm.norm_adv_by_std_in_grpo={str(norm).lower()} but {name}'s scale_by_std={str(scale).lower()}: "
+                f"{POOL_ESTIMATOR} divides by the pool's std exactly when the policy's scale_by_std says so; set "
+                f"algorithm.norm_adv_by_std_in_grpo={str(scale).lower()} (or trainer.v1.sampler.sampler_kwargs."
+                f"scale_by_std={str(norm).lower()}) so the two agree"]
     if estimator == POOL_ESTIMATOR and not policy.own_baselines:
         return [f"algorithm.adv_estimator={POOL_ESTIMATOR} is for policies with their own baselines (Reinforce-Ada); "
                 f"strategy {name} trains with group baselines: use algorithm.adv_estimator=grpo"]
