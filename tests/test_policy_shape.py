@@ -113,6 +113,7 @@ def test_trainers_read_what_a_policy_needs_from_its_class():
     ada, dapo, coba = POLICIES["reinforce-ada"], POLICIES["dapo"], POLICIES["allocator"]
     assert ada.own_baselines and not dapo.own_baselines and dapo.selects_prompts and coba.single_pass
     assert dapo.verl_native and ada.decides == "between generation rounds"
+    assert ada.per_prompt and POLICIES["pods"].per_prompt and not (dapo.per_prompt or POLICIES["greso"].per_prompt)
 
 
 # --- adding a policy is one module ------------------------------------------------------------------------

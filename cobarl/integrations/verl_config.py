@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MANAGER_FQN = "cobarl.integrations.verl.CobaAgentLoopManager"
 CALLBACK_FQN = "cobarl.integrations.verl.CobaCheckpointCallback"
 SAMPLER_PATH = "pkg://cobarl.integrations.verl"
+ESTIMATOR_MODULE = "cobarl.integrations.verl_rounds"  # registers POOL_ESTIMATOR with verl when imported
 SAMPLER_FOR_MODE = {"sync": "CobaReplayBuffer", "colocate_async": "CobaReplayBufferAsync", "separate_async": "CobaReplayBufferAsync"}
 
 
@@ -150,9 +151,11 @@ def _estimator_problems(config: Any, strategy) -> list[str]:
     if estimator == POOL_ESTIMATOR and not policy.own_baselines:
         return [f"algorithm.adv_estimator={POOL_ESTIMATOR} is for policies with their own baselines (Reinforce-Ada); "
                 f"strategy {name} trains with group baselines: use algorithm.adv_estimator=grpo"]
-    if estimator == POOL_ESTIMATOR and core_algos.ADV_ESTIMATOR_REGISTRY.get(POOL_ESTIMATOR) is None:
-        return [f"the advantage estimator {POOL_ESTIMATOR} is not registered in this process (cobarl.integrations.verl_rounds "
-                "registers it when imported): import cobarl.integrations.verl before verl builds the trainer"]
+    registered = core_algos.ADV_ESTIMATOR_REGISTRY.get(POOL_ESTIMATOR)
+    if estimator == POOL_ESTIMATOR and getattr(registered, "__module__", None) != ESTIMATOR_MODULE:
+        return [f"the advantage estimator {POOL_ESTIMATOR} is not cobarl's in this process ({registered!r}; "
+                f"{ESTIMATOR_MODULE} registers it when imported): import cobarl.integrations.verl before verl builds "
+                "the trainer, and register no other estimator under that name"]
     return []
 
 
