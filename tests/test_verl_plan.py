@@ -291,6 +291,6 @@ def test_verl_module_without_verl_says_how_to_install():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "pip install 'cobarl[verl]'" in out.stdout and out.stdout.strip().endswith("False"), out.stderr
-    code = "import sys, cobarl.integrations.verl_plan; print(sorted({'verl', 'torch', 'ray'} & set(sys.modules)))"
+    code = "import sys, cobarl.integrations.verl_plan, cobarl.integrations.verl_state; print(sorted({'verl', 'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr  # the plan half never imports the heavy stack
