@@ -9,7 +9,7 @@ bash scripts/setup.sh
 
 if [ "${COBARL_TEST_VERL:-1}" != "0" ]; then
   if COBARL_VENV=.venv-verl COBARL_EXTRAS=verl,test bash scripts/setup.sh; then
-    .venv-verl/bin/python -m pytest -q tests/test_verl_plan.py tests/test_verl_integration.py tests/test_verl_real.py
+    .venv-verl/bin/python -m pytest -q tests/test_verl_plan.py tests/test_verl_integration.py tests/test_verl_real.py tests/test_verl_policies.py
   else
     # An optional extra that cannot be installed (e.g. the package index is down) is reported
     # loudly but does not hide the results of the main suite above.

@@ -38,3 +38,14 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def verl_world(tmp_path_factory):
+    """Ray, TransferQueue and the stubs of the real-verl tests (tests/verl_world.py), once per session:
+    test_verl_real.py and test_verl_policies.py share one local Ray."""
+    pytest.importorskip("verl")
+    pytest.importorskip("transfer_queue")
+    import verl_world
+
+    yield from verl_world.start(tmp_path_factory.mktemp("verl_world"))

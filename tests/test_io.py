@@ -50,7 +50,7 @@ def test_state_round_trip_and_damaged_files(tmp_path):
 
 def test_state_formats_are_named_and_refused_across():
     from cobarl.allocator import STATE_FORMAT as ALLOCATOR
-    from cobarl.integrations.verl_plan import STATE_FORMAT as VERL
+    from cobarl.integrations.verl_state import STATE_FORMAT as VERL
     TRL = pytest.importorskip("cobarl.train.trainer").STATE_FORMAT  # needs torch and trl
 
     assert len({ALLOCATOR, VERL, TRL}) == 3

@@ -119,6 +119,7 @@ def test_trainers_read_what_a_policy_needs_from_its_class():
     assert ada.own_baselines and dapo.own_baselines and dapo.selects_prompts and coba.single_pass
     assert (ada.baseline_scale, dapo.baseline_scale, POLICIES["greso"].baseline_scale) == ("none", "group", "group")
     assert dapo.verl_native and ada.decides == "between generation rounds"
+    assert ada.per_prompt and POLICIES["pods"].per_prompt and not (dapo.per_prompt or POLICIES["greso"].per_prompt)
 
 
 # --- adding a policy is one module ------------------------------------------------------------------------

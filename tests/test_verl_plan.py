@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 
 from cobarl import Allocator, StrategyConfig
-from cobarl.io import load_state, save_state
 from cobarl.integrations.verl_plan import (
-    STATE_FILE,
-    SharedState,
     balance_workers,
     check_rollout_n,
     content_id,
     contiguous_chunks,
-    get_state,
     parse_settings,
     plan_rollout_n,
     prompt_ids_from_batch,
-    reset_registry,
     session_rewards,
     worker_totals,
 )
+from cobarl.integrations.verl_state import SharedState, get_state, reset_registry
+from cobarl.io import STATE_FILE, load_state, save_state
 
 
 @pytest.fixture(autouse=True)
@@ -180,6 +177,77 @@ def test_registry_errors():
         get_state("x", parse_settings({"kappa": 7}))
 
 
+# where each policy runs ---------------------------------------------------------------------------------
+def test_every_strategy_has_a_place_in_verl():
+    from cobarl.integrations.verl_plan import RUNNER_MODES, verl_runner
+    from cobarl.policies import POLICIES
+
+    runners = {name: verl_runner(cls) for name, cls in POLICIES.items()}
+    assert runners == {"allocator": "plan", "reinforce-ada": "worker", "dapo": "verl", "pods": "worker", "greso": "trainer"}
+    assert all(set(modes) <= {"sync", "colocate_async", "separate_async"} for modes in RUNNER_MODES.values())
+    for strategy in ("reinforce-ada", "reinforce-ada-pos", "pods", "greso"):  # their own options are accepted
+        assert parse_settings({"strategy": strategy}).strategy.name == strategy
+
+
+@pytest.mark.parametrize("strategy, options", [("reinforce-ada", {}), ("reinforce-ada-pos", {"max_rounds": 3}),
+                                               ("reinforce-ada", {"pool_baseline": "mean", "scale_by_std": True}),
+                                               ("pods", {}), ("pods", {"generate_size": 7})])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_per_prompt_policy_decides_the_same_one_prompt_at_a_time(strategy, options, seed):
+    """What lets verl's agent-loop workers run a `per_prompt` policy one prompt at a time: the same rewards give
+    the same kept rows (by prompt and pool position) and baselines as one step over the whole batch."""
+    from collections import Counter
+
+    from cobarl.policies import make_policy, run_step
+
+    rates = np.random.default_rng(seed).uniform(size=12)
+
+    def play(prompts):
+        seen, rows = Counter(), []
+
+        def generate(ids):
+            out = []
+            for pid in ids:
+                rows.append((pid, seen[pid]))
+                out.append(float(np.random.default_rng([seed, pid, seen[pid]]).random() < rates[pid]))
+                seen[pid] += 1
+            return np.array(out)
+
+        result = run_step(make_policy(strategy, **options), prompts, 4 * len(prompts), generate)
+        assert make_policy(strategy).per_prompt
+        kept = {rows[g] for g in result.kept.rows.tolist()}
+        return kept, result.kept.baselines or {}, len(result.group_ids)
+
+    whole = play(list(range(12)))
+    alone = [play([pid]) for pid in range(12)]
+    assert whole[0] == set().union(*(a[0] for a in alone))
+    assert whole[1] == {k: v for a in alone for k, v in a[1].items()}
+    assert whole[2] == sum(a[2] for a in alone)
+
+
+def test_group_records_give_the_trl_step_metrics_and_run_totals(tmp_path):
+    from cobarl.integrations.verl_state import GroupRecord
+
+    state = SharedState(parse_settings({"strategy": "reinforce-ada"}))
+    pools = {"a": [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0], "b": [0.0] * 16}
+    state.record([GroupRecord("a", np.array(pools["a"]), np.array([1.0, 1.0, 0.0, 0.0]), 8, 1, 40, {"rollout/unfinished": 0}),
+                  GroupRecord("b", np.array(pools["b"]), np.zeros(4), 8, 2, 70, {"rollout/unfinished": 1}),
+                  GroupRecord("c", np.array([1.0] * 8), np.zeros(0), 8, 1, 30, {"rollout/unfinished": 0})])  # evicted
+    m = state.flush()
+    assert (m["rollout/count"], m["rollout/trained"], m["rollout/rounds"], m["rollout/prompts"]) == (32, 8, 2, 3)
+    assert m["rollout/completion_tokens"] == 140 and m["rollout/unfinished"] == 1 and m["budget/total"] == 24
+    assert m["reward/mean"] == pytest.approx(12 / 32) and m["rollout/effective_ratio"] == 0.5  # trained rows of "a" only
+    state.record([GroupRecord("d", np.ones(4), np.ones(4), tokens=5)], rounds=3, prompts=5, skipped=2, plan=[4, 4])
+    m2 = state.flush()
+    assert (m2["rollout/rounds"], m2["rollout/prompts"], m2["rollout/skipped"], m2["budget/total"]) == (3, 5, 2, 8)
+    summary = state.summary()
+    assert summary == {"strategy": "reinforce-ada", "steps": 2, "rollouts": 36, "rollouts_trained": 12,
+                       "completion_tokens": 145, "rounds_per_step": 2.5, "prompts": 8, "skipped": 2}
+    restored = SharedState(state.settings)
+    restored.load_state_dict(json.loads(json.dumps(state.state_dict(global_step=2))))
+    assert restored.summary() == summary and restored.steps == 2
+
+
 # checkpoint files -------------------------------------------------------------------------------------
 def test_state_round_trip_is_atomic_and_restores_plans(tmp_path):
     settings = parse_settings({"strategy": "coba", "max_budget": 32})
@@ -223,6 +291,6 @@ def test_verl_module_without_verl_says_how_to_install():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "pip install 'cobarl[verl]'" in out.stdout and out.stdout.strip().endswith("False"), out.stderr
-    code = "import sys, cobarl.integrations.verl_plan; print(sorted({'verl', 'torch', 'ray'} & set(sys.modules)))"
+    code = "import sys, cobarl.integrations.verl_plan, cobarl.integrations.verl_state; print(sorted({'verl', 'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr  # the plan half never imports the heavy stack

@@ -1,9 +1,13 @@
 """Optional framework integrations, each behind its own extra and a guarded import.
 
-* :mod:`cobarl.integrations.verl_plan`: the framework-independent half of the verl plugin
-  (per-prompt ``__rollout_n__`` plans, shared allocator state, checkpoint files); needs only numpy.
+* :mod:`cobarl.integrations.verl_plan` and :mod:`~cobarl.integrations.verl_state`: the
+  framework-independent half of the verl plugin (where each policy runs, per-prompt ``__rollout_n__``
+  plans, the shared state with each step's accounting, checkpoint files); need only numpy.
 * :mod:`cobarl.integrations.verl`: verl >= 0.9 V1-trainer classes (agent-loop manager, replay
-  buffer, checkpoint callback; advantages stay verl's ``grpo``); ``pip install 'cobarl[verl]'``.
+  buffer, checkpoint callback), with :mod:`~cobarl.integrations.verl_config` (start-up checks),
+  :mod:`~cobarl.integrations.verl_rounds` (Reinforce-Ada and PODS inside the agent-loop workers, the
+  ``cobarl_pool_baseline`` estimator) and :mod:`~cobarl.integrations.verl_stream` (GRESO's step in the
+  trainer process); ``pip install 'cobarl[verl]'``.
 """
 
 from importlib.util import find_spec

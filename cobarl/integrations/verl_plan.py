@@ -1,4 +1,4 @@
-"""verl-independent half of the verl plugin: plans, worker balance, step accounting, checkpoint files.
+"""verl-independent half of the verl plugin: settings, where each policy runs, plans, worker balance.
 
 Everything here is plain Python + numpy (no verl, torch or Ray import), so it is tested on any
 machine; :mod:`cobarl.integrations.verl` wraps it in verl 0.9 classes. Per generation batch (a
@@ -11,10 +11,13 @@ training batch, a DAPO refill, an async top-up or prompts re-issued on resume, o
    ``[min_budget, max_budget]`` (feasible for every k once :func:`check_rollout_n` passed);
 3. :func:`balance_workers` assigns the rows to agent-loop workers so their rollout totals differ by
    at most one prompt's budget;
-4. :class:`SharedState` remembers ``uid -> (prompt id, n)``; the replay buffer :meth:`~SharedState.add`\\ s
-   every finished group it sees and :meth:`~SharedState.flush`\\ es once per training step (one
-   statistics and capability update per step, whatever the number of ``sample()`` calls). The state is
-   saved next to verl checkpoints by :func:`cobarl.io.save_state` / :func:`cobarl.io.load_state` (atomic JSON).
+4. :class:`~cobarl.integrations.verl_state.SharedState` accounts for every finished group once per
+   training step and is saved next to verl checkpoints.
+
+Policies other than the plan-before-generation allocators run where :func:`verl_runner` says
+(:data:`RUNNERS`): DAPO as verl's own filter, Reinforce-Ada and PODS in rounds inside the agent-loop
+workers (:mod:`cobarl.integrations.verl_rounds`), GRESO as a whole step in the trainer process
+(:mod:`cobarl.integrations.verl_stream`).
 """
 
 from __future__ import annotations
@@ -22,22 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cobarl import metrics as M
-from cobarl.advantages import group_advantages
 from cobarl.allocation import Allocation, budget_metrics
 from cobarl.allocator import Allocator, allocator_options
-from cobarl.io import STATE_FILE, check_state_format  # noqa: F401  (STATE_FILE: the file's name, for callers)
 
 ROLLOUT_N_KEY = "__rollout_n__"  # read by verl.trainer.ppo.v1.agent_loop_tq.AgentLoopWorkerTQ._run_prompt
-STATE_FORMAT = "cobarl.verl-plugin"  # cobarl_state.json next to a verl checkpoint: the shared state below
-STATE_VERSION = 2
+POOL_ESTIMATOR = "cobarl_pool_baseline"  # algorithm.adv_estimator of a policy with its own baselines (Reinforce-Ada)
 PROMPT_KEYS = ("index", "content")
 MISSING_STATE = ("error", "fresh")
 DEFAULT_NAME = "default"
@@ -102,36 +100,55 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
     )
 
 
-def check_verl_policy(config) -> None:
-    """Refuse, at start-up, a policy the plugin cannot run: it plans budgets before generation inside
-    verl's own rollout, so a policy that decides between generation rounds or after generation
-    (Reinforce-Ada, PODS, GRESO) would silently train as something else. A policy verl runs with a
-    feature of its own (``verl_native``: DAPO as ``algorithm.filter_groups``; `cobarl.integrations.verl.check_config`
-    requires it) plans uniform budgets here, so its own options do not apply there."""
-    from cobarl.policies import POLICIES
-    from cobarl.strategies import STRATEGIES
+# Where the plugin runs each kind of policy, and the verl trainer modes that can run it (see docs/verl.md).
+RUNNERS = {
+    "plan": "planned before generation by the agent-loop manager (per-prompt __rollout_n__)",
+    "verl": "verl's own feature (algorithm.filter_groups: evict groups with one reward value, refill)",
+    "worker": "rounds inside each agent-loop worker, one prompt at a time, asynchronously",
+    "trainer": "the whole step in the trainer process (the agent-loop manager draws the prompts, generates them in "
+               "rounds and keeps groups)",
+}
+ALL_MODES = ("sync", "colocate_async", "separate_async")
+RUNNER_MODES = {"plan": ALL_MODES, "verl": ALL_MODES, "worker": ALL_MODES, "trainer": ("sync",)}
+# Why a runner cannot run in the modes it lacks (named in the start-up refusal).
+RUNNER_LIMITS = {
+    "trainer": "it decides per training step which prompts are generated (skips drawn per step, rounds sized by what "
+               "the step kept, its controller moved once per step), while the async modes generate prompts ahead of "
+               "the step that trains them",
+}
 
-    policy = config.policy
+
+def verl_runner(policy) -> str:
+    """How the plugin runs a policy class (a key of :data:`RUNNERS`), read from its class attributes."""
     if policy.single_pass:
-        return
+        return "plan"
     if policy.verl_native:
-        if config.overrides:
-            raise ValueError(
-                f"the cobarl verl plugin cannot run {config.name}'s own options ({', '.join(config.overrides)}): in verl, "
-                f"{config.name} is verl's own feature; set algorithm.filter_groups.* (e.g. max_inflight_gen_batches) instead")
-        return
-    supported = ", ".join(name for name, s in STRATEGIES.items() if POLICIES[s.policy].single_pass)
-    native = ", ".join(name for name, s in STRATEGIES.items() if POLICIES[s.policy].verl_native)
-    raise ValueError(
-        f"the cobarl verl plugin cannot run {config.name!r}: it decides {policy.decides}, and the plugin only sets "
-        f"per-prompt budgets before verl generates (every verl trainer mode). Supported here: {supported}, and {native} "
-        f"(verl's own); {config.name} runs in cobarl train (TRL) and the simulator.")
+        return "verl"
+    if policy.per_prompt:
+        return "worker"
+    if policy.selects_prompts:
+        return "trainer"
+    raise ValueError(f"the cobarl verl plugin has no way to run policy {policy.name!r}: it decides {policy.decides}, "
+                     "across prompts, on prompts the trainer chose")
+
+
+def check_verl_policy(config) -> None:
+    """Refuse, at start-up, a policy the plugin cannot run. A policy verl runs with a feature of its own
+    (``verl_native``: DAPO as ``algorithm.filter_groups``, which `cobarl.integrations.verl.check_config`
+    requires) plans uniform budgets here, so its own options do not apply there."""
+    runner = verl_runner(config.policy)
+    if runner == "verl" and config.overrides:
+        raise ValueError(
+            f"the cobarl verl plugin cannot run {config.name}'s own options ({', '.join(config.overrides)}): in verl, "
+            f"{config.name} is verl's own feature; set algorithm.filter_groups.* (e.g. max_inflight_gen_batches) instead")
 
 
 def plan_options(config):
-    """The allocator options the plugin plans with: the strategy's own, or uniform budgets for a policy
-    verl runs itself (DAPO: verl's filter drops and refills groups after uniform generation)."""
-    return allocator_options("uniform") if config.policy.verl_native else config.options
+    """The allocator options the manager plans with: the strategy's own, or uniform budgets
+    (``rollout.n`` per prompt) for every other policy (DAPO: verl's filter drops and refills groups
+    after uniform generation; Reinforce-Ada, PODS: ``rollout.n`` is what each prompt trains; GRESO:
+    the rollouts of each group it draws)."""
+    return config.options if config.policy.single_pass else allocator_options("uniform")
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------
@@ -309,141 +326,3 @@ def session_rewards(keys: Sequence[str], rewards: Sequence[float]) -> tuple[list
             final[(uid, session)] = (idx, float(r))
     uids = [uid for uid, _ in final]
     return uids, np.array([r for _, r in final.values()], dtype=np.float64)
-
-
-# 7. shared state (one per name and process) ----------------------------------------------------------
-class SharedState:
-    """The allocator, ``uid -> (prompt id, n)`` of groups in flight and the current step's finished
-    rollouts, shared by the plugin classes.
-
-    verl's agent-loop manager, replay buffer and checkpoint callback all live in the ``TaskRunnerV1``
-    Ray actor, so a module-level registry (:func:`get_state`) is enough to share one object.
-    """
-
-    def __init__(self, settings: PluginSettings) -> None:
-        self.settings = settings
-        self.allocator = Allocator(plan_options(settings.strategy))
-        self.inflight: dict[str, tuple[Any, int]] = {}
-        self.pending: list[tuple[str, Any, int, float, bool]] = []  # (uid, prompt id, budget, reward, trained) per rollout
-        self.unplanned = 0
-        self.steps = 0  # statistics updates so far (= training steps observed)
-        self.restored_from: str | None = None
-        self.lock = threading.RLock()
-        self._last_plan: dict[str, float] = {}
-
-    def plan(self, uids: Sequence[str], prompt_ids: Sequence[Any], rollout_n: int) -> RolloutPlan:
-        """Plan a batch (``len(uids) * rollout_n`` rollouts) and remember each uid's prompt id and budget."""
-        with self.lock:
-            plan = plan_rollout_n(self.allocator, prompt_ids, rollout_n)
-            for uid, pid, n in zip(uids, plan.prompt_ids, plan.rollout_n.tolist()):
-                self.inflight[str(uid)] = (pid, int(n))
-            self._last_plan = {
-                M.BUDGET_OBJECTIVE: plan.allocation.objective,
-                M.PERF_ALLOCATE_S: plan.allocation.diagnostics.get("seconds", 0.0),
-            }
-            return plan
-
-    def forget(self, uids: Iterable[str]) -> None:
-        """Drop groups that will never be observed (evicted failures, cleared groups)."""
-        with self.lock:
-            for uid in uids:
-                self.inflight.pop(str(uid), None)
-
-    def add(self, uids: Sequence[str], rewards: Sequence[float], *, trained: bool = True) -> None:
-        """Record finished rollouts (``uids[j]`` = group of rollout j) for this step's update; ``trained``:
-        sampled into the training batch (False: finished but dropped, e.g. a DAPO-filtered group).
-
-        Each group is recorded once: its uid is forgotten afterwards, so a group seen again (sampled
-        after being recorded as evicted, say) is counted in ``rollout/unplanned`` instead. Rollouts of
-        unknown uids (validation, padding, groups planned before a restart without state) are skipped.
-        """
-        with self.lock:
-            for uid, r in zip(uids, rewards):
-                entry = self.inflight.get(str(uid))
-                if entry is None:
-                    self.unplanned += 1
-                else:
-                    self.pending.append((str(uid), entry[0], entry[1], float(r), trained))
-            self.forget(dict.fromkeys(str(u) for u in uids))
-
-    def flush(self) -> dict[str, float]:
-        """One statistics and capability update from every rollout recorded since the last flush.
-
-        Returns metrics named as the TRL trainer's (``budget/*`` over the recorded groups' budgets,
-        ``capability/*``, ``rollout/effective_ratio``, ...); ``{}`` when nothing was recorded.
-        """
-        with self.lock:
-            pending, self.pending = self.pending, []
-            unplanned, self.unplanned = self.unplanned, 0
-            if not pending:
-                return {M.ROLLOUT_UNPLANNED: float(unplanned)} if unplanned else {}
-            uids = [p[0] for p in pending]
-            r = np.array([p[3] for p in pending], dtype=np.float64)
-            out = dict(self.allocator.observe([p[1] for p in pending], r))
-            self.steps += 1
-            budgets = dict(zip(uids, (p[2] for p in pending)))
-        out.update(budget_metrics(np.fromiter(budgets.values(), dtype=np.int64)))  # budgets of the groups observed
-        out.update(self._last_plan)
-        trained = np.array([p[4] for p in pending], dtype=bool)
-        if trained.any():  # GRPO statistics of the rows that train (groups verl evicted do not)
-            out.update(group_advantages(r[trained], [u for u, t in zip(uids, trained.tolist()) if t]).metrics())
-        out[M.ROLLOUT_COUNT] = float(r.size)
-        out[M.ROLLOUT_TRAINED] = float(trained.sum())
-        out[M.ROLLOUT_UNPLANNED] = float(unplanned)
-        out[M.REWARD_MEAN] = float(r.mean())
-        out[M.REWARD_STD] = float(r.std())
-        return out
-
-    def state_dict(self, *, global_step: int | None = None) -> dict:
-        """JSON state for :func:`cobarl.io.save_state`; ``global_step``: verl's step, recorded when given."""
-        with self.lock:
-            return {
-                "format": STATE_FORMAT,
-                "version": STATE_VERSION,
-                **({} if global_step is None else {"global_step": int(global_step)}),
-                "name": self.settings.name,
-                "steps": self.steps,
-                "allocator": self.allocator.state_dict(),
-                "inflight": [[uid, pid, n] for uid, (pid, n) in self.inflight.items()],
-                "pending": [list(p) for p in self.pending],
-            }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        check_state_format(state, STATE_FORMAT, STATE_VERSION, unnamed_key="inflight")
-        with self.lock:
-            self.allocator.load_state_dict(state["allocator"])
-            self.steps = int(state.get("steps", 0))
-            self.inflight = {str(uid): (pid, int(n)) for uid, pid, n in state.get("inflight", [])}
-            # (states written before the trained flag existed hold 4 fields: those rows were sampled)
-            self.pending = [(str(p[0]), p[1], int(p[2]), float(p[3]), bool(p[4]) if len(p) > 4 else True)
-                            for p in state.get("pending", [])]
-
-
-_REGISTRY: dict[str, SharedState] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-def get_state(name: str, settings: PluginSettings | None = None) -> SharedState:
-    """The shared state registered under ``name``; created from ``settings`` on first use.
-
-    Raises ``KeyError`` (with the fix) when it does not exist and no settings are given.
-    """
-    with _REGISTRY_LOCK:
-        state = _REGISTRY.get(name)
-        if state is None:
-            if settings is None:
-                raise KeyError(
-                    f"no cobarl allocator named {name!r} in this process: cobarl's replay buffer creates it; set "
-                    "trainer.v1.sampler.custom_sampler.path=pkg://cobarl.integrations.verl and "
-                    "trainer.v1.sampler.custom_sampler.name=CobaReplayBuffer (sync) or CobaReplayBufferAsync (async modes)"
-                )
-            state = _REGISTRY[name] = SharedState(settings)
-        elif settings is not None and settings != state.settings:
-            raise ValueError(f"cobarl allocator {name!r} already exists with different settings")
-        return state
-
-
-def reset_registry() -> None:
-    """Forget every shared state (tests, or a second run in one process)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()

@@ -20,6 +20,7 @@ from cobarl.policies.base import (
     register_policy,
     request_rows,
     run_step,
+    step_rounds,
 )
 from cobarl.policies.stream import PromptStream
 
@@ -44,4 +45,4 @@ def make_policy(config: StrategyConfig | str | None = None, **overrides) -> Roll
 
 __all__ = ["POLICIES", "AllocatorPolicy", "DapoPolicy", "GresoPolicy", "Kept", "PodsPolicy", "PromptStream", "ProtocolError",
            "ReinforceAdaPolicy", "Request", "RolloutPolicy", "StepResult", "StrategyConfig", "check_kept", "make_policy",
-           "option_owners", "register_policy", "request_rows", "run_step"]
+           "option_owners", "register_policy", "request_rows", "run_step", "step_rounds"]

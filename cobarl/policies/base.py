@@ -36,7 +36,7 @@ class (``Options``), registers itself in :data:`POLICIES` and its strategies in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,9 @@ class RolloutPolicy:
             Reinforce-Ada's; ``group``: they divide by each group's std, DAPO's and GRESO's).
         baselines_are: what its baselines are, in words for that warning.
         decides: when it decides, in words for messages ("before generation", "between generation rounds", ...).
+        per_prompt: decides each prompt's rounds, kept rows and baseline from that prompt's own rewards
+            alone, with no state between steps (Reinforce-Ada, PODS), so a runner may run a step one prompt
+            at a time, asynchronously (verl's agent-loop workers), and get the same decisions.
         verl_native: verl runs it with a feature of its own (DAPO: ``algorithm.filter_groups``).
 
     Attributes:
@@ -153,6 +156,7 @@ class RolloutPolicy:
     baseline_scale = "none"
     baselines_are = ""
     decides = "after generation"
+    per_prompt = False
     verl_native = False
     STATE_FORMAT = "cobarl.policy"
     STATE_VERSION = 1
@@ -256,16 +260,18 @@ def check_kept(policy: RolloutPolicy, kept: Kept, generated: list, total_budget:
                                 "with groups)")
 
 
-def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,
-             generate: Callable[[list], np.ndarray]) -> StepResult:
-    """Run one step of ``policy``: the one generation loop of every trainer (see the module docstring),
-    which checks the protocol's promises as it goes."""
+def step_rounds(policy: RolloutPolicy, prompt_ids: Sequence[Any],
+                total_budget: int) -> Generator[list, np.ndarray, StepResult]:
+    """One step of ``policy`` as a generator: it yields each round's rows, is sent their rewards, and
+    returns the :class:`StepResult` (``StopIteration.value``); the one generation loop of every runner
+    (:func:`run_step` drives it with a function, verl's agent-loop workers with ``await``), which
+    checks the protocol's promises as it goes."""
     request = policy.begin(as_id_list(prompt_ids), int(total_budget))
     _check_request(policy, request, first=True)
     plan, ids, rewards, rounds, prompts = dict(request), [], [], 0, set()
     while request:
         rows = request_rows(request)
-        r = np.asarray(generate(rows), dtype=np.float64)
+        r = np.asarray((yield rows), dtype=np.float64)
         if r.shape != (len(rows),):
             raise RuntimeError(f"generate returned {r.shape} rewards for {len(rows)} rows")
         ids.extend(rows)
@@ -279,3 +285,15 @@ def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int
     result = StepResult(ids, np.concatenate(rewards) if rewards else np.zeros(0), kept, rounds, plan, len(prompts))
     policy.last = result
     return result
+
+
+def run_step(policy: RolloutPolicy, prompt_ids: Sequence[Any], total_budget: int,
+             generate: Callable[[list], np.ndarray]) -> StepResult:
+    """Run one step of ``policy`` (:func:`step_rounds`), generating and scoring each round with ``generate``."""
+    step = step_rounds(policy, prompt_ids, total_budget)
+    try:
+        rows = next(step)
+        while True:
+            rows = step.send(generate(rows))
+    except StopIteration as done:
+        return done.value

@@ -58,6 +58,7 @@ class PodsPolicy(RolloutPolicy):
     """One round of ``generate_size`` rollouts per prompt; n = total_budget / prompts of them train."""
 
     Options = PodsOptions
+    per_prompt = True  # each group's max-variance subset is its own
 
     def begin(self, prompt_ids: list, total_budget: int) -> Request:
         if total_budget % len(prompt_ids):
