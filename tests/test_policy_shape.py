@@ -225,3 +225,16 @@ def test_an_old_comparisons_stored_runs_are_reused(tmp_path):
     runs = json.loads((tmp_path / "summary.json").read_text())["runs"]
     assert len(runs) == 4 and all(r["reused"] for r in runs)
     assert compare_main([*args, "--budget", "steps"]) == 2  # another setting: the folder is refused, naming it
+
+
+def test_pods_refuses_the_sizes_where_the_public_selection_repeats_a_row():
+    from cobarl.policies.pods import max_variance_subset
+
+    assert max_variance_subset(np.array([0.3, 0.9, 0.1, 0.5, 0.7]), 4).tolist() == [1, 3, 2, 2]  # the public aliasing
+    for size in (5, 6):
+        with pytest.raises(ValueError, match=r"between n \+ 1 and 2n - 2 for n = 4"):
+            make_policy("pods", generate_size=size).begin([0, 1], 8)
+    for size in (4, 7, 16):
+        assert set(make_policy("pods", generate_size=size).begin([0, 1], 8).values()) == {size}
+    with pytest.raises(ValueError, match="generate_size"):
+        make_config({"strategy": "pods", "generate_size": 12, "rollouts_per_step": 128})  # n = 8: 12 < 15

@@ -92,10 +92,10 @@ def trl_path(policy, prompt_ids, step, n, per_prompt):
 
     result = trl_run_step(policy, prompt_ids, len(prompt_ids) * n, generate)
     kept = result.kept
-    ids = [result.group_ids[g] for g in kept.rows.tolist()]
     rewards = result.rewards[kept.rows]
-    if kept.baselines is not None:
-        adv = baseline_advantages(rewards, ids, kept.baselines, scale_by_std=kept.scale_by_std)
+    if kept.baselines is not None:  # Reinforce-Ada's pool; DAPO's and GRESO's own groups, the public GRPO in float32
+        adv = baseline_advantages(rewards, kept.group_keys(result.group_ids), kept.baselines,
+                                  scale_by_std=kept.scale_by_std, float32=kept.float32)
     else:
         adv = trl_advantages(rewards[:, None], np.ones(1), kept.group_keys(result.group_ids), scale_rewards="group",
                              aggregation="sum_then_normalize")

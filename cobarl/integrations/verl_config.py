@@ -138,7 +138,7 @@ def _estimator_problems(config: Any, strategy) -> list[str]:
     if estimator == "cobarl_grpo":
         return ["algorithm.adv_estimator=cobarl_grpo was removed: it skipped verl's final-output-per-session selection; "
                 "use algorithm.adv_estimator=grpo (verl groups by uid, so per-prompt budgets need nothing else)"]
-    if policy.own_baselines and estimator != POOL_ESTIMATOR:
+    if policy.pool_baselines and estimator != POOL_ESTIMATOR:
         return [f"strategy {name} centres each prompt's rows by its own baseline (the statistics of every rollout it "
                 f"generated), which verl's {estimator} cannot see: set algorithm.adv_estimator={POOL_ESTIMATOR}"]
     scale = getattr(strategy.options, "scale_by_std", None)
@@ -148,8 +148,9 @@ def _estimator_problems(config: Any, strategy) -> list[str]:
                 f"{POOL_ESTIMATOR} divides by the pool's std exactly when the policy's scale_by_std says so; set "
                 f"algorithm.norm_adv_by_std_in_grpo={str(scale).lower()} (or trainer.v1.sampler.sampler_kwargs."
                 f"scale_by_std={str(norm).lower()}) so the two agree"]
-    if estimator == POOL_ESTIMATOR and not policy.own_baselines:
-        return [f"algorithm.adv_estimator={POOL_ESTIMATOR} is for policies with their own baselines (Reinforce-Ada); "
+    if estimator == POOL_ESTIMATOR and not policy.pool_baselines:
+        return [f"algorithm.adv_estimator={POOL_ESTIMATOR} is for policies whose baselines come from their whole pool "
+                f"(Reinforce-Ada); "
                 f"strategy {name} trains with group baselines: use algorithm.adv_estimator=grpo"]
     registered = core_algos.ADV_ESTIMATOR_REGISTRY.get(POOL_ESTIMATOR)
     if estimator == POOL_ESTIMATOR and getattr(registered, "__module__", None) != ESTIMATOR_MODULE:

@@ -133,6 +133,9 @@ class RolloutPolicy:
         selects_prompts: draws its own prompts (DAPO, GRESO): the trainer must set ``stream``.
         own_baselines: centres (and scales) its rows by the baselines it returns, so a trainer's own
             reward scaling does not apply (Reinforce-Ada: its pool's; DAPO, GRESO: the public GRPO's).
+        pool_baselines: its baselines come from more rows than train (Reinforce-Ada's pool), so a trainer's
+            statistics of the kept group cannot stand in for them (verl needs cobarl's estimator); False
+            with ``own_baselines``: they are each kept group's own (DAPO's, GRESO's public GRPO).
         baseline_scale: the trainer's reward scaling (TRL ``scale_rewards``) its baselines amount to:
             the TRL trainer warns when another one is set (``none``: they only centre, by default
             Reinforce-Ada's; ``group``: they divide by each group's std, DAPO's and GRESO's).
@@ -153,6 +156,7 @@ class RolloutPolicy:
     single_pass = False
     selects_prompts = False
     own_baselines = False
+    pool_baselines = False
     baseline_scale = "none"
     baselines_are = ""
     decides = "after generation"

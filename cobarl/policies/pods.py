@@ -68,6 +68,10 @@ class PodsPolicy(RolloutPolicy):
         size = self.options.generate_size or 4 * self.n
         if size < self.n:
             raise ValueError(f"pods generate_size ({size}) is below the rollouts trained per prompt ({self.n})")
+        if self.n < size < 2 * self.n - 1:  # the in-place candidate order (max_variance_subset) then repeats rows
+            raise ValueError(f"pods generate_size ({size}) lies between n + 1 and 2n - 2 for n = {self.n}: there the public "
+                             f"max-variance selection can pick one rollout twice; use generate_size = {self.n} (train "
+                             f"every rollout) or >= {2 * self.n - 1} (default 4n = {4 * self.n})")
         return {pid: size for pid in prompt_ids}
 
     def after_round(self, ids: list, rewards: np.ndarray) -> Request:

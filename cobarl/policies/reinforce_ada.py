@@ -107,6 +107,7 @@ class ReinforceAdaPolicy(RolloutPolicy):
 
     Options = ReinforceAdaOptions
     own_baselines = True
+    pool_baselines = True
     baselines_are = "its pool's statistics (see its options, e.g. scale_by_std)"
     per_prompt = True  # exits, kept rows and the pool baseline are each prompt's own
     decides = "between generation rounds"
