@@ -47,7 +47,7 @@ CASES = {
     "max_gen_batches": ("dapo", "0", 0),
     "weight_alpha": ("gvm", "0.01", 0.01),
     "weight_beta": ("gvm", "3", 3.0),
-    "generate_size": ("pods", "12", 12),
+    "generate_size": ("pods", "16", 16),
     "sampling_factor": ("greso", "2", 2.0),
     "min_sampling_batch": ("greso", "8", 8),
     "p_easy": ("greso", "0.7", 0.7),
