@@ -29,13 +29,15 @@ from cobarl.capability import SCHEDULES, CapabilityTracker
 from cobarl.io import check_state_format
 from cobarl.options import OptionSet, option
 from cobarl.stats import PromptStats, RecentRolloutStats, SuccessRule, as_id_list, success_rule
-from cobarl.strategies import STRATEGIES, register_strategy, upgrade_saved
+from cobarl.strategies import STRATEGIES, canonical_options, option_changes, register_strategy
 from cobarl.value import VALUES
 
 STATS_KINDS = ("appearances", "recent-rollouts")
 STATE_FORMAT = "cobarl.allocator"
 STATE_VERSION = 2
 _ADAPTIVE = ("adaptive",)
+# Solvers that plan with one value whatever they are given (uniform ignores every value: equal budgets).
+_METHOD_VALUE = {"knapsack-rl": "knapsack", "gvm": "gvm", "coba-reference": "coba"}
 _APPEARANCES = ("stats", ("appearances",))
 _RECENT = ("stats", ("recent-rollouts",))
 
@@ -61,7 +63,7 @@ class AllocatorOptions(OptionSet):
     gamma: float = option(10.0, "Sharpness of Psi below F = 0.5 (paper: 10).", gt=0)
     tau: float | str | None = option(
         None, "Saturation temperature of the CoBA value (value=coba), a number or 'adaptive' (public code: "
-        "variance-driven in [3, 12]; coba-reference presets it). Default: 8.", gt=0, words=_ADAPTIVE,
+        "variance-driven in [3, 12]; coba-reference presets it).", gt=0, words=_ADAPTIVE,
         when=("value", ("coba",)), fallback=8.0)
     success: str | Callable = option(
         "==1", "When a reward counts as a success for the statistics: '>0.5', '==1', '>=1' or (Python) a callable "
@@ -72,19 +74,19 @@ class AllocatorOptions(OptionSet):
     stats_window: int | None = option(None, "Appearances per prompt in its estimate (stats=appearances; public code: 1).",
                                       ge=1, when=_APPEARANCES, fallback=1)
     estimator: str | None = option(
-        None, "'empirical' (papers) or 'posterior' (Beta-Binomial mean; stats=appearances). Default: empirical.",
+        None, "'empirical' (papers) or 'posterior' (Beta-Binomial mean; stats=appearances).",
         choices=("empirical", "posterior"), when=_APPEARANCES, fallback="empirical")
     prior: str | None = option(
-        None, "Pass rate of unseen prompts, 'half' (public CoBA code) or 'global' mean (stats=appearances). Default: half.",
+        None, "Pass rate of unseen prompts, 'half' (public CoBA code) or 'global' mean (stats=appearances).",
         choices=("half", "global"), when=_APPEARANCES, fallback="half")
     recent_rollouts: int | None = option(
         None, "Rollouts averaged per prompt (stats=recent-rollouts; public code: 16).", ge=1, when=_RECENT, fallback=16)
     min_rollouts: int | None = option(
         None, "Rollouts before a prompt counts as seen (stats=recent-rollouts; public code: 8).", ge=1, when=_RECENT,
         fallback=8)
-    fixed_alpha: float | None = option(None, "alpha for schedule=fixed (paper's Table 3: 10.5 or 1.5). Default: 10.5.",
+    fixed_alpha: float | None = option(None, "alpha for schedule=fixed (paper's Table 3: 10.5 or 1.5).",
                                        gt=0, when=("schedule", ("fixed",)), fallback=10.5)
-    fixed_beta: float | None = option(None, "beta for schedule=fixed (paper's Table 3: 1.5 or 10.5). Default: 1.5.",
+    fixed_beta: float | None = option(None, "beta for schedule=fixed (paper's Table 3: 1.5 or 10.5).",
                                       gt=0, when=("schedule", ("fixed",)), fallback=1.5)
     # GVM (RLHFlow/GVM calc_sample_ratio defaults).
     weight_alpha: float | None = option(
@@ -103,6 +105,9 @@ class AllocatorOptions(OptionSet):
             yield f"unknown method {self.method!r}; valid: {', '.join(METHODS)} (or a callable)"
         if self.value not in VALUES:
             yield f"unknown value {self.value!r}; valid: {', '.join(VALUES.names())}"
+        elif isinstance(self.method, str) and _METHOD_VALUE.get(self.method, self.value) != self.value:
+            yield (f"method {self.method!r} plans with the {_METHOD_VALUE[self.method]!r} value (its public code's); "
+                   f"value={self.value!r} would do nothing: set value={_METHOD_VALUE[self.method]!r} or pick another method")
         try:
             success_rule(self.success)  # parse now: a bad rule fails before any work
         except (ValueError, TypeError) as e:
@@ -132,6 +137,7 @@ _allocator("gvm", "GVM budgets n ~ 1/sqrt(p + alpha/p^(beta-1)) (p-only mode) on
 def allocator_options(strategy: str | Callable = "coba", **overrides: Any) -> AllocatorOptions:
     """The options of an allocator strategy (a name, or a callable planning with CoBA's statistics),
     with ``overrides`` on top of its preset."""
+    overrides = {k: v for k, v in canonical_options(overrides).items() if v is not None}  # as StrategyConfig reads them
     if callable(strategy):
         return AllocatorOptions(**{"method": strategy, **overrides})
     if strategy not in STRATEGIES or STRATEGIES[strategy].policy != "allocator":
@@ -271,9 +277,7 @@ class Allocator:
         before anything changes (resuming with another strategy or window would silently mix two
         runs' statistics)."""
         check_state_format(state, STATE_FORMAT, STATE_VERSION)
-        mine, saved = self.config.to_dict(), upgrade_saved(state["config"], AllocatorOptions)
-        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items()
-                if saved.get(k) != v and k != "total_steps"]
+        diff = option_changes(self.config.to_dict(), state["config"], AllocatorOptions)
         if diff:
             raise ValueError("allocator state was saved with another configuration: " + "; ".join(diff))
         stats, tracker = self._fresh_state()

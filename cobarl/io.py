@@ -66,7 +66,7 @@ def load_state(directory: str | os.PathLike, *, missing_ok: bool = False) -> dic
     except FileNotFoundError:
         if missing_ok:
             return None
-        raise FileNotFoundError(f"{path} is missing: this checkpoint has no cobarl allocator state") from None
+        raise FileNotFoundError(f"{path} is missing: this checkpoint has no cobarl state") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
 

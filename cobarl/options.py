@@ -7,7 +7,7 @@ A field's type is its annotation (``int | None``, ``float | str``, ...); its met
 - ``help``: the text of its flag and of the docs;
 - ``ge``, ``gt``, ``le``, ``lt`` (bounds), ``why`` (a reason shown with them), ``choices`` (for a
   string) and ``words`` (the strings a numeric field also takes, e.g. tau's ``"adaptive"``);
-- ``flag`` (another name on the command line), ``aliases`` (more flag spellings), ``derived`` (set
+- ``aliases`` (more flag spellings), ``derived`` (set
   by the run, not by an option), ``nested`` (a config of its own class, checked there);
 - ``when`` and ``fallback``: an option that applies only while another option has one of some values
   (``when=("stats", ("appearances",))``): ``None`` there becomes ``fallback``; set anywhere else it is

@@ -92,3 +92,10 @@ def upgrade_saved(saved: Mapping[str, Any], options_cls: type) -> dict[str, Any]
             if f.name not in out and (f.name in preset or f.default is not dataclasses.MISSING):
                 out[f.name] = preset.get(f.name, f.default)
     return out
+
+
+def option_changes(mine: Mapping[str, Any], saved: Mapping[str, Any], options_cls: type) -> list[str]:
+    """``name: saved X, now Y`` for every option a saved record (any cobarl version's, :func:`upgrade_saved`)
+    holds otherwise than ``mine``; the run's length (``total_steps``) is not a change of options."""
+    saved = upgrade_saved(saved, options_cls)
+    return [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items() if saved.get(k) != v and k != "total_steps"]

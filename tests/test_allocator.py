@@ -1,6 +1,5 @@
 """The stateful Allocator: plan -> observe loop, strategies, resume parity."""
 
-import dataclasses
 import json
 
 import numpy as np

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cobarl import STRATEGIES, StrategyConfig
+from cobarl import STRATEGIES
 from cobarl.experiments.comparison.grid import parse_grid
 from cobarl.experiments.comparison.specs import parse_strategy
 from cobarl.integrations.verl_plan import parse_settings

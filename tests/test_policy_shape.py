@@ -238,3 +238,31 @@ def test_pods_refuses_the_sizes_where_the_public_selection_repeats_a_row():
         assert set(make_policy("pods", generate_size=size).begin([0, 1], 8).values()) == {size}
     with pytest.raises(ValueError, match="generate_size"):
         make_config({"strategy": "pods", "generate_size": 12, "rollouts_per_step": 128})  # n = 8: 12 < 15
+
+
+def test_a_saved_config_reloads_as_it_was_saved(tmp_path):
+    """A default the file states is the run's (the embedded task's preset cannot replace it), None is "the
+    strategy's own", and a resumed run told another strategy starts from that strategy's options."""
+    from cobarl.train.config_files import config_diff, dump_yaml
+    from cobarl.train.rundir import CONFIG_FILE, read_saved_config
+
+    dump_yaml(make_config({"max_budget": 128}), tmp_path / CONFIG_FILE)
+    saved = read_saved_config(tmp_path)
+    assert saved.strategy.max_budget == 128 and config_diff(saved, make_config({"resume": True}, base=saved)) == []
+    assert make_config({"strategy": "coba-reference", "tau": None}).strategy.tau == "adaptive"
+    assert make_config({"strategy": "knapsack-rl"}, base=saved).strategy.method == "knapsack-rl"
+
+
+def test_options_that_would_do_nothing_are_refused():
+    from cobarl.experiments.comparison.grid import expand_grid, parse_grid
+    from cobarl.experiments.comparison.specs import parse_strategy
+    from cobarl.integrations.verl_plan import check_rollout_n, plan_options
+
+    for options, message in ((dict(strategy="gvm", value="coba"), "method 'gvm' plans with the 'gvm' value"),
+                             (dict(strategy="greso", min_p=0.9, max_p=0.1), "min_p .* is above max_p"),
+                             (dict(strategy="knapsack", tau=4), "tau applies when value is 'coba'")):
+        with pytest.raises(ValueError, match=message):
+            StrategyConfig(**options)
+    with pytest.raises(ValueError, match="p_easy is set both"):  # an old name in the spec, the new one in the grid
+        expand_grid(parse_strategy("greso:greso_p_easy=0.3"), parse_grid(["p_easy=0.4,0.5"]), 10)
+    check_rollout_n(200, plan_options(StrategyConfig("dapo")))  # verl's own DAPO: uniform plans of any n >= 2

@@ -280,6 +280,9 @@ def test_state_round_trip_is_atomic_and_restores_plans(tmp_path):
         restored.load_state_dict(state.allocator.state_dict())
     unnamed = {k: v for k, v in saved.items() if k != "format"}  # written before formats were named
     SharedState(settings).load_state_dict(unnamed)
+    for other in ({"strategy": "pods"}, {"strategy": "reinforce-ada", "round_size": 16}):  # not the saved run's
+        with pytest.raises(ValueError, match="saved with another strategy or options"):
+            SharedState(parse_settings(other)).load_state_dict(saved)
 
 
 # the guarded import -----------------------------------------------------------------------------------

@@ -190,10 +190,10 @@ def restore(state, config: Any) -> None:
             return
         raise RuntimeError(
             f"cobarl: verl resumes from {folder}, which has no cobarl_state.json (written without "
-            f"{CALLBACK_FQN}, or copied without it), so cobarl's allocator statistics cannot be restored. "
+            f"{CALLBACK_FQN}, or copied without it), so cobarl's state (statistics, policy, totals) cannot be restored. "
             "Either copy that file into the folder, start the statistics empty with "
             "trainer.v1.sampler.sampler_kwargs.missing_state=fresh, or start over with trainer.resume_mode=disable."
         )
     state.load_state_dict(saved)
     state.restored_from = folder
-    logger.info("cobarl: restored allocator statistics from %s", folder)
+    logger.info("cobarl: restored its state from %s", folder)

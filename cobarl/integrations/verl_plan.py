@@ -148,7 +148,8 @@ def plan_options(config):
     (``rollout.n`` per prompt) for every other policy (DAPO: verl's filter drops and refills groups
     after uniform generation; Reinforce-Ada, PODS: ``rollout.n`` is what each prompt trains; GRESO:
     the rollouts of each group it draws)."""
-    return config.options if config.policy.single_pass else allocator_options("uniform")
+    # any rollout.n >= 2 is a uniform plan: its max budget must not bound what the strategy itself does not
+    return config.options if config.policy.single_pass else allocator_options("uniform", max_budget=1 << 20)
 
 
 # 2. the per-batch invariant ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from cobarl.allocation import budget_metrics
 from cobarl.allocator import Allocator
 from cobarl.integrations.verl_plan import PluginSettings, RolloutPlan, plan_options, plan_rollout_n
 from cobarl.io import check_state_format
+from cobarl.strategies import option_changes
 
 STATE_FORMAT = "cobarl.verl-plugin"  # cobarl_state.json next to a verl checkpoint: the shared state below
 STATE_VERSION = 2
@@ -194,6 +195,7 @@ class SharedState:
                 "version": STATE_VERSION,
                 **({} if global_step is None else {"global_step": int(global_step)}),
                 "name": self.settings.name,
+                "strategy": self.settings.strategy.to_dict(),
                 "steps": self.steps,
                 "allocator": self.allocator.state_dict(),
                 "inflight": [[uid, pid, n] for uid, (pid, n) in self.inflight.items()],
@@ -204,6 +206,14 @@ class SharedState:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_format(state, STATE_FORMAT, STATE_VERSION, unnamed_key="inflight")
+        saved, mine = state.get("strategy"), self.settings.strategy
+        if saved is not None:  # (states of an allocator, written before the key, are checked by its own state)
+            diff = option_changes(mine.to_dict(), saved, mine.policy.Options)
+            diff += [f"{k}: saved {saved[k]!r}, now unset" for k in saved if k not in mine.to_dict()]
+            if diff:
+                raise ValueError("the cobarl state was saved with another strategy or options (" + "; ".join(diff) +
+                                 "): resuming would mix two runs' decisions; resume with the saved settings or start "
+                                 "fresh (trainer.resume_mode=disable)")
         with self.lock:
             self.allocator.load_state_dict(state["allocator"])
             self.steps = int(state.get("steps", 0))

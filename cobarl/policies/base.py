@@ -47,7 +47,7 @@ from cobarl.io import check_state_format
 from cobarl.options import OptionSet
 from cobarl.registry import Registry
 from cobarl.stats import as_id_list
-from cobarl.strategies import upgrade_saved
+from cobarl.strategies import option_changes
 
 Request = dict  # {prompt_id: rollouts to generate now}, in generation order
 
@@ -202,8 +202,7 @@ class RolloutPolicy:
 
     def load_state_dict(self, state: dict) -> None:
         check_state_format(state, self.STATE_FORMAT, self.STATE_VERSION)
-        mine, saved = self.config.to_dict(), upgrade_saved(state["config"], self.Options)
-        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items() if saved.get(k) != v and k != "total_steps"]
+        diff = option_changes(self.config.to_dict(), state["config"], self.Options)
         if diff:
             raise ValueError("policy state was saved with another configuration: " + "; ".join(diff))
         if self.stream is not None and "stream" not in state:  # a fresh stream would draw other prompts

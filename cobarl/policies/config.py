@@ -50,7 +50,8 @@ class StrategyConfig:
             preset, policy = {"method": strategy}, POLICIES.get("allocator")
         else:
             raise TypeError(f"strategy must be a name or a callable, got {strategy!r}")
-        overrides = canonical_options(overrides)  # an old name and its new one, both set: refused
+        # an old name and its new one, both set: refused; None is "the strategy's own", not a value
+        overrides = {k: v for k, v in canonical_options(overrides).items() if v is not None}
         own = fields_by_name(policy.Options)
         foreign = [k for k in overrides if k not in own]
         if foreign:
@@ -86,6 +87,13 @@ class StrategyConfig:
         strategy = changes.pop("strategy", self.strategy)
         return StrategyConfig(strategy, **{**self.overrides, **changes})
 
+    def with_total_steps(self, steps: int | None) -> StrategyConfig:
+        """This config with the run's length filled in, where its policy reads one (linear-decay's schedule)
+        and the user set none."""
+        if steps is None or "total_steps" not in fields_by_name(self.policy.Options) or self.options.total_steps is not None:
+            return self
+        return self.replace(total_steps=steps)
+
     def to_dict(self, *, derived: bool = True) -> dict[str, Any]:
         """``{"strategy": name, **options that apply}``: the one serialiser, for config.yaml, checkpoints,
         trackers and summaries; ``derived=False`` leaves out what the run fills in (``total_steps``)."""
@@ -94,9 +102,10 @@ class StrategyConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, text: bool = False) -> StrategyConfig:
         """The config a :meth:`to_dict` (or an older run's file) recorded; ``text=True`` reads values typed
-        as text (flags, specs, verl overrides). Values the strategy sets itself are not kept as the
-        user's, so :meth:`replace` with another strategy starts from that one's. A record from before
-        options were a policy's own lists every policy's options: see :func:`_from_old_record`."""
+        as text (flags, specs, verl overrides). Every recorded option stays the user's (a default the file
+        states is kept, so a run preset such as the embedded task's max budget cannot replace it), except
+        the values the strategy's preset sets itself. A record from before options were a policy's own
+        lists every policy's options: see :func:`_from_old_record`."""
         old = _OLD_BAG <= set(data)
         data = canonical_options(data)
         strategy = data.pop("strategy", data.pop("name", "coba"))
@@ -106,7 +115,8 @@ class StrategyConfig:
             data = _from_old_record(data, preset)
         if text:
             data = {k: parse_option(preset.policy.Options, k, v, text=True) if k in own else v for k, v in data.items()}
-        return cls(strategy, **{k: v for k, v in data.items() if k not in own or v != getattr(preset.options, k)})
+        preset_sets = STRATEGIES[strategy].preset if isinstance(strategy, str) else {}
+        return cls(strategy, **{k: v for k, v in data.items() if k not in preset_sets or v != preset_sets[k]})
 
     def __reduce__(self):  # pickle and deepcopy (dataclasses.asdict of a TrainConfig) rebuild it from what was given
         return (_rebuild, (self.strategy, dict(self.overrides)))

@@ -201,6 +201,10 @@ class GresoOptions(OptionSet):
     min_p: float = option(0.05, "GRESO: lower bound of p_easy and p_hard (public: 0.05).", ge=0, le=1)
     max_p: float = option(0.95, "GRESO: upper bound of p_easy and p_hard (public: 0.95).", ge=0, le=1)
 
+    def problems(self):
+        if self.min_p > self.max_p:
+            yield f"min_p ({self.min_p:g}) is above max_p ({self.max_p:g}): the controller's bounds on p_easy and p_hard"
+
 
 @register_policy("greso")
 class GresoPolicy(RolloutPolicy):

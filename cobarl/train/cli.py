@@ -36,19 +36,24 @@ def _text_parser(cls: type, name: str):
 
 def _add_flag(parser, cls: type, f: dataclasses.Field, name: str, default: object,
               none_means: str | None = None, old_names: tuple[str, ...] = (), strategy_option: bool = False) -> None:
-    flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ()), *("--" + o.replace("_", "-") for o in old_names)]
-    default_text = default if default is not None else None if "Default:" in f.metadata["help"] else none_means
+    """Add the flag of field ``f`` (dest ``name``), and one more, hidden from --help, per old name it had."""
+    flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ())]
+    if default is None and "fallback" in f.metadata:  # a conditional option: its value where it applies
+        default = f.metadata["fallback"]
+    default_text = default if default is not None else None if "default:" in f.metadata["help"].lower() else none_means
     help_text = f.metadata["help"] + (f" (default: {default_text})" if default_text is not None else "")
     if isinstance(default, bool) and not strategy_option:  # a train option: --x / --no-x
         parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         return
     if isinstance(default, bool):  # a strategy option: --x, or --x true/false as compare specs and verl write it
-        parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), nargs="?", const=True, help=help_text,
-                            metavar="true|false")
-        return
-    choices = f.metadata.get("choices")
-    parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), choices=choices, help=help_text,
-                        metavar=name.upper() if choices is None else None)
+        kwargs = {"nargs": "?", "const": True, "metavar": "true|false"}
+    else:
+        choices = f.metadata.get("choices")
+        kwargs = {"choices": choices, "metavar": name.upper() if choices is None else None}
+    parser.add_argument(*flags, dest=name, type=_text_parser(cls, f.name), help=help_text, **kwargs)
+    for old in old_names:
+        parser.add_argument("--" + old.replace("_", "-"), dest=name, type=_text_parser(cls, f.name),
+                            help=argparse.SUPPRESS, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,7 +90,7 @@ class TrainConfig:
     )
     resume: bool = option(
         False, "Continue from the last complete checkpoint in --output-dir (default: the newest run "
-        "under runs/), reloading the allocator state; restarts cleanly if no checkpoint was written yet."
+        "under runs/), reloading the strategy's state (its statistics, prompt stream, ...); restarts cleanly if no checkpoint was written yet."
     )
     fresh: bool = option(False, "If --output-dir holds a run, move it aside to <dir>.old-N and start a new one.")
     allow_config_change: bool = option(
@@ -150,7 +150,7 @@ class TrainConfig:
         aliases=("--beta",), ge=0, le=1_000, why="larger values overflow the loss to inf",
     )
     num_iterations: int = option(
-        1, "Policy updates per generated batch (TRL num_iterations).",
+        1, "Model updates per generated batch (TRL num_iterations).",
         ge=1, le=1_000, why=_MACHINE,
     )
     micro_batch_size: int | None = option(
@@ -196,10 +196,7 @@ class TrainConfig:
 
     def strategy_config(self) -> StrategyConfig:
         """The strategy with what the run derives filled in (linear-decay's schedule length)."""
-        s = self.strategy
-        if "total_steps" in fields_by_name(s.policy.Options) and s.options.total_steps is None:
-            return s.replace(total_steps=self.allocations)
-        return s
+        return self.strategy.with_total_steps(self.allocations)
 
     def layout(self, processes: int) -> StepLayout:
         """The step's layout on ``processes`` processes (ValueError with the fix if it does not split)."""
@@ -347,8 +344,8 @@ def _nested_strategy(mapping: dict) -> dict[str, Any]:
     data = {str(k).replace("-", "_"): v for k, v in mapping.items()}  # today's: {name: coba, kappa: ...}
     try:
         old = StrategyConfig.from_dict(data)  # reads an old file's every-policy mapping
-    except ValueError:
-        return {canonical_option(k): v for k, v in data.items()}  # refused below, option by option
+    except ValueError:  # refused below, option by option, under the names the flags have
+        return {canonical_option("strategy" if k == "name" else k): v for k, v in data.items()}
     named = "name" in data or "strategy" in data
     return {**({"strategy": old.strategy} if named else {}), **old.overrides}
 
@@ -360,8 +357,9 @@ def make_config(values: dict[str, Any], base: TrainConfig | None = None) -> Trai
     train, strategy = split_values(values)
     strategy = parse_strategy_values(strategy)
     try:
-        if base is None:
-            config = new_strategy(strategy, train.get("dataset"), train.get("task"))
+        if base is None or strategy.get("strategy", base.strategy.strategy) != base.strategy.strategy:
+            # a new run, or a resumed one told another strategy: that strategy's own options, not the saved one's
+            config = new_strategy(strategy, train.get("dataset", base and base.dataset), train.get("task", base and base.task))
         else:
             config = base.strategy.replace(**strategy)
     except (ValueError, TypeError) as e:

@@ -113,7 +113,6 @@ class AdaptiveGRPOConfig(GRPOConfig):
 
     def strategy_config(self):
         """The StrategyConfig of this run; an allocator's schedule length is the number of allocations."""
-        from cobarl.options import fields_by_name
         from cobarl.policies import StrategyConfig
 
         allocations = -(-self.max_steps // self.num_iterations) if self.max_steps > 0 else None
@@ -123,6 +122,4 @@ class AdaptiveGRPOConfig(GRPOConfig):
             cfg = self.strategy
         else:
             cfg = StrategyConfig(self.strategy, **(self.strategy_options or {}))
-        if "total_steps" in fields_by_name(cfg.policy.Options) and cfg.options.total_steps is None and allocations:
-            cfg = cfg.replace(total_steps=allocations)
-        return cfg
+        return cfg.with_total_steps(allocations)

@@ -10,7 +10,6 @@ policy the same number is ``total_budget`` (:func:`cobarl.policies.run_step`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from cobarl.policies import PromptStream, StrategyConfig
@@ -64,9 +63,6 @@ def check_strategy(config: StrategyConfig, layout: StepLayout, train_prompts: in
     a generation batch larger than the data, ...) fails here, before any model loads, not at step 1.
     ``train_prompts``: the data's size, which policies that draw their own prompts need (None: not
     known yet; they are checked again once it is)."""
-    for name, value in config.to_dict().items():
-        if isinstance(value, float) and not math.isfinite(value):
-            return [f"{name} must be a finite number, got {value!r}"]
     try:
         policy = config.policy(config)
         if policy.selects_prompts and train_prompts is None:
@@ -76,7 +72,7 @@ def check_strategy(config: StrategyConfig, layout: StepLayout, train_prompts: in
         request = policy.begin(list(range(layout.prompts_per_step)), layout.rollouts_per_step)
     except (ValueError, TypeError) as e:
         return [f"{config.name}: {e}"]
-    if policy.single_pass and (sum(request.values()) != layout.rollouts_per_step or len(request) > layout.prompts_per_step):
+    if policy.single_pass and sum(request.values()) != layout.rollouts_per_step:  # e.g. a callable's counts
         return [f"{config.name} planned {list(request.values())} for {layout.prompts_per_step} prompts and "
                 f"{layout.rollouts_per_step} rollouts"]
     return []

@@ -119,7 +119,7 @@ def _run_in(config, run_dir, checkpoint, train_ds, eval_ds, val_ds, verifier, de
         before, buckets_before = _before_rl(config, run_dir, model, tokenizer, train_ds, verifier, evaluate, say)
         if checkpoint is not None:  # the counts of the evaluations up to the checkpoint, before-RL included
             evaluate.restore(load_state(checkpoint).get("eval"))
-    if finishing:  # interrupted during its final evaluation: evaluate and summarise_run only
+    if finishing:  # interrupted during its final evaluation: evaluate and summarise only
         say(f"cobarl train: {checkpoint.name} reached --max-steps or --max-generated; finishing the run "
             "(final evaluation and summary) without training")
         if not is_main:

@@ -229,7 +229,7 @@ def check_resume_policy(checkpoint: Path, config: TrainConfig, train_prompts: in
         policy.load_state_dict(load_state(checkpoint)["allocator"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
-            f"--resume: the allocator state of {checkpoint} cannot be continued with these options ({e}). Drop the "
+            f"--resume: the strategy's state of {checkpoint} cannot be continued with these options ({e}). Drop the "
             "changed options to continue the run as it was, or start a new run (--fresh, or another --output-dir)"
         ) from None
 

@@ -63,7 +63,7 @@ def build_parser(prog: str = "cobarl compare", preset: str = DEFAULT_PRESET) -> 
         default=None,
         metavar="REAL_DIR",
         help="Check the simulator against a real comparison: run the simulator with the strategies (each with the "
-        "allocator settings it ran with), seeds, steps and budgets of REAL_DIR/summary.json (a 'cobarl compare "
+        "strategy settings it ran with), seeds, steps and budgets of REAL_DIR/summary.json (a 'cobarl compare "
         "--backend real' report) and add the rank correlation, the side-by-side gaps and the cell-by-cell verdict "
         "to this report. Those options then come from REAL_DIR and may not be given. Several REAL_DIRs (a regime "
         "map): one simulated comparison each, with the --sim-preset named as its --task, in OUTPUT_DIR/<task>-x<budget>/, "

@@ -12,6 +12,7 @@ from typing import Any
 from cobarl import metrics as M
 from cobarl.experiments.comparison.key_values import key_values
 from cobarl.policies import StrategyConfig
+from cobarl.strategies import canonical_option
 from cobarl.experiments.comparison.specs import StrategySpec, format_value, option_names, parse_value
 
 SELECTION_METRIC = M.EVAL_VALIDATION_ACCURACY
@@ -84,7 +85,7 @@ def expand_grid(base: StrategySpec, grid: dict[str, tuple[Any, ...]], steps: int
     if not isinstance(base.strategy, str):
         raise ValueError("a grid needs a named strategy, not a callable")
     typed = base.label.partition("@")[0].partition(":")[2]  # options written in the spec (not a preset's)
-    both = sorted(set(grid) & {item.partition("=")[0].strip().replace("-", "_") for item in typed.split(",") if item})
+    both = sorted(set(grid) & {canonical_option(item.partition("=")[0].strip()) for item in typed.split(",") if item})
     if both:
         raise ValueError(f"{', '.join(both)} is set both in --strategies {base.label!r} and in the grid; set it in one place")
     for key, values in grid.items():

@@ -62,8 +62,7 @@ class StrategySpec:
 
     def strategy_config(self, total_steps: int) -> StrategyConfig:
         """The arm's strategy and options, with the run's length where its policy reads it (linear-decay)."""
-        config = StrategyConfig(self.strategy, **self.overrides)
-        return config.replace(total_steps=total_steps) if "total_steps" in fields_by_name(config.policy.Options) else config
+        return StrategyConfig(self.strategy, **self.overrides).with_total_steps(total_steps)
 
     def describe(self) -> str:
         base = self.label.split("@")[0].split(":")[0]
