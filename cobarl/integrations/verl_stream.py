@@ -37,6 +37,7 @@ from cobarl.integrations.verl_state import GroupRecord
 from cobarl.policies import PromptStream, make_policy, run_step
 
 TERMINAL = ("finished", "failure")
+OUTPUT_WAIT_S = 30.0  # how long a finished group's rows may take to be listed
 
 
 def stream_policy(state, trainer):
@@ -114,7 +115,22 @@ class _Rounds:
             raise RuntimeError(f"cobarl: a session of group(s) {failed[:3]} failed in the agent loop; the rollout policy's "
                                "step needs every rollout it asked for (see the agent-loop worker's log)")
         wanted = set(uids)
-        keys = [k for k, tag in tags.items() if not tag.get("is_prompt") and k.split("_")[0] in wanted]
+        deadline = time.monotonic() + OUTPUT_WAIT_S
+        while True:
+            # A group's status can reach the listing before its rows' keys do (TransferQueue's metadata is not
+            # one ordered log): a session missing right after "finished" is waited for, not a failure.
+            keys = [k for k, tag in tags.items() if not tag.get("is_prompt") and k.split("_")[0] in wanted]
+            sessions = {(split_trajectory_key(k)[0], int(split_trajectory_key(k)[1])) for k in keys}
+            missing = {uid: [s for s in range(count) if (uid, s) not in sessions] for uid, count in zip(uids, counts)}
+            missing = {uid: m for uid, m in missing.items() if m}
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            tags = (tq.kv_list("train") or {}).get("train", {})
+        if missing:
+            uid, sessions_missing = next(iter(missing.items()))
+            raise RuntimeError(f"cobarl: group {uid} has no output for session(s) {sessions_missing[:4]} of the "
+                               f"{counts[uids.index(uid)]} asked for, {OUTPUT_WAIT_S:g} s after it was finished")
         data = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["rm_scores"])
         final: dict[tuple[str, int], tuple[int, float]] = {}
         for key, score in zip(keys, data["rm_scores"]):
@@ -122,9 +138,6 @@ class _Rounds:
             if final.get((uid, int(session)), (-1, 0.0))[0] < index:
                 final[(uid, int(session))] = (index, float(score.sum().item()))
         for uid, count in zip(uids, counts):
-            missing = [s for s in range(count) if (uid, s) not in final]
-            if missing:
-                raise RuntimeError(f"cobarl: group {uid} has no output for session(s) {missing[:4]} of the {count} asked for")
             self.rewards[uid] = np.array([final[(uid, s)][1] for s in range(count)], dtype=np.float64)
             self.keys[uid] = [k for k in keys if k.split("_")[0] == uid]
             self.tokens[uid] = sum(int(tags[k].get("response_len", 0)) for k in self.keys[uid])
