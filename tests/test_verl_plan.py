@@ -53,7 +53,8 @@ def test_parse_settings_defaults_and_allocator_fields():
 @pytest.mark.parametrize(
     "options, match",
     [({"kapa": 11}, "unknown cobarl option"), ({"prompt_key": "uid"}, "prompt_key"), ({"divisor": 8}, "was removed"),
-     ({"missing_state": "ignore"}, "missing_state"), ({"strategy": "nope"}, "unknown strategy")],
+     ({"missing_state": "ignore"}, "missing_state"), ({"strategy": "nope"}, "unknown strategy"),
+     ({"strategy": "linear-decay"}, "sampler_kwargs.total_steps")],
 )
 def test_parse_settings_rejects_bad_options(options, match):
     with pytest.raises(ValueError, match=match):

@@ -92,6 +92,9 @@ def parse_settings(options: Mapping[str, Any] | None) -> PluginSettings:
     # Hydra hands numbers over typed, or as text when quoted: both read as cobarl train reads them.
     config = StrategyConfig.from_dict({k: v for k, v in opts.items() if k not in _PLUGIN_FIELDS}, text=True)
     check_verl_policy(config)
+    if getattr(config.options, "schedule", None) == "linear-decay" and config.options.total_steps is None:
+        raise ValueError("linear-decay steps alpha down over the run's length, which verl does not hand to the plugin: "
+                         "set trainer.v1.sampler.sampler_kwargs.total_steps to the run's training steps")
     return PluginSettings(
         name=str(opts.get("name", DEFAULT_NAME)),
         strategy=config,
