@@ -23,7 +23,7 @@ pytest.importorskip("verl")
 pytest.importorskip("transfer_queue")
 
 import transfer_queue as tq  # noqa: E402
-from verl_world import N_PROMPTS, clear_tq, make_config, make_trainer, run_step, table_reward  # noqa: E402
+from verl_world import N_PROMPTS, make_config, make_trainer, quiet_tq, run_step, table_reward  # noqa: E402
 
 from cobarl.integrations.verl_rounds import ERROR_TAG  # noqa: E402
 from cobarl.integrations.verl_state import SUMMARY_FILE, get_state, reset_registry  # noqa: E402
@@ -44,7 +44,7 @@ NO_COBA = [f"~trainer.v1.sampler.sampler_kwargs.{key}" for key in ("kappa", "win
 @pytest.fixture(autouse=True)
 def _fresh():
     reset_registry()
-    clear_tq()
+    quiet_tq()
     yield
     reset_registry()
 
@@ -211,7 +211,7 @@ def test_greso_decides_in_verl_as_in_trl_and_resumes(verl_world, tmp_path):
 
     # resume from step 2 in a fresh registry: step 3 decides exactly as before
     reset_registry()
-    clear_tq()
+    quiet_tq()
     resumed = policy_config(verl_world, tmp_path / "ckpt", "greso", *options, "trainer.resume_mode=resume_path",
                             f"trainer.resume_from_path={tmp_path / 'ckpt' / 'global_step_2'}")
     trainer2, _ = make_trainer(verl_world, resumed, reward="table")

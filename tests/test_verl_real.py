@@ -12,7 +12,7 @@ import transfer_queue as tq  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
 from verl.trainer.ppo.checkpoint_callback import CheckpointCallback  # noqa: E402
 from verl.trainer.ppo.v1 import get_trainer_cls  # noqa: E402
-from verl_world import N_PROMPTS, clear_tq, make_trainer, pass_rate, run_step  # noqa: E402
+from verl_world import N_PROMPTS, make_trainer, pass_rate, quiet_tq, run_step  # noqa: E402
 from verl_world import make_config as world_config  # noqa: E402
 
 import cobarl.integrations.verl as cv  # noqa: E402
@@ -42,7 +42,7 @@ def make_config(world, ckpt, *overrides):
 
 
 def test_sync_mode_budgets_stats_advantages_checkpoint_and_resume(world, tmp_path):
-    clear_tq()
+    quiet_tq()
     cfg = make_config(world, tmp_path / "ckpt")
     trainer, spy = make_trainer(world, cfg)
     assert isinstance(trainer.replay_buffer, cv.CobaReplayBuffer) and isinstance(trainer.checkpoint_callback, cv.CobaCheckpointCallback)
@@ -94,7 +94,7 @@ def test_sync_mode_budgets_stats_advantages_checkpoint_and_resume(world, tmp_pat
 
     # resume: a fresh process (registry) rebuilds the trainer from the same folder
     reset_registry()
-    clear_tq()
+    quiet_tq()
     trainer2, _ = make_trainer(world, cfg)
     assert trainer2.global_steps == 2 and get_state("default").restored_from.endswith("global_step_2")
     assert get_state("default").allocator.state_dict() == saved_state
@@ -109,7 +109,7 @@ def test_sync_mode_budgets_stats_advantages_checkpoint_and_resume(world, tmp_pat
 
 def test_crash_between_verl_marker_and_callback_keeps_state(world, tmp_path):
     """verl writes latest_checkpointed_iteration.txt before on_save: the state must already be there."""
-    clear_tq()
+    quiet_tq()
     cfg = make_config(world, tmp_path / "ckpt")
     trainer, _ = make_trainer(world, cfg)
     trainer.checkpoint_callback = CheckpointCallback(config=cfg)  # on_save never runs (the crash)
@@ -121,7 +121,7 @@ def test_crash_between_verl_marker_and_callback_keeps_state(world, tmp_path):
 def test_async_mode_one_update_per_step_dapo_refills_and_small_batches(world, tmp_path):
     """separate_async, parameter_sync_step=2 (two sample() calls per step), DAPO filter on: prompts with
     pass rate 0 or 1 come back all-equal, are evicted and refilled one at a time."""
-    clear_tq()
+    quiet_tq()
     cfg = make_config(
         world, tmp_path / "ckpt",
         "trainer.v1.trainer_mode=separate_async", "trainer.v1.sampler.custom_sampler.name=CobaReplayBufferAsync",

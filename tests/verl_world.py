@@ -214,3 +214,20 @@ def clear_tq():
     for pid, items in (tq.kv_list() or {}).items():
         if items:
             tq.kv_clear(keys=list(items), partition_id=pid)
+
+
+def quiet_tq(timeout: float = 30.0) -> None:
+    """Clear TransferQueue once no prompt of an earlier test is still generating: the Ray world is shared by
+    the session, and an async-mode test's workers may still be writing rows when it returns; a row landing
+    in the next test's queue would be that test's (a stale tag, a group's session out of place)."""
+    import time
+
+    deadline, empty = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and empty < 3:
+        items = {k: t for part in (tq.kv_list() or {}).values() for k, t in part.items()}
+        if any(t.get("is_prompt") and t.get("status") in ("pending", "running") for t in items.values()):
+            time.sleep(0.2)
+            continue
+        clear_tq()
+        empty = empty + 1 if not items else 0
+        time.sleep(0.1)
